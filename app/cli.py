@@ -1,0 +1,106 @@
+"""The `slidescan` command line: one entry point, subcommands discovered in app/commands/.
+
+Every subcommand module defines `register(subparsers)` and sets `func` on its parser; `func`
+takes the parsed args and returns an exit code. Errors become one line on stderr and a
+non-zero exit, never a traceback (set SLIDESCAN_DEBUG=1 to see it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pkgutil
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from slidescan.app import __version__
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code `code`."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, like every other error
+        sub = self.prog.removeprefix("slidescan").strip()
+        raise CliError(f"{sub}: {message}" if sub else message, code=2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="slidescan",
+        description="Whole-slide-imaging scanner with learned autofocus and an optical simulator.",
+    )
+    parser.add_argument("--version", action="version", version=f"slidescan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    import slidescan.app.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output for --json: one JSON document on stdout."""
+    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=_json_default)
+    sys.stdout.write("\n")
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    debug = os.environ.get("SLIDESCAN_DEBUG", "") not in ("", "0")
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            if args.command is None:
+                # No subcommand: the desktop application, as a double-clicked installer expects.
+                args = parser.parse_args(["gui"]) if "gui" in _subcommands(parser) else args
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return 2
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        if debug:
+            raise
+        print(f"slidescan: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("slidescan: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every other failure: one line, no traceback
+        if debug:
+            raise
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"slidescan: error: {text}", file=sys.stderr)
+        return 1
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Shared fixtures. Qt always runs offscreen; the real tissue images live in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SLIDESCAN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def tissue_dir() -> Path:
+    """Folder of real in-focus tissue PNGs; tests that need it skip with a reason if absent."""
+    d = SHARED_DATA / "tissue"
+    if not d.is_dir():
+        pytest.skip(f"real tissue images not found at {d}")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path_factory, monkeypatch):
+    """Config, logs and caches go to a temp folder, never the developer's home."""
+    root = tmp_path_factory.getbasetemp() / "userdirs"
+    for var, sub in (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_STATE_HOME", "state"),
+    ):
+        monkeypatch.setenv(var, str(root / sub))
