@@ -1,0 +1,330 @@
+"""The focus yardstick: run a focus method on recorded stacks and score it against the truth.
+
+Every trial replays one stack through a fresh `ReplayMicroscope` (so a method runs exactly as
+on hardware), starts the stage at a hint drawn as `true focus + U(-hint_range, +hint_range)`
+(seeded), gives the method `FocusHint(z_um=hint, range_um=hint_range)` and records:
+
+- error = returned z - the stack's true focus, in um, never clipped. A z outside the stack's
+  recorded range is scored like any other z and also counted as `out_of_range`.
+- `ok=False` results are counted as failed and still scored at the z they returned.
+- A method that raises `FocusError` or a `HardwareError` (for example it asked for a z outside
+  the stack), or returns a non-finite z, is a failed trial scored at the hint, the z a scan
+  would fall back to. Any other exception is a bug and propagates.
+- frames = snaps the replay camera served, hardware seconds = the replay's virtual clock
+  (`ReplayTiming`), compute seconds = wall time (`time.perf_counter`) around `method.focus`,
+  which includes the replay's interpolation (well under a millisecond per frame).
+
+The summary gives MAE, median, p95 and max of |error|, the signed bias, and the fraction of
+trials within half the depth of field, DOF = `depth_of_field_um(na, n)` at 0.55 um.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from slidescan.focus.protocol import (
+    FocusError,
+    FocusHint,
+    FocusMethod,
+    OpticsLike,
+    depth_of_field_um,
+)
+from slidescan.hardware.errors import HardwareError
+from slidescan.hardware.replay import ReplayMicroscope, ReplayTiming
+from slidescan.hardware.stackfile import FocusStack
+
+#: Wavelength the depth-of-field threshold is computed at (um); `depth_of_field_um`'s default.
+DOF_WAVELENGTH_UM = 0.55
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One focus run on one stack. `z_um` is what was scored (see the module docstring)."""
+
+    stack_id: str
+    trial: int
+    true_focus_um: float
+    hint_z_um: float
+    z_um: float
+    error_um: float
+    ok: bool
+    scored_at_hint: bool
+    in_range: bool
+    frames: int
+    reported_frames: int
+    moves: int
+    hardware_s: float
+    compute_s: float
+    confidence: float
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    trials: int
+    stacks: int
+    mae_um: float
+    median_abs_um: float
+    p95_abs_um: float
+    max_abs_um: float
+    bias_um: float
+    rmse_um: float
+    threshold_um: float
+    dof_um: float
+    within_fraction: float
+    failed: int
+    scored_at_hint: int
+    out_of_range: int
+    frames_mean: float
+    frames_max: int
+    hardware_s_mean: float
+    compute_s_mean: float
+    compute_s_median: float
+
+    @classmethod
+    def of(cls, records: Sequence[TrialRecord], dof_um: float) -> EvalSummary:
+        if not records:
+            raise ValueError("no trials to summarise")
+        err = np.array([r.error_um for r in records], dtype=np.float64)
+        a = np.abs(err)
+        frames = np.array([r.frames for r in records])
+        compute = np.array([r.compute_s for r in records])
+        threshold = dof_um / 2.0
+        return cls(
+            trials=len(records),
+            stacks=len({r.stack_id for r in records}),
+            mae_um=float(a.mean()),
+            median_abs_um=float(np.median(a)),
+            p95_abs_um=float(np.percentile(a, 95)),
+            max_abs_um=float(a.max()),
+            bias_um=float(err.mean()),
+            rmse_um=float(np.sqrt(np.mean(err**2))),
+            threshold_um=float(threshold),
+            dof_um=float(dof_um),
+            within_fraction=float(np.mean(a <= threshold)),
+            failed=sum(not r.ok for r in records),
+            scored_at_hint=sum(r.scored_at_hint for r in records),
+            out_of_range=sum(not r.in_range for r in records),
+            frames_mean=float(frames.mean()),
+            frames_max=int(frames.max()),
+            hardware_s_mean=float(np.mean([r.hardware_s for r in records])),
+            compute_s_mean=float(compute.mean()),
+            compute_s_median=float(np.median(compute)),
+        )
+
+
+@dataclass
+class EvalReport:
+    """Everything one evaluation measured: the set-up, every trial, and the summary."""
+
+    method: str
+    hint_range_um: float
+    trials_per_stack: int
+    seed: int
+    na: float
+    immersion_n: float
+    timing: ReplayTiming
+    records: list[TrialRecord]
+    summary: EvalSummary
+    params: dict[str, Any] = field(default_factory=dict)
+    stacks_source: str = ""
+
+    def per_stack(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for sid in dict.fromkeys(r.stack_id for r in self.records):
+            rs = [r for r in self.records if r.stack_id == sid]
+            a = np.abs([r.error_um for r in rs])
+            out[sid] = {
+                "true_focus_um": rs[0].true_focus_um,
+                "mae_um": float(a.mean()),
+                "max_abs_um": float(a.max()),
+                "within_fraction": float(np.mean(a <= self.summary.threshold_um)),
+                "failed": sum(not r.ok for r in rs),
+            }
+        return out
+
+    def to_dict(self, *, include_trials: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "method": self.method,
+            "params": self.params,
+            "stacks_source": self.stacks_source,
+            "hint_range_um": self.hint_range_um,
+            "hint": "true focus + uniform(-hint_range_um, +hint_range_um), passed as range_um",
+            "trials_per_stack": self.trials_per_stack,
+            "seed": self.seed,
+            "optics": {"na": self.na, "immersion_n": self.immersion_n},
+            "threshold": (
+                f"|error| <= DOF/2 = {self.summary.threshold_um:.4f} um "
+                f"(DOF {self.summary.dof_um:.4f} um at {DOF_WAVELENGTH_UM} um, "
+                f"NA {self.na:g}, n {self.immersion_n:g})"
+            ),
+            "timing": asdict(self.timing),
+            "summary": asdict(self.summary),
+            "per_stack": self.per_stack(),
+        }
+        if include_trials:
+            d["trials"] = [asdict(r) for r in self.records]
+        return d
+
+    def format_table(self) -> str:
+        s = self.summary
+        lines = [
+            f"method {self.method}"
+            + (f" {self.params}" if self.params else "")
+            + f" on {s.stacks} stacks x {self.trials_per_stack} trials = {s.trials} trials"
+            + (f" ({self.stacks_source})" if self.stacks_source else ""),
+            f"hint: true focus + U(-{self.hint_range_um:g}, +{self.hint_range_um:g}) um, "
+            f"seed {self.seed}",
+            "",
+            f"|error| um    MAE {s.mae_um:.3f}   median {s.median_abs_um:.3f}   "
+            f"p95 {s.p95_abs_um:.3f}   max {s.max_abs_um:.3f}   "
+            f"(bias {s.bias_um:+.3f}, RMSE {s.rmse_um:.3f})",
+            f"within DOF/2  {100 * s.within_fraction:.1f} %  "
+            f"(|error| <= {s.threshold_um:.3f} um; DOF {s.dof_um:.3f} um at "
+            f"{DOF_WAVELENGTH_UM} um, NA {self.na:g}, n {self.immersion_n:g})",
+            f"failed        {s.failed} (ok=False; {s.scored_at_hint} raised or gave no z: "
+            "scored at the hint)   "
+            f"outside the stack: {s.out_of_range}",
+            f"per trial     frames {s.frames_mean:.1f} (max {s.frames_max})   "
+            f"hardware {s.hardware_s_mean:.3f} s   "
+            f"compute {s.compute_s_mean * 1000:.1f} ms (median {s.compute_s_median * 1000:.1f} ms)",
+            "",
+            f"{'stack':<12}{'true z um':>11}{'MAE um':>9}{'max um':>9}{'within':>9}{'failed':>8}",
+        ]
+        for sid, st in self.per_stack().items():
+            lines.append(
+                f"{sid:<12}{st['true_focus_um']:>11.3f}{st['mae_um']:>9.3f}"
+                f"{st['max_abs_um']:>9.3f}{100 * st['within_fraction']:>8.0f}%"
+                f"{st['failed']:>8d}"
+            )
+        return "\n".join(lines)
+
+
+def _check_hint_fits(stack: FocusStack, hint_range_um: float) -> float:
+    if stack.true_focus_um is None:
+        raise ValueError(f"stack {stack.id!r} has no true_focus_um; it cannot be scored")
+    truth = float(stack.true_focus_um)
+    lo, hi = stack.z_range_um
+    if truth - hint_range_um < lo or truth + hint_range_um > hi:
+        raise ValueError(
+            f"hint range +-{hint_range_um:g} um around stack {stack.id!r}'s true focus "
+            f"{truth:.3f} um reaches outside its z range [{lo:.3f}, {hi:.3f}] um; "
+            "use a smaller hint range or a deeper stack"
+        )
+    return truth
+
+
+def evaluate_method(
+    method: FocusMethod,
+    stacks: Any,
+    hint_range_um: float,
+    trials: int,
+    seed: int,
+    *,
+    optics: OpticsLike | None = None,
+    timing: ReplayTiming | None = None,
+    params: dict[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvalReport:
+    """Score `method` on every stack (`trials` runs each); see the module docstring.
+
+    `stacks` is an open `StackFile` (its `optics` are used) or a sequence of `FocusStack`
+    with `optics=` given. `progress(n)` is called after each trial with the trials done.
+    """
+    optics = optics if optics is not None else getattr(stacks, "optics", None)
+    if optics is None:
+        raise ValueError("evaluate_method needs the optics: pass a StackFile or optics=")
+    if not (math.isfinite(hint_range_um) and hint_range_um >= 0):
+        raise ValueError(f"hint range must be a finite number >= 0, got {hint_range_um}")
+    if trials < 1:
+        raise ValueError(f"trials per stack must be at least 1, got {trials}")
+    if len(stacks) == 0:
+        raise ValueError("there are no stacks to evaluate on")
+    timing = timing or ReplayTiming()
+    dof = depth_of_field_um(optics.na, optics.immersion_n, DOF_WAVELENGTH_UM)
+    name = str(getattr(method, "name", type(method).__name__))
+    # All hint offsets are drawn up front, so trial (i, j) sees the same hint whatever the method.
+    offsets = np.random.default_rng(seed).uniform(
+        -hint_range_um, hint_range_um, size=(len(stacks), trials)
+    )
+    records: list[TrialRecord] = []
+    for i in range(len(stacks)):
+        stack: FocusStack = stacks[i]
+        truth = _check_hint_fits(stack, hint_range_um)
+        lo, hi = stack.z_range_um
+        for j in range(trials):
+            hint = truth + float(offsets[i, j])
+            records.append(
+                _run_trial(method, stack, optics, timing, truth, hint, hint_range_um, j, (lo, hi))
+            )
+            if progress is not None:
+                progress(len(records))
+    return EvalReport(
+        method=name,
+        hint_range_um=float(hint_range_um),
+        trials_per_stack=int(trials),
+        seed=int(seed),
+        na=float(optics.na),
+        immersion_n=float(optics.immersion_n),
+        timing=timing,
+        records=records,
+        summary=EvalSummary.of(records, dof),
+        params=dict(params or {}),
+        stacks_source=str(getattr(stacks, "path", "")),
+    )
+
+
+def _run_trial(
+    method: FocusMethod,
+    stack: FocusStack,
+    optics: OpticsLike,
+    timing: ReplayTiming,
+    truth: float,
+    hint: float,
+    hint_range_um: float,
+    trial: int,
+    z_range: tuple[float, float],
+) -> TrialRecord:
+    scope = ReplayMicroscope(stack, optics, timing=timing, start_z_um=hint)
+    t_hw = scope.now()
+    t0 = time.perf_counter()
+    scored_at_hint = False
+    try:
+        result = method.focus(scope, FocusHint(z_um=hint, range_um=hint_range_um, source="eval"))
+    except (FocusError, HardwareError) as exc:
+        compute_s = time.perf_counter() - t0
+        scored_at_hint = True
+        z, ok, conf, reported_frames = hint, False, 0.0, scope.frames_taken
+        message = f"raised {type(exc).__name__}: {exc}"
+    else:
+        compute_s = time.perf_counter() - t0
+        z, ok, conf = float(result.z_um), bool(result.ok), float(result.confidence)
+        reported_frames, message = int(result.frames), str(result.message)
+        if not math.isfinite(z):
+            scored_at_hint, ok, z = True, False, hint
+            message = f"returned a non-finite z ({result.z_um}); {message}".rstrip("; ")
+    lo, hi = z_range
+    return TrialRecord(
+        stack_id=stack.id,
+        trial=trial,
+        true_focus_um=truth,
+        hint_z_um=hint,
+        z_um=z,
+        error_um=z - truth,
+        ok=ok,
+        scored_at_hint=scored_at_hint,
+        in_range=lo <= z <= hi,
+        frames=scope.frames_taken,
+        reported_frames=reported_frames,
+        moves=scope.moves,
+        hardware_s=scope.now() - t_hw,
+        compute_s=compute_s,
+        confidence=conf,
+        message=message,
+    )
