@@ -1,0 +1,215 @@
+"""`slidescan stack synth|info|sheet` and `slidescan focus eval`: help, bad input, JSON, output."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from slidescan.app.cli import main
+from slidescan.app.commands import focus as focus_cmd
+from slidescan.app.commands.stack import choose_planes, defocus_offsets
+from slidescan.focus.protocol import FocusResult
+from slidescan.hardware.optics import OpticalPath, get_objective
+from slidescan.hardware.stackfile import FocusStack, write_stacks
+
+OPTICS = OpticalPath(get_objective("20x/0.75"))
+TRUTHS = (1.5, -4.0, 7.25)
+
+
+@pytest.fixture(scope="module")
+def stack_file(tmp_path_factory, tissue_dir):
+    """Three RGB stacks of real tissue blurred by |defocus|, sharp at known true focus."""
+    rgb = cv2.cvtColor(
+        cv2.imread(str(tissue_dir / "he_nanozoomer_0.227um.png")), cv2.COLOR_BGR2RGB
+    ).astype(np.float64)
+    stacks = []
+    for k, truth in enumerate(TRUTHS):
+        z = truth + np.arange(-6.0, 6.01, 0.5)
+        field = rgb[150 * k : 150 * k + 96, 300:396]
+        planes = [
+            ndimage.gaussian_filter(field, (1.2 * abs(d), 1.2 * abs(d), 0)) for d in z - truth
+        ]
+        images = np.clip(np.rint(planes), 0, 255).astype(np.uint8)
+        stacks.append(
+            FocusStack(f"{k:04d}", images, z, truth, meta={"x_um": 1000.0 * k, "y_um": 500.0})
+        )
+    path = tmp_path_factory.mktemp("stacks") / "s.h5"
+    return write_stacks(path, stacks, OPTICS, source="test", source_config={"seed": 3})
+
+
+def _one_line_error(capsys, code, argv):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.startswith("slidescan: error:") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["stack", "--help"],
+        ["stack", "synth", "--help"],
+        ["stack", "info", "--help"],
+        ["stack", "sheet", "--help"],
+        ["focus", "--help"],
+        ["focus", "eval", "--help"],
+    ],
+)
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("code", "argv", "text"),
+    [
+        (2, ["stack"], "choose an action"),
+        (2, ["focus"], "choose an action"),
+        (2, ["stack", "info"], "required"),
+        (1, ["stack", "info", "/no/such/file.h5"], "not found"),
+        (2, ["stack", "synth", "--out", "x.h5", "--z-step", "0"], "--z-step must be positive"),
+        (2, ["stack", "synth", "--out", "x.h5", "--z-step", "0.3"], "whole number"),
+        (2, ["stack", "synth", "--out", "x.h5", "--z-min", "3", "--z-max", "1"], "must exceed"),
+        (2, ["stack", "synth", "--out", "x.h5", "--positions", "0"], "at least 1"),
+        (2, ["focus", "eval", "--mode", "x"], "required"),
+        (2, ["focus", "eval", "--mode", "x", "--stacks", "s.h5", "--trials", "0"], "at least 1"),
+        (2, ["focus", "eval", "--mode", "x", "--stacks", "s.h5", "--param", "oops"], "KEY=VALUE"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(capsys, code, argv, text):
+    assert text in _one_line_error(capsys, code, argv)
+
+
+def test_not_hdf5_is_a_clear_error(tmp_path, capsys):
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"\x00" * 100)
+    assert "not an HDF5 file" in _one_line_error(capsys, 1, ["stack", "info", str(junk)])
+
+
+def test_info_json_and_text(stack_file, capsys):
+    assert main(["stack", "info", str(stack_file), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["stacks"] == 3 and info["source"] == "test"
+    assert info["shapes"] == [[25, 96, 96, 3]] and info["dtypes"] == ["uint8"]
+    assert info["z_steps_um"] == [0.5] and info["planes"] == [25]
+    assert info["optics"]["na"] == 0.75
+    assert info["true_focus"]["min_um"] == -4.0 and info["true_focus"]["max_um"] == 7.25
+    assert info["true_focus"]["mean_um"] == pytest.approx(np.mean(TRUTHS))
+    first = info["per_stack"][0]
+    assert first["defocus_min_um"] == pytest.approx(-6.0)
+    assert first["defocus_max_um"] == pytest.approx(6.0)
+    assert first["x_um"] == 0.0 and first["uniform_step"]
+
+    assert main(["stack", "info", str(stack_file)]) == 0
+    text = capsys.readouterr().out
+    assert "stacks      3" in text and "DOF 0.812 um" in text and "seed=3" in text
+    assert "-6.00 .. +6.00" in text
+
+
+def test_choose_planes_is_symmetric_about_focus():
+    z = 2.0 + np.arange(-10, 6.01, 0.5)  # truth 2.0, deeper below than above
+    picked = choose_planes(z, 2.0, 5)
+    assert list(z[picked] - 2.0) == [-6.0, -3.0, 0.0, 3.0, 6.0]
+    assert choose_planes(z[::-1].copy(), 2.0, 5) == [len(z) - 1 - i for i in picked]
+    assert choose_planes(z, None, 3) == [0, 16, 32]
+
+
+def test_sheet_puts_the_sharp_plane_in_the_middle(stack_file, tmp_path, capsys):
+    out = tmp_path / "sheet.png"
+    argv = ["stack", "sheet", str(stack_file), "--out", str(out), "--stack", "0001"]
+    assert main([*argv, "--planes", "5", "--tile", "64"]) == 0
+    sheet = cv2.imread(str(out))
+    gap, tile = 6, 64
+    assert sheet.shape == (30 + 44 + tile + gap, 5 * tile + 6 * gap, 3)
+    y = 30 + 44
+    tiles = [sheet[y : y + tile, gap + n * (tile + gap) :][:, :tile] for n in range(5)]
+    sharp = [
+        ndimage.laplace(cv2.cvtColor(t, cv2.COLOR_BGR2GRAY).astype(float)).var() for t in tiles
+    ]
+    assert int(np.argmax(sharp)) == 2
+    assert sharp[0] < sharp[1] < sharp[2] > sharp[3] > sharp[4]
+    # the labels are drawn: the band above the tiles is not blank
+    assert (sheet[30:y, gap : gap + tile] < 128).any()
+
+
+def test_sheet_bad_input(stack_file, tmp_path, capsys):
+    out = str(tmp_path / "s.png")
+    assert "no stack" in _one_line_error(
+        capsys, 1, ["stack", "sheet", str(stack_file), "--out", out, "--stack", "zz"]
+    )
+    assert "out of range" in _one_line_error(
+        capsys, 1, ["stack", "sheet", str(stack_file), "--out", out, "--stack", "7"]
+    )
+    assert ".png" in _one_line_error(
+        capsys, 2, ["stack", "sheet", str(stack_file), "--out", str(tmp_path / "s.jpg")]
+    )
+
+
+def test_defocus_offsets_cover_the_range_in_whole_steps():
+    o = defocus_offsets(-10, 10, 0.25)
+    assert len(o) == 81 and o[0] == -10 and o[-1] == 10 and o[40] == 0
+
+
+class _Offset:
+    name = "offset"
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset = offset
+
+    def focus(self, device, hint):
+        truth = device.snap().meta["true_focus_um"]
+        return FocusResult(truth + self.offset, 1, 0.0, 0.0, 1.0)
+
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    def make(name, params):
+        if name != "offset":
+            raise focus_cmd.CliError(f"focus eval: unknown mode {name!r}; available: offset")
+        return _Offset(**params)
+
+    monkeypatch.setattr(focus_cmd, "make_method", make)
+
+
+def test_focus_eval_json_reports_the_known_error(stack_file, capsys, fake_registry):
+    argv = ["focus", "eval", "--mode", "offset", "--stacks", str(stack_file)]
+    assert main([*argv, "--trials", "3", "--param", "offset=0.5", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert captured.err == ""  # no progress bar with --json
+    s = report["summary"]
+    assert s["trials"] == 9 and s["stacks"] == 3
+    assert s["mae_um"] == pytest.approx(0.5) and s["max_abs_um"] == pytest.approx(0.5)
+    assert s["within_fraction"] == 0.0 and s["threshold_um"] == pytest.approx(0.406, abs=1e-3)
+    assert s["frames_mean"] == 1 and s["hardware_s_mean"] == pytest.approx(0.02)
+    assert report["params"] == {"offset": 0.5} and len(report["trials"]) == 9
+    assert "DOF/2" in report["threshold"]
+
+
+def test_focus_eval_table_and_errors(stack_file, capsys, fake_registry):
+    argv = ["focus", "eval", "--mode", "offset", "--stacks", str(stack_file), "--trials", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "MAE 0.000" in out and "within DOF/2  100.0 %" in out and "0002" in out
+    assert "reaches outside" in _one_line_error(capsys, 1, [*argv, "--hint-range", "7"])
+    assert "unknown mode" in _one_line_error(
+        capsys, 2, ["focus", "eval", "--mode", "nope", "--stacks", str(stack_file)]
+    )
+    assert "not found" in _one_line_error(
+        capsys, 1, ["focus", "eval", "--mode", "offset", "--stacks", "/no/file.h5"]
+    )
+
+
+def test_param_values_are_json_or_text():
+    assert focus_cmd.parse_params(["a=3", "b=0.5", "c=true", "d=brenner", "e=[1, 2]"]) == {
+        "a": 3,
+        "b": 0.5,
+        "c": True,
+        "d": "brenner",
+        "e": [1, 2],
+    }
