@@ -1,0 +1,725 @@
+"""The scan file: one HDF5 file per scan, crash-safe, readable while it is being written.
+
+Layout (format "slidescan-scan", version 1)::
+
+    /                        attributes:
+        format               "slidescan-scan"
+        format_version       1
+        software_version     slidescan version that created the file
+        created              ISO-8601 creation time (UTC)
+        plan                 the ScanPlan as JSON (app/plan.py)
+        profile              the hardware profile as JSON ("{}" when unknown)
+        status               running | completed | cancelled | error (16-byte string)
+        message              last status message (256-byte string, for error/cancelled)
+        writer_pid, writer_host  process writing the file (to refuse a second writer)
+        objective, pixel_size_um, fov_um (w, h), tile_shape, tile_dtype, n_planned,
+        compression, curve_max
+    /plan_tiles              (n_planned,) compound: index, row, col, x_um, y_um
+                             every planned tile in visiting order (fixed when the scan starts)
+    /committed               scalar int64: how many rows of /tiles/* are complete
+    /tiles/records           (n,) compound, one row per tile taken (RECORD_DTYPE below): planned
+                             index, version, row, col, stage x/y/z, the focus record (method,
+                             focus_z_um = the method's own answer, hint_z_um, frames,
+                             confidence, ok, fallback, hardware_s, compute_s), wall_time (unix
+                             s), hw_time (hardware clock s), true_focus_um (simulator; NaN
+                             otherwise), skipped (empty glass), tissue_fraction, checksum
+                             (CRC-32 of the image bytes), curve_len, curve_kind,
+                             tile_hardware_s and tile_frames (the whole tile: XY move,
+                             quick look, focus, capture)
+    /tiles/images            (n, H, W[, C]) camera dtype, one tile per chunk, compression
+                             none | gzip | lzf; rows of skipped tiles are never written (no
+                             storage, read back as None)
+    /tiles/thumbnails        (n, h, w[, C]) uint8, about 64 px on the long side
+    /tiles/curve_z_um        (n, curve_max) float32, NaN-padded: the focus curve's z
+    /tiles/curve_values      (n, curve_max) float32, NaN-padded: its metric/prediction values
+    /survey                  (m,) compound x_um, y_um, z_um, confidence, ok: focus-map survey
+
+Crash safety. HDF5 is not crash-safe by default: a kill in the middle of a metadata write can
+leave a file no library opens. Scan files are written in SWMR mode (libver="latest"): every
+object is created up front in a temporary file that is atomically renamed into place, then
+`swmr_mode` is switched on and from then on the writer only appends along the tile axis and
+modifies fixed-size values, which SWMR writes in an order that keeps the file consistent at
+every instant. Each tile is committed in two steps: write its rows, flush; then bump
+/committed, flush. A reader trusts only the first `committed` rows, so a tile interrupted half
+way is never counted. Readers open with `swmr=True` (ScanReader does), which works on a file
+still being written and on one whose writer was killed.
+
+A killed SWMR writer leaves the file's "open for writing" flags set, so HDF5 refuses to open it
+for writing again. Resuming therefore recovers it: the committed part is copied (raw chunks,
+no recompression) into `<name>.recover` next to it, which is flushed, fsync'd and atomically
+renamed over the original; the original stays untouched until the copy is complete. A file
+that was closed cleanly (cancelled, error, completed) is reopened in place.
+
+Rescanning tiles appends new versions: a row whose planned index appears again later is
+superseded by the later row (`ScanReader.tiles` marks it; `ScanReader.current()` hides it).
+Nothing is ever overwritten in place, so a crash during a rescan loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import os
+import shutil
+import socket
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from slidescan.app import __version__
+from slidescan.app.plan import ScanPlan, Tile
+from slidescan.app.tissue import thumbnail as make_thumbnail
+
+FORMAT = "slidescan-scan"
+FORMAT_VERSION = 1
+CURVE_MAX = 128
+STATUSES = ("running", "completed", "cancelled", "error")
+_STATUS_DTYPE = "S16"
+_MESSAGE_DTYPE = "S256"
+
+PLAN_TILE_DTYPE = np.dtype(
+    [("index", "<i4"), ("row", "<i4"), ("col", "<i4"), ("x_um", "<f8"), ("y_um", "<f8")]
+)
+
+RECORD_DTYPE = np.dtype(
+    [
+        ("index", "<i4"),
+        ("version", "<i4"),
+        ("row", "<i4"),
+        ("col", "<i4"),
+        ("x_um", "<f8"),
+        ("y_um", "<f8"),
+        ("z_um", "<f8"),
+        ("hint_z_um", "<f8"),
+        ("focus_z_um", "<f8"),
+        ("true_focus_um", "<f8"),
+        ("method", "S24"),
+        ("frames", "<i4"),
+        ("confidence", "<f4"),
+        ("ok", "?"),
+        ("fallback", "S24"),
+        ("hardware_s", "<f8"),
+        ("compute_s", "<f8"),
+        ("wall_time", "<f8"),
+        ("hw_time", "<f8"),
+        ("skipped", "?"),
+        ("tissue_fraction", "<f4"),
+        ("checksum", "<u4"),
+        ("curve_len", "<i4"),
+        ("curve_kind", "S12"),
+        ("tile_hardware_s", "<f8"),
+        ("tile_frames", "<i4"),
+    ]
+)
+
+SURVEY_DTYPE = np.dtype(
+    [("x_um", "<f8"), ("y_um", "<f8"), ("z_um", "<f8"), ("confidence", "<f4"), ("ok", "?")]
+)
+
+_TILE_DATASETS = ("records", "images", "thumbnails", "curve_z_um", "curve_values")
+
+
+class ScanFileError(Exception):
+    """The file is not a scan file, is damaged beyond recovery, or cannot be written."""
+
+
+class StorageError(ScanFileError):
+    """Writing failed (disk full, I/O error). Everything committed before stays readable."""
+
+
+@dataclass
+class TileRecord:
+    """What the runner knows about one tile taken. NaN means unknown."""
+
+    index: int
+    row: int
+    col: int
+    x_um: float
+    y_um: float
+    z_um: float
+    hint_z_um: float = float("nan")
+    focus_z_um: float = float("nan")
+    true_focus_um: float = float("nan")
+    method: str = ""
+    frames: int = 0
+    confidence: float = float("nan")
+    ok: bool = True
+    fallback: str = ""
+    hardware_s: float = 0.0
+    compute_s: float = 0.0
+    wall_time: float = 0.0
+    hw_time: float = 0.0
+    skipped: bool = False
+    tissue_fraction: float = float("nan")
+    curve_kind: str = "metric"
+    #: The whole tile on the hardware clock (XY move, quick look, focus, capture) and its
+    #: exposures; `hardware_s`, `compute_s` and `frames` are the focus method's share.
+    tile_hardware_s: float = 0.0
+    tile_frames: int = 0
+    curve_z_um: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    curve_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def to_row(self, version: int, checksum: int, curve_len: int) -> np.ndarray:
+        row = np.zeros((), RECORD_DTYPE)
+        for name, value in asdict(self).items():
+            if name in RECORD_DTYPE.names:
+                row[name] = value.encode() if isinstance(value, str) else value
+        row["version"] = version
+        row["checksum"] = checksum
+        row["curve_len"] = curve_len
+        return row
+
+
+def image_checksum(image: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(image).data) & 0xFFFFFFFF
+
+
+def thumbnail_shape(tile_shape: Sequence[int]) -> tuple[int, ...]:
+    return make_thumbnail(np.zeros(tuple(tile_shape), np.uint8)).shape
+
+
+def estimate_bytes(n_tiles: int, tile_shape: Sequence[int], dtype: Any, compression: str) -> int:
+    """Conservative file-size estimate. Tissue compresses poorly (gzip: about 0.6-0.8)."""
+    per_tile = int(np.prod(tile_shape)) * np.dtype(dtype).itemsize
+    per_tile += int(np.prod(thumbnail_shape(tile_shape))) + RECORD_DTYPE.itemsize
+    per_tile += 2 * CURVE_MAX * 4
+    factor = 1.0 if compression == "none" else 0.6
+    return int(n_tiles * per_tile * factor) + 1_000_000
+
+
+def check_writable(path: str | os.PathLike[str], need_bytes: int) -> None:
+    """Before a scan: the folder exists, is writable and has room. Raises StorageError."""
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise StorageError(f"output folder {folder} does not exist")
+    probe = folder / f".slidescan-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"x")
+    except OSError as exc:
+        raise StorageError(f"output folder {folder} is not writable: {exc.strerror}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise StorageError(
+            f"not enough free space in {folder}: the scan needs about "
+            f"{need_bytes / 1e9:.2f} GB, {free / 1e9:.2f} GB free"
+        )
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _pad_curve(values: np.ndarray) -> np.ndarray:
+    out = np.full(CURVE_MAX, np.nan, np.float32)
+    v = np.asarray(values, np.float32).ravel()[:CURVE_MAX]
+    out[: v.size] = v
+    return out
+
+
+def _as_status(text: str) -> np.bytes_:
+    if text not in STATUSES:
+        raise ValueError(f"status {text!r} is not one of {STATUSES}")
+    return np.bytes_(text.encode())
+
+
+def _message_bytes(text: str) -> np.bytes_:
+    return np.bytes_(text.encode("utf-8", "replace")[:255])
+
+
+class ScanWriter:
+    """Appends tiles to a scan file in SWMR mode. Not thread-safe: one writer thread owns it.
+
+    Create a new file with `ScanWriter.create(...)`, continue one with `ScanWriter.open(path)`.
+    """
+
+    def __init__(self, path: Path, f: h5py.File) -> None:
+        self.path = path
+        self._f = f
+        self._records = f["tiles/records"]
+        self._images = f["tiles/images"]
+        self._thumbs = f["tiles/thumbnails"]
+        self._curve_z = f["tiles/curve_z_um"]
+        self._curve_v = f["tiles/curve_values"]
+        self._committed = f["committed"]
+        self._survey = f["survey"]
+        self.n_committed = int(self._committed[()])
+        records = self._records[: self.n_committed]
+        self._versions: dict[int, int] = {}
+        for idx in records["index"]:
+            self._versions[int(idx)] = self._versions.get(int(idx), 0) + 1
+        self.tile_shape = tuple(int(s) for s in self._images.shape[1:])
+        self.tile_dtype = self._images.dtype
+        self.plan = ScanPlan.from_json(f.attrs["plan"])
+        self.n_planned = int(f.attrs["n_planned"])
+        self.closed = False
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        plan: ScanPlan,
+        tiles: Sequence[Tile],
+        tile_shape: Sequence[int],
+        tile_dtype: Any,
+        *,
+        pixel_size_um: float,
+        profile: dict[str, Any] | None = None,
+        overwrite: bool = False,
+        extra_attrs: dict[str, Any] | None = None,
+    ) -> ScanWriter:
+        """Build the whole skeleton in `<path>.partial`, rename it into place, go SWMR."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise ScanFileError(f"{path} exists (use --overwrite to replace it)")
+        tile_shape = tuple(int(s) for s in tile_shape)
+        if len(tile_shape) not in (2, 3):
+            raise ValueError(f"tile shape {tile_shape} must be (H, W) or (H, W, C)")
+        partial = path.with_name(path.name + ".partial")
+        compression: dict[str, Any] = {}
+        if plan.compression == "gzip":
+            compression = {"compression": "gzip", "compression_opts": 4, "shuffle": False}
+        elif plan.compression == "lzf":
+            compression = {"compression": "lzf"}
+        fov = (tile_shape[1] * pixel_size_um, tile_shape[0] * pixel_size_um)
+        thumb_shape = thumbnail_shape(tile_shape)
+        try:
+            with h5py.File(partial, "w", libver="latest") as f:
+                a = f.attrs
+                a["format"] = FORMAT
+                a["format_version"] = FORMAT_VERSION
+                a["software_version"] = __version__
+                a["created"] = _now_iso()
+                a["plan"] = plan.to_json()
+                a["profile"] = json.dumps(profile or {}, default=str)
+                a.create("status", _as_status("running"), dtype=_STATUS_DTYPE)
+                a.create("message", _message_bytes(""), dtype=_MESSAGE_DTYPE)
+                a["writer_pid"] = np.int64(0)
+                a["writer_host"] = np.bytes_(socket.gethostname().encode()[:64].ljust(64))
+                a["objective"] = plan.objective
+                a["pixel_size_um"] = float(pixel_size_um)
+                a["fov_um"] = np.asarray(fov, np.float64)
+                a["tile_shape"] = np.asarray(tile_shape, np.int64)
+                a["tile_dtype"] = np.dtype(tile_dtype).str
+                a["n_planned"] = len(tiles)
+                a["compression"] = plan.compression
+                a["curve_max"] = CURVE_MAX
+                for k, v in (extra_attrs or {}).items():
+                    a[k] = v
+                planned = np.zeros(len(tiles), PLAN_TILE_DTYPE)
+                for i, t in enumerate(tiles):
+                    planned[i] = (t.index, t.row, t.col, t.x_um, t.y_um)
+                f.create_dataset("plan_tiles", data=planned)
+                f.create_dataset("committed", data=np.int64(0))
+                g = f.create_group("tiles")
+                g.create_dataset("records", (0,), RECORD_DTYPE, maxshape=(None,), chunks=(256,))
+                g.create_dataset(
+                    "images",
+                    (0, *tile_shape),
+                    np.dtype(tile_dtype),
+                    maxshape=(None, *tile_shape),
+                    chunks=(1, *tile_shape),
+                    fillvalue=0,
+                    **compression,
+                )
+                g.create_dataset(
+                    "thumbnails",
+                    (0, *thumb_shape),
+                    np.uint8,
+                    maxshape=(None, *thumb_shape),
+                    chunks=(1, *thumb_shape),
+                )
+                for name in ("curve_z_um", "curve_values"):
+                    g.create_dataset(
+                        name,
+                        (0, CURVE_MAX),
+                        np.float32,
+                        maxshape=(None, CURVE_MAX),
+                        chunks=(64, CURVE_MAX),
+                        fillvalue=np.nan,
+                    )
+                f.create_dataset("survey", (0,), SURVEY_DTYPE, maxshape=(None,), chunks=(64,))
+            _fsync_path(partial)
+            os.replace(partial, path)
+            _fsync_path(path.parent, directory=True)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise StorageError(f"cannot create {path}: {exc}") from exc
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> ScanWriter:
+        """Open an existing scan file for appending, recovering it if its writer was killed."""
+        path = Path(path)
+        if not path.is_file():
+            raise ScanFileError(f"{path}: no such scan file")
+        _refuse_live_writer(path)
+        try:
+            f = h5py.File(path, "r+", libver="latest")
+        except OSError as exc:
+            if "already open for write" not in str(exc):
+                raise ScanFileError(f"{path}: cannot open for writing: {exc}") from exc
+            recover(path)
+            f = h5py.File(path, "r+", libver="latest")
+        try:
+            if f.attrs.get("format") != FORMAT:
+                raise ScanFileError(f"{path} is not a slidescan scan file")
+            f.attrs.modify("status", _as_status("running"))
+            f.attrs.modify("writer_pid", np.int64(os.getpid()))
+            f.swmr_mode = True
+            f.flush()
+            return cls(path, f)
+        except BaseException:
+            f.close()
+            raise
+
+    # -- state -------------------------------------------------------------------------------
+    def done_indices(self) -> set[int]:
+        return set(self._versions)
+
+    def versions(self, index: int) -> int:
+        return self._versions.get(index, 0)
+
+    # -- writing -----------------------------------------------------------------------------
+    def append(
+        self, record: TileRecord, image: np.ndarray | None, thumb: np.ndarray | None = None
+    ) -> int:
+        """Write one tile and commit it; returns its row. Raises StorageError on I/O failure.
+
+        `image` None (skipped tile): no image chunk is written. `thumb` None: computed.
+        """
+        if self.closed:
+            raise StorageError(f"{self.path} is closed")
+        n = self.n_committed
+        if (image is None) != record.skipped:
+            raise ValueError("a skipped tile has no image, and every other tile has one")
+        if image is not None:
+            image = np.ascontiguousarray(image)
+            if image.shape != self.tile_shape:
+                raise ValueError(f"tile image shape {image.shape} != file's {self.tile_shape}")
+            image = image.astype(self.tile_dtype, copy=False)
+        if thumb is None:
+            thumb = (
+                make_thumbnail(image)
+                if image is not None
+                else np.zeros(self._thumbs.shape[1:], np.uint8)
+            )
+        checksum = image_checksum(image) if image is not None else 0
+        curve_len = min(int(np.asarray(record.curve_z_um).size), CURVE_MAX)
+        row = record.to_row(self.versions(record.index), checksum, curve_len)
+        try:
+            for ds in (self._records, self._images, self._thumbs, self._curve_z, self._curve_v):
+                if ds.shape[0] < n + 1:
+                    ds.resize(n + 1, axis=0)
+            if image is not None:
+                self._images[n] = image
+            self._thumbs[n] = thumb
+            self._curve_z[n] = _pad_curve(record.curve_z_um)
+            self._curve_v[n] = _pad_curve(record.curve_values)
+            self._records[n] = row
+            self._f.flush()
+            self._committed[()] = n + 1
+            self._f.flush()
+        except OSError as exc:
+            raise StorageError(_storage_message(self.path, exc)) from exc
+        self.n_committed = n + 1
+        self._versions[record.index] = self.versions(record.index) + 1
+        return n
+
+    def add_survey_point(
+        self, x_um: float, y_um: float, z_um: float, confidence: float, ok: bool
+    ) -> None:
+        n = self._survey.shape[0]
+        try:
+            self._survey.resize(n + 1, axis=0)
+            self._survey[n] = (x_um, y_um, z_um, confidence, ok)
+            self._f.flush()
+        except OSError as exc:
+            raise StorageError(_storage_message(self.path, exc)) from exc
+
+    def survey(self) -> np.ndarray:
+        return self._survey[:]
+
+    def set_status(self, status: str, message: str = "") -> None:
+        try:
+            self._f.attrs.modify("status", _as_status(status))
+            self._f.attrs.modify("message", _message_bytes(message))
+            self._f.flush()
+        except OSError as exc:
+            raise StorageError(_storage_message(self.path, exc)) from exc
+
+    def close(self, status: str | None = None, message: str = "") -> None:
+        """Set the final status (best effort after a storage error) and close."""
+        if self.closed:
+            return
+        try:
+            if status is not None:
+                with contextlib.suppress(StorageError, OSError):
+                    self.set_status(status, message)
+            with contextlib.suppress(OSError):
+                self._f.attrs.modify("writer_pid", np.int64(0))
+            self._f.close()
+        except OSError as exc:
+            raise StorageError(_storage_message(self.path, exc)) from exc
+        finally:
+            self.closed = True
+
+    def fsync(self) -> None:
+        """Force the file to stable storage (power-loss safety; a kill needs only flush)."""
+        self._f.flush()
+        _fsync_path(self.path)
+
+
+def _storage_message(path: Path, exc: OSError) -> str:
+    text = str(exc)
+    if exc.errno == errno.ENOSPC or "No space left" in text:
+        return f"disk full while writing {path}; every tile written before is kept"
+    return f"writing {path} failed: {text}"
+
+
+def _refuse_live_writer(path: Path) -> None:
+    """Refuse to open a file another live process on this host is writing."""
+    try:
+        with h5py.File(path, "r", swmr=True) as f:
+            pid = int(f.attrs.get("writer_pid", 0))
+            host = bytes(f.attrs.get("writer_host", b"")).strip().decode(errors="replace")
+    except OSError as exc:
+        raise ScanFileError(f"{path}: not a readable scan file ({exc})") from exc
+    if pid <= 0 or pid == os.getpid() or host != socket.gethostname():
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass
+    raise ScanFileError(f"{path} is being written by process {pid}; stop that scan first")
+
+
+def recover(path: str | os.PathLike[str]) -> int:
+    """Rebuild a file whose writer was killed: copy its committed tiles into a fresh file and
+    atomically replace the original. Returns the number of tiles kept."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".recover")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
+            n = int(src["committed"][()])
+            for k, v in src.attrs.items():
+                dst.attrs.create(k, v, dtype=src.attrs.get_id(k).dtype)
+            for name in ("plan_tiles", "committed", "survey"):
+                src.copy(src[name], dst, name)
+            dst.create_group("tiles")
+            for name in _TILE_DATASETS:
+                src.copy(src[f"tiles/{name}"], dst["tiles"], name)
+                ds = dst[f"tiles/{name}"]
+                if ds.shape[0] > n:
+                    ds.resize(n, axis=0)
+            dst["committed"][()] = n
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+        _fsync_path(path.parent, directory=True)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StorageError(f"cannot recover {path}: {exc}") from exc
+    return n
+
+
+class ScanReader:
+    """Read a scan file: finished, still being written (call `refresh()`), or crashed.
+
+    Rows are in the order tiles were taken; `index` is the planned tile's index. Only the first
+    `/committed` rows are ever returned.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self._f = h5py.File(self.path, "r", swmr=True)
+        except OSError as exc:
+            raise ScanFileError(f"{self.path}: cannot open as a scan file ({exc})") from exc
+        if self._f.attrs.get("format") != FORMAT:
+            self._f.close()
+            raise ScanFileError(f"{self.path} is not a slidescan scan file")
+        self.plan = ScanPlan.from_json(self._f.attrs["plan"])
+        self.profile: dict[str, Any] = json.loads(self._f.attrs["profile"])
+        self.n_planned = int(self._f.attrs["n_planned"])
+        self.tile_shape = tuple(int(s) for s in self._f.attrs["tile_shape"])
+        self.pixel_size_um = float(self._f.attrs["pixel_size_um"])
+        self.fov_um = tuple(float(v) for v in self._f.attrs["fov_um"])
+        self.software_version = str(self._f.attrs["software_version"])
+        self._n = 0
+        self.refresh()
+
+    def __enter__(self) -> ScanReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def refresh(self) -> int:
+        """See tiles written since opening (SWMR); returns the committed count."""
+        self._f["committed"].refresh()
+        for name in _TILE_DATASETS:
+            self._f[f"tiles/{name}"].refresh()
+        self._f["survey"].refresh()
+        n = int(self._f["committed"][()])
+        self._n = min(n, *(self._f[f"tiles/{k}"].shape[0] for k in _TILE_DATASETS))
+        return self._n
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._f.attrs)
+
+    @property
+    def status(self) -> str:
+        return _decode(self._f.attrs["status"])
+
+    @property
+    def message(self) -> str:
+        return _decode(self._f.attrs.get("message", b""))
+
+    @property
+    def n_tiles(self) -> int:
+        """Rows committed (tiles taken, counting rescanned versions)."""
+        return self._n
+
+    @property
+    def planned_tiles(self) -> list[Tile]:
+        p = self._f["plan_tiles"][:]
+        return [
+            Tile(int(r["index"]), int(r["row"]), int(r["col"]), float(r["x_um"]), float(r["y_um"]))
+            for r in p
+        ]
+
+    @property
+    def tiles(self) -> np.ndarray:
+        """Committed records (structured array) plus a computed boolean `superseded`."""
+        rec = self._f["tiles/records"][: self._n]
+        out = np.zeros(rec.shape, np.dtype(RECORD_DTYPE.descr + [("superseded", "?")]))
+        for name in RECORD_DTYPE.names:
+            out[name] = rec[name]
+        last: dict[int, int] = {}
+        for i, idx in enumerate(rec["index"]):
+            last[int(idx)] = i
+        out["superseded"] = [last[int(idx)] != i for i, idx in enumerate(rec["index"])]
+        return out
+
+    def tile_dicts(self) -> list[dict[str, Any]]:
+        t = self.tiles
+        return [
+            {k: (_decode(r[k]) if t.dtype[k].kind == "S" else r[k].item()) for k in t.dtype.names}
+            for r in t
+        ]
+
+    def current(self) -> np.ndarray:
+        """The latest version of every tile taken."""
+        t = self.tiles
+        return t[~t["superseded"]]
+
+    def done_indices(self) -> set[int]:
+        return {int(i) for i in self._f["tiles/records"][: self._n]["index"]}
+
+    def _row(self, i: int) -> int:
+        if not 0 <= i < self._n:
+            raise IndexError(f"tile row {i} out of range (0..{self._n - 1})")
+        return i
+
+    def image(self, i: int) -> np.ndarray | None:
+        """Full image of row `i`; None for a skipped (empty glass) tile."""
+        rec = self._f["tiles/records"][self._row(i)]
+        if rec["skipped"]:
+            return None
+        return self._f["tiles/images"][i]
+
+    def thumbnail(self, i: int) -> np.ndarray:
+        return self._f["tiles/thumbnails"][self._row(i)]
+
+    def curve(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        n = int(self._f["tiles/records"][self._row(i)]["curve_len"])
+        return self._f["tiles/curve_z_um"][i, :n], self._f["tiles/curve_values"][i, :n]
+
+    def survey(self) -> np.ndarray:
+        return self._f["survey"][:]
+
+    def verify(self) -> list[int]:
+        """Rows whose stored image does not match its checksum (should be empty)."""
+        bad = []
+        rec = self._f["tiles/records"][: self._n]
+        for i, r in enumerate(rec):
+            if not r["skipped"] and image_checksum(self._f["tiles/images"][i]) != r["checksum"]:
+                bad.append(i)
+        return bad
+
+    @property
+    def file_size(self) -> int:
+        return self.path.stat().st_size
+
+
+def _decode(v: Any) -> str:
+    if isinstance(v, bytes | np.bytes_):
+        return bytes(v).decode("utf-8", "replace").rstrip("\x00 ").strip()
+    return str(v)
+
+
+def summarize(reader: ScanReader) -> dict[str, Any]:
+    """Figures for `info`, the CLI summary and the bench, over the latest version of each tile.
+
+    Focus error is |z - true focus| over tiles that were focused (not skipped) and whose true
+    focus is known (simulator).
+    """
+    cur = reader.current()
+    taken = cur[~cur["skipped"]]
+    out: dict[str, Any] = {
+        "status": reader.status,
+        "tiles_planned": reader.n_planned,
+        "tiles_done": int(cur.size),
+        "tiles_imaged": int(taken.size),
+        "tiles_skipped": int(cur["skipped"].sum()),
+        "rows_written": reader.n_tiles,
+        "fallbacks": int((taken["fallback"] != b"").sum()),
+        "file_bytes": reader.file_size,
+    }
+    if cur.size:
+        out["frames_per_tile"] = float(cur["tile_frames"].mean())
+        out["hardware_s_per_tile"] = float(cur["tile_hardware_s"].mean())
+        out["focus_hardware_s_per_tile"] = float(cur["hardware_s"].mean())
+        out["compute_s_per_tile"] = float(cur["compute_s"].mean())
+        out["focus_frames_per_tile"] = float(taken["frames"].mean()) if taken.size else 0.0
+    err = np.abs(taken["z_um"] - taken["true_focus_um"])
+    err = err[np.isfinite(err)]
+    if err.size:
+        out["focus_mae_um"] = float(err.mean())
+        out["focus_max_err_um"] = float(err.max())
+        out["focus_p95_err_um"] = float(np.percentile(err, 95))
+    return out

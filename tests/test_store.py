@@ -1,0 +1,208 @@
+"""Scan file (app/store.py): layout, SWMR reading while writing, rescans, errors."""
+
+from __future__ import annotations
+
+import errno
+
+import h5py
+import numpy as np
+import pytest
+
+from slidescan.app.plan import RectRegion, ScanPlan
+from slidescan.app.store import (
+    CURVE_MAX,
+    ScanFileError,
+    ScanReader,
+    ScanWriter,
+    StorageError,
+    TileRecord,
+    check_writable,
+    estimate_bytes,
+    recover,
+    summarize,
+)
+
+SHAPE = (48, 64, 3)
+
+
+def _plan(tmp_path, **kw) -> ScanPlan:
+    return ScanPlan(
+        region=RectRegion(x0=0, y0=0, x1=200, y1=150), output=str(tmp_path / "s.h5"), **kw
+    )
+
+
+def _image(i: int) -> np.ndarray:
+    return np.random.default_rng(i).integers(0, 255, SHAPE, dtype=np.uint8)
+
+
+def _record(t, z=1.0, **kw) -> TileRecord:
+    return TileRecord(t.index, t.row, t.col, t.x_um, t.y_um, z, **kw)
+
+
+def _writer(tmp_path, **kw) -> tuple[ScanWriter, list]:
+    plan = _plan(tmp_path, **kw)
+    tiles = plan.tiles(64, 48)
+    w = ScanWriter.create(
+        plan.output, plan, tiles, SHAPE, np.uint8, pixel_size_um=1.0, profile={"name": "fake"}
+    )
+    return w, tiles
+
+
+def test_layout_and_round_trip(tmp_path):
+    w, tiles = _writer(tmp_path, compression="gzip")
+    assert len(tiles) == 16
+    curve = np.linspace(-3, 3, 200)  # longer than CURVE_MAX: truncated, never an error
+    for t in tiles[:3]:
+        w.append(
+            _record(
+                t,
+                z=0.5 * t.index,
+                true_focus_um=0.5 * t.index + 0.1,
+                method="zsweep",
+                frames=21,
+                confidence=0.9,
+                curve_z_um=curve,
+                curve_values=curve**2,
+            ),
+            _image(t.index),
+        )
+    w.close("cancelled", "stopped")
+    with ScanReader(tmp_path / "s.h5") as r:
+        assert r.status == "cancelled" and r.message == "stopped"
+        assert r.n_tiles == 3 and r.n_planned == 16
+        assert r.plan == _plan(tmp_path, compression="gzip")
+        assert r.profile == {"name": "fake"}
+        assert [t.index for t in r.planned_tiles] == list(range(16))
+        np.testing.assert_array_equal(r.image(2), _image(2))
+        assert r.thumbnail(0).dtype == np.uint8 and max(r.thumbnail(0).shape) <= 64
+        z, v = r.curve(1)
+        assert z.size == CURVE_MAX
+        np.testing.assert_allclose(z, curve[:CURVE_MAX], rtol=1e-6)
+        rows = r.tile_dicts()
+        assert rows[1]["method"] == "zsweep" and rows[1]["frames"] == 21
+        assert r.verify() == []
+        s = summarize(r)
+        assert s["tiles_done"] == 3 and s["focus_mae_um"] == pytest.approx(0.1)
+    with h5py.File(tmp_path / "s.h5", "r") as f:  # cleanly closed: plain HDF5 opens it
+        ds = f["tiles/images"]
+        assert ds.chunks == (1, *SHAPE) and ds.compression == "gzip"
+        assert f.attrs["format"] == "slidescan-scan"
+        assert "software_version" in f.attrs and "plan" in f.attrs and "profile" in f.attrs
+
+
+def test_reader_follows_a_file_being_written(tmp_path):
+    w, tiles = _writer(tmp_path)
+    r = ScanReader(tmp_path / "s.h5")
+    assert r.status == "running" and r.n_tiles == 0
+    for i, t in enumerate(tiles[:4]):
+        w.append(_record(t), _image(i))
+        assert r.refresh() == i + 1
+        np.testing.assert_array_equal(r.image(i), _image(i))
+    w.close("completed")
+    r.close()
+
+
+def test_skipped_tiles_store_no_image(tmp_path):
+    w, tiles = _writer(tmp_path)
+    w.append(_record(tiles[0], skipped=True, tissue_fraction=0.0), None)
+    with pytest.raises(ValueError):
+        w.append(_record(tiles[1]), None)  # not skipped but no image
+    w.append(_record(tiles[1]), _image(1))
+    w.close("cancelled")
+    with ScanReader(tmp_path / "s.h5") as r:
+        assert r.image(0) is None and r.image(1) is not None
+        assert summarize(r)["tiles_skipped"] == 1
+
+
+def test_rescan_appends_versions_and_supersedes(tmp_path):
+    w, tiles = _writer(tmp_path)
+    for i, t in enumerate(tiles[:3]):
+        w.append(_record(t, z=1.0), _image(i))
+    w.close("cancelled")
+    w = ScanWriter.open(tmp_path / "s.h5")
+    assert w.done_indices() == {0, 1, 2}
+    w.append(_record(tiles[1], z=9.0), _image(99))
+    w.close("cancelled")
+    with ScanReader(tmp_path / "s.h5") as r:
+        t = r.tiles
+        assert list(t["index"]) == [0, 1, 2, 1]
+        assert list(t["version"]) == [0, 0, 0, 1]
+        assert list(t["superseded"]) == [False, True, False, False]
+        cur = r.current()
+        assert sorted(cur["index"]) == [0, 1, 2]
+        assert cur[cur["index"] == 1]["z_um"][0] == 9.0
+        np.testing.assert_array_equal(r.image(3), _image(99))
+
+
+def test_refuses_to_overwrite_and_rejects_foreign_files(tmp_path):
+    w, tiles = _writer(tmp_path)
+    w.close("cancelled")
+    plan = _plan(tmp_path)
+    with pytest.raises(ScanFileError, match="exists"):
+        ScanWriter.create(plan.output, plan, tiles, SHAPE, np.uint8, pixel_size_um=1.0)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w", libver="latest") as f:
+        f["x"] = 1
+    with pytest.raises(ScanFileError, match="not a slidescan scan file"):
+        ScanReader(other)
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(ScanFileError):
+        ScanReader(tmp_path / "junk.h5")
+
+
+def test_check_writable_before_a_scan(tmp_path):
+    check_writable(tmp_path / "a.h5", 1000)
+    with pytest.raises(StorageError, match="does not exist"):
+        check_writable(tmp_path / "missing" / "a.h5", 1000)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorageError, match="does not exist"):
+        check_writable(tmp_path / "file" / "a.h5", 1000)
+    with pytest.raises(StorageError, match="not enough free space"):
+        check_writable(tmp_path / "a.h5", 1 << 62)
+    # estimate: 100 uncompressed 2k x 2k RGB tiles are about 1.26 GB
+    assert 1.2e9 < estimate_bytes(100, (2048, 2048, 3), np.uint8, "none") < 1.4e9
+
+
+def test_disk_full_during_a_write_keeps_committed_tiles(tmp_path, monkeypatch):
+    w, tiles = _writer(tmp_path)
+    for i, t in enumerate(tiles[:3]):
+        w.append(_record(t), _image(i))
+    real_setitem = h5py.Dataset.__setitem__
+
+    def full_disk(self, key, value):
+        if self.name == "/tiles/records":  # image already written, record not: half a tile
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_setitem(self, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", full_disk)
+    with pytest.raises(StorageError, match="disk full"):
+        w.append(_record(tiles[3]), _image(3))
+    monkeypatch.undo()
+    w.close("error", "disk full")
+    with ScanReader(tmp_path / "s.h5") as r:
+        assert r.n_tiles == 3 and r.status == "error"
+        assert r.verify() == []
+    w = ScanWriter.open(tmp_path / "s.h5")  # and the scan can go on from there
+    w.append(_record(tiles[3]), _image(3))
+    w.close("cancelled")
+    with ScanReader(tmp_path / "s.h5") as r:
+        assert r.n_tiles == 4 and list(r.tiles["index"]) == [0, 1, 2, 3]
+        np.testing.assert_array_equal(r.image(3), _image(3))
+
+
+def test_recover_copies_only_committed_rows(tmp_path):
+    w, tiles = _writer(tmp_path)
+    for i, t in enumerate(tiles[:5]):
+        w.append(_record(t), _image(i))
+    # half a tile: rows grown and image written, but never committed
+    for ds in ("records", "images", "thumbnails", "curve_z_um", "curve_values"):
+        w._f[f"tiles/{ds}"].resize(6, axis=0)
+    w._f["tiles/images"][5] = _image(5)
+    w._f.flush()
+    w._f.close()  # (a real crash leaves the SWMR flags set; the kill test covers that)
+    assert recover(tmp_path / "s.h5") == 5
+    assert not (tmp_path / "s.h5.recover").exists()
+    with ScanReader(tmp_path / "s.h5") as r:
+        assert r.n_tiles == 5 and r.verify() == []
+        with h5py.File(tmp_path / "s.h5", "r") as f:
+            assert f["tiles/images"].shape[0] == 5
