@@ -1,0 +1,127 @@
+"""`ZGuard`: the only way a focus method moves Z.
+
+Two jobs. Safety: every target is clamped to the device's `z_limits` before anything is
+commanded, whatever was asked (a NaN is refused with `FocusError`, an infinity or a model's wild
+prediction is clamped), so no focus method can drive the objective into the slide. Repeatability:
+every target is approached from the same side. A focus drive's backlash (gear and lead-screw
+play) means the position reached depends on the direction of the last move; if a target lies
+below the current z the guard first goes `overshoot_um` further down (clamped) and then up to
+the target, so every frame of a search, and the final one, is taken after an upward move.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from slidescan.focus.protocol import FocusDevice, FocusError, FrameLike
+
+Approach = Literal["below", "above", "none"]
+
+#: Default distance (um) past a target on the approach side: more than a focus drive's
+#: typical backlash (0.5-2 um on stepper-driven fine focus).
+DEFAULT_OVERSHOOT_UM = 3.0
+
+#: Positions closer than this (um) count as the same.
+Z_TOLERANCE_UM = 1e-6
+
+
+@dataclass(frozen=True)
+class GuardedMove:
+    """What one guarded move did: the target asked for, the z reached, and how."""
+
+    requested_um: float
+    z_um: float
+    clamped: bool
+    commands: tuple[float, ...]
+
+
+class ZGuard:
+    """Clamp every Z target to the soft limits and approach it from one side.
+
+    `approach="below"` (the default) makes every move end upwards; `"above"` makes it end
+    downwards; `"none"` moves directly (for drives without backlash). `overshoot_um` (default
+    `DEFAULT_OVERSHOOT_UM`) is how far past the target the approach starts. `moves` counts the
+    commands sent to the device and `commanded` records them in order.
+    """
+
+    def __init__(
+        self,
+        device: FocusDevice,
+        overshoot_um: float | None = None,
+        approach: Approach = "below",
+    ) -> None:
+        if overshoot_um is None:
+            overshoot_um = DEFAULT_OVERSHOOT_UM
+        if not (math.isfinite(overshoot_um) and overshoot_um >= 0):
+            raise ValueError(f"overshoot_um must be a finite number >= 0, got {overshoot_um}")
+        if approach not in ("below", "above", "none"):
+            raise ValueError(f"approach must be 'below', 'above' or 'none', got {approach!r}")
+        self.device = device
+        self.overshoot_um = float(overshoot_um)
+        self.approach: Approach = approach
+        self.commanded: list[float] = []
+        # Whether the guard itself made the last move that put the drive where it is.
+        self._settled_at: float | None = None
+
+    @property
+    def moves(self) -> int:
+        return len(self.commanded)
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        """The device's Z soft limits, checked to be a finite, ordered pair."""
+        lo, hi = (float(v) for v in self.device.z_limits)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise FocusError(f"device reports invalid z limits ({lo}, {hi})")
+        return lo, hi
+
+    def clamp(self, z_um: float) -> tuple[float, bool]:
+        """`z_um` clamped to the limits, and whether it had to be. NaN raises `FocusError`."""
+        z = float(z_um)
+        if math.isnan(z):
+            raise FocusError("refusing to move Z to NaN")
+        lo, hi = self.limits
+        clamped = min(max(z, lo), hi)
+        return clamped, clamped != z
+
+    def move_to(self, z_um: float) -> GuardedMove:
+        """Move to `z_um` (clamped), approaching from the configured side."""
+        target, clamped = self.clamp(z_um)
+        current = float(self.device.get_z())
+        at_target = abs(current - target) <= Z_TOLERANCE_UM
+        commands: list[float] = []
+        if self.approach == "none":
+            if not at_target:
+                commands.append(target)
+        else:
+            sign = -1.0 if self.approach == "below" else 1.0
+            settled_here = (
+                at_target
+                and self._settled_at is not None
+                and abs(self._settled_at - target) <= Z_TOLERANCE_UM
+            )
+            if not settled_here:
+                # Coming from the wrong side, or sitting at the target without knowing how the
+                # drive got there: step past the target on the approach side first.
+                wrong_side = sign * (target - current) > Z_TOLERANCE_UM
+                if wrong_side or at_target:
+                    pre, _ = self.clamp(target + sign * self.overshoot_um)
+                    if abs(pre - target) > Z_TOLERANCE_UM:
+                        commands.append(pre)
+                if commands or not at_target:
+                    commands.append(target)
+        for z in commands:
+            lo, hi = self.limits
+            if not lo <= z <= hi:  # defence in depth; clamp() makes this unreachable
+                raise FocusError(f"internal error: z {z} outside limits [{lo}, {hi}]")
+            self.device.move_z(z)
+            self.commanded.append(z)
+        self._settled_at = target
+        return GuardedMove(float(z_um), target, clamped, tuple(commands))
+
+    def snap_at(self, z_um: float) -> tuple[FrameLike, GuardedMove]:
+        """Move to `z_um` through the guard and take one frame; returns (frame, move)."""
+        move = self.move_to(z_um)
+        return self.device.snap(), move

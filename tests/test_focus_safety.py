@@ -1,0 +1,105 @@
+"""ZGuard: clamps every target to the soft limits, refuses NaN, approaches from one side."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from test_focus_fakes import FakeFocusDevice
+
+from slidescan.focus.protocol import FocusError
+from slidescan.focus.safety import ZGuard
+
+
+def test_targets_beyond_the_limits_are_clamped_and_reported():
+    dev = FakeFocusDevice(z_limits=(-10.0, 20.0), z0=0.0)
+    guard = ZGuard(dev, overshoot_um=2.0)
+    for wild in (1e9, math.inf, 25.0, -1e12, -math.inf, -11.0):
+        move = guard.move_to(wild)
+        assert move.clamped
+        assert move.z_um in (-10.0, 20.0)
+    assert not guard.move_to(5.0).clamped
+    assert dev.violations == []
+    assert all(-10.0 <= z <= 20.0 for z in dev.commanded)
+
+
+def test_nan_is_refused_without_moving():
+    dev = FakeFocusDevice()
+    guard = ZGuard(dev)
+    with pytest.raises(FocusError, match="NaN"):
+        guard.move_to(float("nan"))
+    assert dev.commanded == []
+
+
+def test_downward_moves_overshoot_then_come_up():
+    dev = FakeFocusDevice(z0=10.0)
+    guard = ZGuard(dev, overshoot_um=3.0)
+    move = guard.move_to(4.0)
+    assert move.commands == (1.0, 4.0)
+    move = guard.move_to(6.0)  # upward: direct
+    assert move.commands == (6.0,)
+    assert guard.moves == 3
+    assert guard.commanded == [1.0, 4.0, 6.0]
+
+
+def test_overshoot_is_clamped_at_the_lower_limit():
+    dev = FakeFocusDevice(z_limits=(0.0, 50.0), z0=10.0)
+    guard = ZGuard(dev, overshoot_um=3.0)
+    assert guard.move_to(1.0).commands == (0.0, 1.0)
+    dev2 = FakeFocusDevice(z_limits=(0.0, 50.0), z0=10.0)
+    assert ZGuard(dev2, overshoot_um=3.0).move_to(0.0).commands == (0.0,)
+    assert dev.violations == dev2.violations == []
+
+
+def test_staying_put_needs_no_move_once_the_guard_approached():
+    dev = FakeFocusDevice(z0=5.0)
+    guard = ZGuard(dev, overshoot_um=2.0)
+    # Unknown history: the guard re-approaches even though the drive reports the target.
+    assert guard.move_to(5.0).commands == (3.0, 5.0)
+    assert guard.move_to(5.0).commands == ()
+
+
+def test_approach_from_above_and_direct():
+    dev = FakeFocusDevice(z0=0.0)
+    assert ZGuard(dev, overshoot_um=2.0, approach="above").move_to(4.0).commands == (6.0, 4.0)
+    dev = FakeFocusDevice(z0=0.0)
+    assert ZGuard(dev, approach="none").move_to(-4.0).commands == (-4.0,)
+
+
+def test_guarded_positions_are_free_of_backlash():
+    """With 1.5 um of backlash, a direct downward move lands defocused; a guarded one does not."""
+    rng = np.random.default_rng(0)
+    targets = rng.uniform(-20, 20, 30)
+    direct = FakeFocusDevice(backlash_um=1.5, noise=0.0)
+    guarded = FakeFocusDevice(backlash_um=1.5, noise=0.0)
+    g_none = ZGuard(direct, approach="none")
+    g_below = ZGuard(guarded, overshoot_um=3.0)
+    err_direct, err_guarded = [], []
+    for t in targets:
+        direct.truth_um = guarded.truth_um = float(t)
+        g_none.move_to(t)
+        g_below.move_to(t)
+        err_direct.append(direct.snap().meta["defocus_um"])
+        err_guarded.append(guarded.snap().meta["defocus_um"])
+    assert np.max(np.abs(err_guarded)) == pytest.approx(0.0, abs=1e-12)
+    assert np.max(np.abs(err_direct)) == pytest.approx(1.5)
+    assert all(guarded.snapped_from_below)
+
+
+def test_invalid_settings_and_limits_are_refused():
+    dev = FakeFocusDevice()
+    with pytest.raises(ValueError, match="overshoot"):
+        ZGuard(dev, overshoot_um=-1.0)
+    with pytest.raises(ValueError, match="approach"):
+        ZGuard(dev, approach="sideways")  # type: ignore[arg-type]
+    bad = FakeFocusDevice(z_limits=(5.0, -5.0))
+    with pytest.raises(FocusError, match="invalid z limits"):
+        ZGuard(bad).move_to(0.0)
+
+
+def test_snap_at_moves_then_snaps():
+    dev = FakeFocusDevice(truth_um=2.0, z0=0.0, noise=0.0)
+    frame, move = ZGuard(dev).snap_at(2.0)
+    assert move.z_um == 2.0
+    assert frame.meta["defocus_um"] == 0.0
