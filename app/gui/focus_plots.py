@@ -1,0 +1,213 @@
+"""Focus plots: what the focus method measured on the current tile, and the focus surface.
+
+`FocusCurvePlot` draws a `FocusDone` event: the metric (or the learned prediction) against z,
+the z positions where frames were taken, the hint the method started from, the z it chose and,
+on the simulator, the true focus. `FocusSurfacePlot` interpolates the focus z of the tiles done
+so far onto a grid (linear inside their hull, nearest outside) and shows it as a heat map over
+the slide with the tile centres on top.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6 import QtCore, QtWidgets
+from scipy.interpolate import griddata
+
+from slidescan.app.events import FocusDone
+from slidescan.app.gui._pg import FOCUS_CMAP, pg
+
+_Z_LABEL = "z (µm)"
+
+
+class FocusCurvePlot(pg.PlotWidget):
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setLabel("bottom", _Z_LABEL)
+        self.setLabel("left", "focus metric (a.u.)")
+        self.showGrid(x=True, y=True, alpha=0.2)
+        self.setMinimumSize(240, 180)
+        self.legend = self.addLegend(offset=(-10, 10), labelTextSize="8pt")
+        self.curve = self.plot(
+            [],
+            [],
+            pen=pg.mkPen((90, 170, 255), width=2),
+            symbol="o",
+            symbolSize=5,
+            symbolBrush=(90, 170, 255),
+            name="measured",
+        )
+        self.shots = pg.ScatterPlotItem(
+            size=11, symbol="t1", brush=pg.mkBrush(255, 150, 40), pen=None, name="frames taken"
+        )
+        self.addItem(self.shots)
+        self.legend.addItem(self.shots, "frames taken")
+        self.chosen = pg.InfiniteLine(
+            angle=90,
+            pen=pg.mkPen((60, 220, 90), width=2),
+            label="focus",
+            labelOpts={"position": 0.92, "color": (60, 220, 90)},
+        )
+        self.hint = pg.InfiniteLine(
+            angle=90,
+            pen=pg.mkPen((170, 170, 170), width=1, style=QtCore.Qt.PenStyle.DashLine),
+            label="hint",
+            labelOpts={"position": 0.08, "color": (170, 170, 170)},
+        )
+        self.truth = pg.InfiniteLine(
+            angle=90,
+            pen=pg.mkPen((255, 90, 200), width=1, style=QtCore.Qt.PenStyle.DotLine),
+            label="true",
+            labelOpts={"position": 0.75, "color": (255, 90, 200)},
+        )
+        for line in (self.hint, self.truth, self.chosen):
+            line.setVisible(False)
+            self.addItem(line, ignoreBounds=True)
+        self.setTitle("focus: no tile yet", size="9pt")
+        self.last_event: FocusDone | None = None
+
+    def show_focus(self, ev: FocusDone) -> None:
+        self.last_event = ev
+        z = np.asarray(ev.curve_z_um, dtype=float)
+        v = np.asarray(ev.curve_values, dtype=float)
+        ok = np.isfinite(z) & np.isfinite(v)
+        z, v = z[ok], v[ok]
+        order = np.argsort(z, kind="stable")
+        self.curve.setData(z[order], v[order])
+        prediction = ev.curve_kind == "prediction"
+        self.setLabel("left", "prediction (µm)" if prediction else "focus metric (a.u.)")
+        shots = np.asarray(ev.shots_z_um, dtype=float)
+        shots = shots[np.isfinite(shots)]
+        if shots.size:
+            base = float(v.min()) if v.size else 0.0
+            self.shots.setData(shots, np.full(shots.size, base))
+        else:
+            self.shots.setData([], [])
+        self.chosen.setPos(ev.z_um)
+        self.chosen.setVisible(True)
+        self.hint.setPos(ev.hint_z_um)
+        self.hint.setVisible(bool(np.isfinite(ev.hint_z_um)))
+        truth = ev.true_focus_um
+        self.truth.setVisible(bool(truth is not None and np.isfinite(truth)))
+        if truth is not None and np.isfinite(truth):
+            self.truth.setPos(truth)
+        self.setTitle(self.describe(ev), size="9pt")
+        xs = [ev.z_um, ev.hint_z_um] + ([truth] if truth is not None else [])
+        xs += list(z) + list(shots)
+        xs = [x for x in xs if np.isfinite(x)]
+        if xs:
+            lo, hi = min(xs), max(xs)
+            pad = max(0.5, 0.08 * (hi - lo))
+            self.setXRange(lo - pad, hi + pad, padding=0)
+        if v.size:
+            self.enableAutoRange(axis="y")
+
+    @staticmethod
+    def describe(ev: FocusDone) -> str:
+        text = f"tile {ev.index}: {ev.method}, {ev.frames} frames, conf {ev.confidence:.2f}"
+        text += f", z {ev.z_um:.2f} µm"
+        if ev.true_focus_um is not None and np.isfinite(ev.true_focus_um):
+            text += f", error {ev.z_um - ev.true_focus_um:+.2f} µm"
+        if ev.fallback:
+            text += f" [fallback: {ev.fallback}]"
+        elif not ev.ok:
+            text += " [failed]"
+        return text
+
+
+def interpolate_surface(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    bounds: tuple[float, float, float, float],
+    size: int = 96,
+) -> np.ndarray:
+    """Focus z on a (size, size) grid over `bounds` (x0, y0, x1, y1): linear, nearest outside."""
+    x0, y0, x1, y1 = bounds
+    gx, gy = np.meshgrid(np.linspace(x0, x1, size), np.linspace(y0, y1, size))
+    pts = np.column_stack([x, y])
+    near = griddata(pts, z, (gx, gy), method="nearest")
+    distinct = np.unique(pts, axis=0)
+    if len(distinct) >= 3 and np.linalg.matrix_rank(distinct - distinct.mean(0)) == 2:
+        lin = griddata(pts, z, (gx, gy), method="linear")
+        near = np.where(np.isfinite(lin), lin, near)
+    return near.astype(np.float32)
+
+
+class FocusSurfacePlot(pg.PlotWidget):
+    """Heat map of the focus z over the slide from the tiles focused so far."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setLabel("bottom", "stage x (µm)")
+        self.setLabel("left", "stage y (µm)")
+        self.getPlotItem().getViewBox().invertY(True)
+        self.getPlotItem().getViewBox().setAspectLocked(True)
+        self.setMinimumSize(240, 180)
+        self.image = pg.ImageItem()
+        self.addItem(self.image)
+        self.points = pg.ScatterPlotItem(
+            size=5, brush=pg.mkBrush(255, 255, 255, 200), pen=pg.mkPen(0, 0, 0, 200)
+        )
+        self.points.setZValue(5)
+        self.addItem(self.points)
+        self.colorbar = pg.ColorBarItem(
+            values=(0, 1), colorMap=FOCUS_CMAP, interactive=False, width=12, label="focus z (µm)"
+        )
+        self.colorbar.setImageItem(self.image, insert_in=self.getPlotItem())
+        self.setTitle("focus surface", size="9pt")
+        self._x: list[float] = []
+        self._y: list[float] = []
+        self._z: list[float] = []
+        self.bounds: tuple[float, float, float, float] | None = None
+
+    def clear_points(self) -> None:
+        self._x.clear()
+        self._y.clear()
+        self._z.clear()
+        self.points.setData([], [])
+        self.image.clear()
+
+    def set_bounds(self, bounds: tuple[float, float, float, float] | None) -> None:
+        """The area to fill (the scan region); None: the tiles' bounding box."""
+        self.bounds = bounds
+
+    def add_point(self, x: float, y: float, z: float) -> None:
+        if np.isfinite(z):
+            self._x.append(float(x))
+            self._y.append(float(y))
+            self._z.append(float(z))
+
+    def set_points(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
+        self.clear_points()
+        for xi, yi, zi in zip(x, y, z, strict=True):
+            self.add_point(xi, yi, zi)
+        self.redraw()
+
+    @property
+    def n_points(self) -> int:
+        return len(self._z)
+
+    def redraw(self) -> None:
+        if not self._z:
+            return
+        x, y, z = np.array(self._x), np.array(self._y), np.array(self._z)
+        if self.bounds is not None:
+            bx0, by0, bx1, by1 = self.bounds
+        else:
+            bx0, bx1, by0, by1 = x.min(), x.max(), y.min(), y.max()
+        if bx1 - bx0 < 1e-6:
+            bx0, bx1 = bx0 - 1, bx1 + 1
+        if by1 - by0 < 1e-6:
+            by0, by1 = by0 - 1, by1 + 1
+        grid = interpolate_surface(x, y, z, (bx0, by0, bx1, by1))
+        lo, hi = float(z.min()), float(z.max())
+        if hi - lo < 0.1:
+            lo, hi = (lo + hi) / 2 - 0.05, (lo + hi) / 2 + 0.05
+        self.image.setImage(grid, autoLevels=False)
+        self.image.setRect(QtCore.QRectF(bx0, by0, bx1 - bx0, by1 - by0))
+        self.colorbar.setLevels((lo, hi))
+        self.points.setData(x, y)
+        self.setTitle(
+            f"focus surface: {len(z)} tiles, z {lo:.2f} to {hi:.2f} µm (range {z.max() - z.min():.2f} µm)",
+            size="9pt",
+        )

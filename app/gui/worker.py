@@ -1,0 +1,95 @@
+"""One worker thread for the GUI's hardware calls (jog, go-to, home, snap, wizard tests).
+
+Hardware calls can take seconds (a long move, a serial timeout). The GUI submits them here and
+gets the result or the exception back on the GUI thread through a queued signal. One thread, so
+calls reach a device in the order they were made and never overlap each other.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from PySide6 import QtCore
+
+log = logging.getLogger(__name__)
+
+ResultCallback = Callable[[Any], None]
+ErrorCallback = Callable[[BaseException], None]
+
+
+class DeviceWorker(QtCore.QObject):
+    """Runs callables on a single background thread; callbacks run on the GUI thread."""
+
+    _finished = QtCore.Signal(object, object, object, object)  # on_result, on_error, result, exc
+    #: Emitted on the GUI thread with (label, exception) for every failed call without on_error.
+    failed = QtCore.Signal(str, object)
+    busyChanged = QtCore.Signal(bool)
+
+    def __init__(
+        self, name: str = "slidescan-device", parent: QtCore.QObject | None = None
+    ) -> None:
+        super().__init__(parent)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._finished.connect(self._deliver)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        on_result: ResultCallback | None = None,
+        on_error: ErrorCallback | None = None,
+        label: str = "",
+    ) -> concurrent.futures.Future:
+        self._pending += 1
+        if self._pending == 1:
+            self.busyChanged.emit(True)
+
+        def job() -> Any:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # delivered to the GUI thread, never lost
+                log.warning("%s failed: %s", label or getattr(fn, "__name__", "call"), exc)
+                self._finished.emit(on_result, _labelled(on_error, label, self), None, exc)
+                return None
+            self._finished.emit(on_result, on_error, result, None)
+            return result
+
+        return self._pool.submit(job)
+
+    def _deliver(self, on_result: Any, on_error: Any, result: Any, exc: Any) -> None:
+        self._pending -= 1
+        if self._pending == 0:
+            self.busyChanged.emit(False)
+        if exc is not None:
+            if on_error is not None:
+                on_error(exc)
+        elif on_result is not None:
+            on_result(result)
+
+    def wait_idle(self, timeout_s: float = 10.0) -> bool:
+        """Block until every submitted call has run (tests, shutdown). True when idle."""
+        done = self._pool.submit(lambda: None)
+        try:
+            done.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            return False
+        return True
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def _labelled(on_error: ErrorCallback | None, label: str, worker: DeviceWorker) -> ErrorCallback:
+    if on_error is not None:
+        return on_error
+    return lambda exc: worker.failed.emit(label, exc)

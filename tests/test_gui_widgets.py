@@ -1,0 +1,193 @@
+"""GUI building blocks: live view, tile map, focus plots, stage control, worker, throttle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6 import QtCore
+from test_gui_helpers import InstantStage, tissue_frame
+
+from slidescan.app.events import FocusDone
+from slidescan.app.gui.focus_plots import FocusCurvePlot, FocusSurfacePlot, interpolate_surface
+from slidescan.app.gui.live_view import LiveView, auto_levels, pixel_to_stage
+from slidescan.app.gui.stage_panel import StageController, StagePanel
+from slidescan.app.gui.throttle import Throttle
+from slidescan.app.gui.tile_map import TileGeometry, TileMap
+from slidescan.app.gui.worker import DeviceWorker
+from slidescan.hardware.base import Frame, Position, SoftLimits
+
+pytestmark = pytest.mark.gui
+
+
+def test_pixel_to_stage_centre_and_axes():
+    c = Position(100.0, -50.0, 3.0)
+    assert pixel_to_stage(50, 40, (80, 100), c, 0.5) == (100.0, -50.0)
+    x, y = pixel_to_stage(60, 40, (80, 100), c, 0.5)  # 10 px right = +5 um in x
+    assert (x, y) == (105.0, -50.0)
+    assert pixel_to_stage(50, 30, (80, 100, 3), c, 0.5) == (100.0, -55.0)
+
+
+def test_auto_levels_ignores_outliers():
+    img = np.full((512, 512), 1000, np.uint16)
+    img[:256] = 2000
+    img[0, 0] = 65535  # one hot pixel
+    lo, hi = auto_levels(img)
+    assert lo == pytest.approx(1000) and hi == pytest.approx(2000)
+
+
+def test_live_view_pulls_newest_frame_and_reads_stage(qtbot, tissue_dir):
+    view = LiveView(poll_ms=5)
+    qtbot.addWidget(view)
+    view.resize(600, 500)
+    view.show()
+    frames = [tissue_frame(tissue_dir, 256), tissue_frame(tissue_dir, 256)]
+    calls = []
+
+    def source():
+        calls.append(1)
+        return frames[-1]
+
+    view.set_frame_source(source)
+    qtbot.waitUntil(lambda: view.frame is frames[-1], timeout=2000)
+    shown, polled = view.frames_shown, len(calls)
+    qtbot.waitUntil(lambda: len(calls) > polled + 3, timeout=2000)
+    assert view.frames_shown == shown  # the same frame is never re-rendered
+    # the centre pixel is the stage position; +x to the right at 0.5 um/px
+    assert view.stage_point(128, 128) == (100.0, 200.0)
+    assert view.stage_point(138, 128) == (105.0, 200.0)
+    with qtbot.waitSignal(view.moveRequested) as sig:
+        view.moveRequested.emit(*view.stage_point(0, 0))
+    assert sig.args == [36.0, 136.0]
+    view.set_frame_source(None)
+
+
+def test_live_view_auto_contrast_on_16_bit(qtbot):
+    view = LiveView()
+    qtbot.addWidget(view)
+    img = np.linspace(1000, 3000, 128 * 128).reshape(128, 128).astype(np.uint16)
+    view.show_frame(Frame(image=img, timestamp=0.0, exposure_ms=1.0, pixel_size_um=1.0))
+    lo, hi = view.image.getLevels()
+    assert 995 < lo < 1010 and 2990 < hi < 3005
+
+
+def test_tile_map_thumbnails_overlay_and_click(qtbot):
+    tm = TileMap()
+    qtbot.addWidget(tm)
+    tm.resize(500, 400)
+    tm.show()
+    tm.set_slide_bounds((0, 0, 3000, 2000))
+    tiles = [
+        TileGeometry(i, i // 3, i % 3, 100 + 180 * (i % 3), 100 + 180 * (i // 3), 200, 200)
+        for i in range(9)
+    ]
+    tm.set_planned_tiles(tiles)
+    for t in tiles[:4]:
+        tm.add_tile_image(t.index, t.x_um, t.y_um, t.w_um, t.h_um, np.zeros((16, 16, 3), np.uint8))
+        tm.set_tile_focus(t.index, z_um=t.index * 0.5, quality=0.9)
+    tm.set_overlay("focus z")
+    assert tm.thumbnail_count == 4
+    img = tm.overlay.image
+    assert img.shape == (3, 3)
+    assert img[0, 0] == 0.0 and img[1, 0] == 1.5 and np.isnan(img[2, 2])
+    assert tm.colorbar.levels() == pytest.approx((0.0, 1.5))
+    # tile centres are 180 um apart with 200 um tiles; the nearest centre wins on overlap
+    assert tm.tile_at(100, 100) == 0 and tm.tile_at(275, 100) == 1 and tm.tile_at(5000, 0) is None
+    with pytest.raises(ValueError):
+        tm.set_overlay("bogus")
+
+
+def test_tile_map_region_drawing(qtbot):
+    tm = TileMap()
+    qtbot.addWidget(tm)
+    with qtbot.waitSignal(tm.regionChanged) as sig:
+        tm._drawing(QtCore.QPointF(500, 400), QtCore.QPointF(100, 100), finished=True)
+    assert sig.args == pytest.approx([100, 100, 500, 400])
+    assert tm.region == pytest.approx((100, 100, 500, 400))
+
+
+def test_focus_curve_plot_shows_choice_and_truth(qtbot):
+    plot = FocusCurvePlot()
+    qtbot.addWidget(plot)
+    z = np.linspace(-5, 5, 21)
+    ev = FocusDone(
+        index=3,
+        method="zsweep",
+        z_um=0.1,
+        hint_z_um=-1.0,
+        frames=21,
+        confidence=0.9,
+        ok=True,
+        fallback="",
+        curve_z_um=z,
+        curve_values=np.exp(-(z**2)),
+        shots_z_um=z,
+        true_focus_um=0.0,
+    )
+    plot.show_focus(ev)
+    xs, ys = plot.curve.getData()
+    assert len(xs) == 21 and ys.max() == pytest.approx(1.0)
+    assert plot.chosen.value() == pytest.approx(0.1) and plot.truth.isVisible()
+    assert "error +0.10 µm" in FocusCurvePlot.describe(ev)
+
+
+def test_focus_surface_interpolates_a_plane(qtbot):
+    x, y = np.meshgrid([0.0, 100.0, 200.0], [0.0, 100.0, 200.0])
+    z = 0.01 * x.ravel() - 0.02 * y.ravel() + 5
+    grid = interpolate_surface(x.ravel(), y.ravel(), z, (0, 0, 200, 200), size=5)
+    expected = 0.01 * np.linspace(0, 200, 5)[None, :] - 0.02 * np.linspace(0, 200, 5)[:, None] + 5
+    np.testing.assert_allclose(grid, expected, atol=1e-5)
+    plot = FocusSurfacePlot()
+    qtbot.addWidget(plot)
+    plot.set_points(x.ravel(), y.ravel(), z)
+    assert plot.n_points == 9 and plot.image.image.shape == (96, 96)
+
+
+def test_stage_controller_clamps_to_soft_limits_off_gui_thread(qtbot):
+    stage = InstantStage(SoftLimits((-100, 100), (-100, 100), (-10, 10)))
+    worker = DeviceWorker()
+    ctl = StageController(stage, worker, poll_ms=50)
+    panel = StagePanel(ctl)
+    qtbot.addWidget(panel)
+    qtbot.waitUntil(lambda: ctl.position is not None, timeout=2000)
+    with qtbot.waitSignal(ctl.message) as msg:
+        ctl.jog(dx=500.0)
+    assert "soft limit" in msg.args[0]
+    qtbot.waitUntil(lambda: stage.pos["x"] == 100.0, timeout=2000)
+    panel.z_step.setCurrentIndex(panel.z_step.findData(5.0))
+    for _ in range(5):  # a held key: coalesced, clamped at +10
+        panel.jog_z(+1)
+    qtbot.waitUntil(lambda: not ctl._in_flight and not ctl._wanted, timeout=2000)
+    assert stage.pos["z"] == 10.0
+    assert all(-10 <= c.get("z", 0) <= 10 and -100 <= c.get("x", 0) <= 100 for c in stage.commands)
+    assert all(name.startswith("slidescan-device") for name in stage.threads)
+    assert panel.pos_labels["z"].text() == "10.00 µm"
+    ctl.lock("scan running")
+    with qtbot.waitSignal(ctl.message) as msg:
+        ctl.jog(dx=-1)
+    assert "busy" in msg.args[0]
+    ctl.stop_polling()
+    worker.shutdown()
+
+
+def test_worker_delivers_errors_on_gui_thread(qtbot):
+    worker = DeviceWorker()
+    seen = []
+
+    def boom():
+        raise RuntimeError("port vanished")
+
+    worker.submit(boom, on_error=lambda e: seen.append((str(e), QtCore.QThread.currentThread())))
+    qtbot.waitUntil(lambda: len(seen) == 1, timeout=2000)
+    assert seen[0][0] == "port vanished"
+    assert seen[0][1] is QtCore.QCoreApplication.instance().thread()
+    worker.shutdown()
+
+
+def test_throttle_coalesces(qtbot):
+    calls = []
+    t = Throttle(lambda: calls.append(1), interval_ms=50)
+    for _ in range(20):
+        t.request()
+    assert len(calls) == 1  # leading edge
+    qtbot.wait(120)
+    assert len(calls) == 2  # one trailing call for the 19 coalesced requests
