@@ -1,0 +1,483 @@
+"""Classical focus methods: a z-sweep with a sub-step peak fit, a coarse-to-fine Brent search,
+and "none" (use the hint as it is).
+
+Every Z move goes through `ZGuard`: targets are clamped to the soft limits and approached from
+below, so backlash never enters a measurement and the final frame is taken after an upward move.
+Hardware time is the device clock's difference over the run; compute time is the
+`perf_counter` time spent in metrics, fits and the optimiser's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from slidescan.focus.metrics import get_metric
+from slidescan.focus.protocol import (
+    FocusCurve,
+    FocusDevice,
+    FocusError,
+    FocusHint,
+    FocusResult,
+    FrameLike,
+)
+from slidescan.focus.safety import ZGuard
+
+PeakFitKind = Literal["gauss", "parabola"]
+
+#: The metric the classical methods use unless told otherwise (best on the simulator).
+DEFAULT_METRIC = "brenner"
+
+
+@dataclass(frozen=True)
+class PeakFit:
+    """Sub-step peak of a sampled focus curve.
+
+    `quality` is the coefficient of determination of the local fit (0 when no fit was
+    possible), `edge` says the sampled maximum lies at the first or last sample, so the true
+    peak may lie outside the samples.
+    """
+
+    z_um: float
+    index: int
+    edge: bool
+    quality: float
+
+
+def fit_peak(
+    z_um: np.ndarray, values: np.ndarray, kind: PeakFitKind = "gauss", points: int = 5
+) -> PeakFit:
+    """Locate the peak of `values(z_um)` to better than the sample spacing.
+
+    Fits a parabola to the `points` samples around the maximum: on the log of the values for
+    `kind="gauss"` (a Gaussian peak is a parabola in log space, and focus curves are close to
+    Gaussian near their top), on the values themselves for `"parabola"`. The vertex is kept
+    within the fitted window; if the fit is not concave, or the maximum is at an end of the
+    samples, the best sample's z is returned.
+    """
+    if kind not in ("gauss", "parabola"):
+        raise ValueError(f"fit must be 'gauss' or 'parabola', got {kind!r}")
+    if points < 3:
+        raise ValueError(f"a peak fit needs at least 3 points, got {points}")
+    order = np.argsort(z_um)
+    z = np.asarray(z_um, dtype=np.float64)[order]
+    v = np.asarray(values, dtype=np.float64)[order]
+    if z.size == 0:
+        raise FocusError("no samples to fit a peak to")
+    if not np.all(np.isfinite(v)):
+        raise FocusError("focus metric returned a non-finite value")
+    i = int(np.argmax(v))
+    edge = i == 0 or i == z.size - 1
+    half = points // 2
+    lo, hi = max(0, i - half), min(z.size, i + half + 1)
+    if edge or hi - lo < 3:
+        return PeakFit(float(z[i]), int(order[i]), edge, 0.0)
+    zz, vv = z[lo:hi], v[lo:hi]
+    if kind == "gauss":
+        vv = np.log(np.maximum(vv, np.finfo(np.float64).tiny))
+    centre = zz.mean()
+    scale = max(float(np.ptp(zz)), 1e-12)
+    a, b, c = np.polyfit((zz - centre) / scale, vv, 2)
+    fitted = np.polyval((a, b, c), (zz - centre) / scale)
+    ss_res = float(np.sum((vv - fitted) ** 2))
+    ss_tot = float(np.sum((vv - vv.mean()) ** 2))
+    quality = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+    if not a < 0:
+        return PeakFit(float(z[i]), int(order[i]), edge, 0.0)
+    vertex = centre + scale * (-b / (2.0 * a))
+    vertex = float(np.clip(vertex, zz[0], zz[-1]))
+    return PeakFit(vertex, int(order[i]), edge, float(np.clip(quality, 0.0, 1.0)))
+
+
+def curve_confidence(values: np.ndarray, quality: float, edge: bool) -> float:
+    """Confidence in [0, 1] from the curve's prominence and the fit quality.
+
+    Prominence is 1 - min/max of the metric over the samples: about 0.8 for a sweep that spans
+    focus on tissue, near 0 on empty glass. It saturates at 0.5. A peak at the edge of the
+    samples is down-weighted to at most 0.25: focus may lie outside the range.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    vmax = float(v.max()) if v.size else 0.0
+    if vmax <= 0:
+        return 0.0
+    prominence = 1.0 - float(v.min()) / vmax
+    confidence = min(prominence / 0.5, 1.0) * quality
+    if edge:
+        confidence = min(confidence, 0.25)
+    return float(np.clip(confidence, 0.0, 1.0))
+
+
+def _prominence(values: np.ndarray) -> float:
+    vmax = float(np.max(values)) if len(values) else 0.0
+    return 1.0 - float(np.min(values)) / vmax if vmax > 0 else 0.0
+
+
+def _dof(device: FocusDevice) -> float:
+    dof = float(device.optics.depth_of_field_um)
+    if not (math.isfinite(dof) and dof > 0):
+        raise FocusError(f"device optics report an invalid depth of field ({dof})")
+    return dof
+
+
+def _check_positive(name: str, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value}")
+
+
+class _Session:
+    """One focus run: the guard, the clocks, and the measured curve."""
+
+    def __init__(self, device: FocusDevice, metric_name: str, overshoot_um: float | None):
+        self.device = device
+        self.metric = get_metric(metric_name)
+        self.guard = ZGuard(device, overshoot_um=overshoot_um)
+        self.hw_start = float(device.now())
+        self.compute_s = 0.0
+        self.frames = 0
+        self.z: list[float] = []
+        self.values: list[float] = []
+        self.clamped = False
+
+    def measure(self, z_um: float) -> tuple[float, float, FrameLike]:
+        """Move to `z_um` through the guard, snap, and score the frame: (z reached, value, frame)."""
+        move = self.guard.move_to(z_um)
+        self.clamped |= move.clamped
+        frame = self.device.snap()
+        self.frames += 1
+        t0 = time.perf_counter()
+        value = float(self.metric(np.asarray(frame.image)))
+        self.compute_s += time.perf_counter() - t0
+        if not math.isfinite(value):
+            raise FocusError(f"focus metric returned {value} at z = {move.z_um:.3f} um")
+        self.z.append(move.z_um)
+        self.values.append(value)
+        return move.z_um, value, frame
+
+    def curve(self, label: str) -> FocusCurve:
+        z = np.asarray(self.z, dtype=np.float64)
+        v = np.asarray(self.values, dtype=np.float64)
+        order = np.argsort(z, kind="stable")
+        return FocusCurve(z[order], v[order], kind="metric", label=label)
+
+    def hardware_s(self) -> float:
+        return float(self.device.now()) - self.hw_start
+
+
+def _half_range(configured_um: float | None, hint: FocusHint, dof: float) -> float:
+    """Half the search range: the method's own setting, else the hint's, else max(6, 7.5 DOF)."""
+    if configured_um is not None:
+        return float(configured_um)
+    if hint.range_um is not None and math.isfinite(hint.range_um) and hint.range_um > 0:
+        return float(hint.range_um)
+    return max(6.0, 7.5 * dof)
+
+
+def _sweep_planes(centre: float, half: float, step: float, limits: tuple[float, float]):
+    k = max(1, math.ceil(half / step - 1e-9))
+    planes = centre + step * np.arange(-k, k + 1)
+    lo, hi = limits
+    return np.unique(np.clip(planes, lo, hi))
+
+
+class ZSweep:
+    """Sweep N planes around the hint from bottom to top, then fit the metric's peak.
+
+    Defaults scale with the optics: `step_um` = 0.75 x depth of field; half range = `range_um`
+    if set, else the hint's `range_um`, else max(6 um, 7.5 x DOF) (20x/0.75: 21 planes 0.61 um
+    apart over +/- 6.1 um); at most `max_planes` (the step grows to fit). If the maximum lands on an end plane and `extend` is set,
+    the sweep continues once by half its length in that direction. The method finishes at the
+    fitted z (approached from below) and takes the final frame there.
+
+    Below `min_prominence` relative rise of the metric over the sweep (1 - min / max) there is
+    no focus signal (blank glass, or focus far outside the range): the result is not ok, its z
+    is the hint and its confidence 0. Confidence otherwise comes from `curve_confidence`.
+    """
+
+    name = "zsweep"
+
+    def __init__(
+        self,
+        range_um: float | None = None,
+        step_um: float | None = None,
+        metric: str = DEFAULT_METRIC,
+        fit: PeakFitKind = "gauss",
+        fit_points: int = 5,
+        extend: bool = True,
+        max_planes: int = 41,
+        overshoot_um: float | None = None,
+        min_prominence: float = 0.2,
+        final_frame: bool = True,
+    ) -> None:
+        _check_positive("range_um", range_um)
+        _check_positive("step_um", step_um)
+        get_metric(metric)
+        if fit not in ("gauss", "parabola"):
+            raise ValueError(f"fit must be 'gauss' or 'parabola', got {fit!r}")
+        if fit_points < 3:
+            raise ValueError(f"fit_points must be at least 3, got {fit_points}")
+        if max_planes < 3:
+            raise ValueError(f"max_planes must be at least 3, got {max_planes}")
+        self.range_um = range_um
+        self.step_um = step_um
+        self.metric = metric
+        self.fit: PeakFitKind = fit
+        self.fit_points = int(fit_points)
+        self.extend = bool(extend)
+        self.max_planes = int(max_planes)
+        self.overshoot_um = overshoot_um
+        self.min_prominence = float(min_prominence)
+        self.final_frame = bool(final_frame)
+
+    def plan(self, device: FocusDevice, hint: FocusHint) -> tuple[float, float]:
+        """(half range, step) in um for this device and hint."""
+        dof = _dof(device)
+        step = self.step_um if self.step_um is not None else 0.75 * dof
+        half = max(_half_range(self.range_um, hint, dof), 2.0 * step)
+        k = math.ceil(half / step - 1e-9)
+        if 2 * k + 1 > self.max_planes:
+            k = (self.max_planes - 1) // 2
+            step = half / k
+        return k * step, step
+
+    def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
+        s = _Session(device, self.metric, self.overshoot_um)
+        centre, hint_clamped = s.guard.clamp(hint.z_um)
+        half, step = self.plan(device, hint)
+        limits = s.guard.limits
+        planes = _sweep_planes(centre, half, step, limits)
+        for z in planes:
+            s.measure(z)
+
+        t0 = time.perf_counter()
+        peak = fit_peak(np.array(s.z), np.array(s.values), self.fit, self.fit_points)
+        s.compute_s += time.perf_counter() - t0
+        extended = ""
+        if peak.edge and self.extend:
+            n_more = max(2, len(planes) // 2)
+            at_top = s.z[peak.index] >= max(s.z) - 1e-9
+            more = (
+                max(s.z) + step * np.arange(1, n_more + 1)
+                if at_top
+                else min(s.z) - step * np.arange(n_more, 0, -1)
+            )
+            more = np.unique(np.clip(more, *limits))
+            more = more[~np.isin(np.round(more, 6), np.round(s.z, 6))]
+            if more.size:
+                extended = "up" if at_top else "down"
+                for z in more:  # ascending: one direction again
+                    s.measure(z)
+                t0 = time.perf_counter()
+                peak = fit_peak(np.array(s.z), np.array(s.values), self.fit, self.fit_points)
+                s.compute_s += time.perf_counter() - t0
+
+        values = np.array(s.values)
+        prominence = _prominence(values)
+        ok = prominence >= self.min_prominence
+        if ok:
+            z_best = peak.z_um
+            confidence = curve_confidence(values, peak.quality, peak.edge)
+            message = "peak at the edge of the sweep" if peak.edge else ""
+        else:
+            z_best = centre
+            confidence = 0.0
+            message = f"no focus signal: the metric varies {100 * prominence:.1f}% over the sweep"
+
+        final = None
+        if self.final_frame:
+            move = s.guard.move_to(z_best)
+            z_best = move.z_um
+            final = device.snap()
+            s.frames += 1
+        extra: dict[str, Any] = {
+            "metric": self.metric,
+            "fit": self.fit,
+            "step_um": float(step),
+            "planes": len(s.z),
+            "edge": bool(peak.edge),
+            "extended": extended,
+            "clamped": bool(s.clamped or hint_clamped),
+            "moves": s.guard.moves,
+            "fit_quality": float(peak.quality),
+            "prominence": float(prominence),
+        }
+        return FocusResult(
+            z_um=float(z_best),
+            frames=s.frames,
+            hardware_s=s.hardware_s(),
+            compute_s=s.compute_s,
+            confidence=confidence,
+            curve=s.curve(self.metric),
+            method=self.name,
+            ok=ok,
+            message=message,
+            final_frame=final,
+            extra=extra,
+        )
+
+
+class BrentSearch:
+    """Coarse-to-fine search: a coarse bottom-to-top pass, then bounded Brent on -metric.
+
+    The coarse pass (step `coarse_step_um`, default 2 x DOF, over the same range as a z-sweep)
+    finds the peak's basin, so the noisy flat tails of the focus curve never mislead the
+    optimiser. `scipy.optimize.minimize_scalar(method="bounded")` then searches the bracket of
+    one coarse step either side of the best coarse plane to `xatol_um` (default DOF / 8). Brent
+    moves both ways; `ZGuard` approaches every evaluation from below, so backlash does not bias
+    it (at the price of an extra move for each downward step). The frames are the evaluations;
+    the final frame is the best evaluation's, which is the one returned. `min_prominence` as for
+    `ZSweep`, judged on the coarse pass.
+    """
+
+    name = "brent"
+
+    def __init__(
+        self,
+        range_um: float | None = None,
+        coarse_step_um: float | None = None,
+        xatol_um: float | None = None,
+        metric: str = DEFAULT_METRIC,
+        max_evaluations: int = 12,
+        overshoot_um: float | None = None,
+        min_prominence: float = 0.2,
+    ) -> None:
+        _check_positive("range_um", range_um)
+        _check_positive("coarse_step_um", coarse_step_um)
+        _check_positive("xatol_um", xatol_um)
+        get_metric(metric)
+        if max_evaluations < 1:
+            raise ValueError(f"max_evaluations must be at least 1, got {max_evaluations}")
+        self.range_um = range_um
+        self.coarse_step_um = coarse_step_um
+        self.xatol_um = xatol_um
+        self.metric = metric
+        self.max_evaluations = int(max_evaluations)
+        self.overshoot_um = overshoot_um
+        self.min_prominence = float(min_prominence)
+
+    def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
+        dof = _dof(device)
+        s = _Session(device, self.metric, self.overshoot_um)
+        centre, hint_clamped = s.guard.clamp(hint.z_um)
+        step = self.coarse_step_um if self.coarse_step_um is not None else 2.0 * dof
+        half = max(_half_range(self.range_um, hint, dof), step)
+        limits = s.guard.limits
+        best_frame: FrameLike | None = None
+        best_value = -math.inf
+        best_z = centre
+
+        def evaluate(z: float) -> float:
+            nonlocal best_frame, best_value, best_z
+            z_reached, value, frame = s.measure(z)
+            if value > best_value:
+                best_value, best_z, best_frame = value, z_reached, frame
+            return value
+
+        coarse = _sweep_planes(centre, half, step, limits)
+        for z in coarse:
+            evaluate(z)
+        coarse_values = np.array(s.values)
+        i = int(np.argmax(coarse_values))
+        edge = i in (0, coarse.size - 1)
+        prominence = _prominence(coarse_values)
+        ok = prominence >= self.min_prominence
+        converged = False
+        if ok:
+            lo = max(coarse[i] - step, limits[0])
+            hi = min(coarse[i] + step, limits[1])
+            xatol = self.xatol_um if self.xatol_um is not None else dof / 8.0
+            t0 = time.perf_counter()
+            inside_objective_s = 0.0
+
+            def objective(z: float) -> float:
+                nonlocal inside_objective_s
+                t = time.perf_counter()
+                value = evaluate(float(z))
+                inside_objective_s += time.perf_counter() - t
+                return -value
+
+            if hi - lo > xatol:
+                res = minimize_scalar(
+                    objective,
+                    bounds=(lo, hi),
+                    method="bounded",
+                    options={"xatol": xatol, "maxiter": self.max_evaluations},
+                )
+                converged = bool(res.success)
+            # The optimiser's own time, without the device calls and metrics inside objective
+            # (the metric time is already counted by the session).
+            s.compute_s += max(0.0, time.perf_counter() - t0 - inside_objective_s)
+
+        values = np.array(s.values)
+        if ok:
+            z_best = best_z
+            quality = 1.0 if converged else 0.5
+            confidence = curve_confidence(values, quality, edge)
+            message = "peak at the edge of the coarse range" if edge else ""
+            final = best_frame
+        else:
+            z_best = centre
+            confidence = 0.0
+            message = f"no focus signal: the metric varies {100 * prominence:.1f}% over the range"
+            final = None
+        return FocusResult(
+            z_um=float(z_best),
+            frames=s.frames,
+            hardware_s=s.hardware_s(),
+            compute_s=s.compute_s,
+            confidence=confidence,
+            curve=s.curve(self.metric),
+            method=self.name,
+            ok=ok,
+            message=message,
+            final_frame=final,
+            extra={
+                "metric": self.metric,
+                "coarse_step_um": float(step),
+                "coarse_planes": int(coarse.size),
+                "evaluations": s.frames,
+                "edge": bool(edge),
+                "converged": converged,
+                "clamped": bool(s.clamped or hint_clamped),
+                "moves": s.guard.moves,
+                "prominence": float(prominence),
+            },
+        )
+
+
+class NoFocus:
+    """Use the hint as the focus (fixed z, or a focus-map prediction), clamped to the limits.
+
+    With `snap=False` (default) nothing moves and no frame is taken; with `snap=True` the drive
+    goes to the hint from below and takes the final frame there.
+    """
+
+    name = "none"
+
+    def __init__(self, snap: bool = False, overshoot_um: float | None = None) -> None:
+        self.snap = bool(snap)
+        self.overshoot_um = overshoot_um
+
+    def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
+        hw0 = float(device.now())
+        guard = ZGuard(device, overshoot_um=self.overshoot_um)
+        z, clamped = guard.clamp(hint.z_um)
+        frame = None
+        if self.snap:
+            guard.move_to(z)
+            frame = device.snap()
+        return FocusResult(
+            z_um=z,
+            frames=1 if frame is not None else 0,
+            hardware_s=float(device.now()) - hw0,
+            compute_s=0.0,
+            confidence=1.0,
+            method=self.name,
+            message="hint clamped to the z limits" if clamped else "",
+            final_frame=frame,
+            extra={"clamped": clamped, "hint_source": hint.source},
+        )
