@@ -20,8 +20,8 @@ from slidescan.focus.protocol import FocusDevice, FocusError, FrameLike
 Approach = Literal["below", "above", "none"]
 
 #: Default distance (um) past a target on the approach side: more than a focus drive's
-#: typical backlash (0.5-2 um on stepper-driven fine focus).
-DEFAULT_OVERSHOOT_UM = 3.0
+#: backlash (0.5-3 um on a stepper-driven fine focus; the simulator's low-cost stage has 3 um).
+DEFAULT_OVERSHOOT_UM = 5.0
 
 #: Positions closer than this (um) count as the same.
 Z_TOLERANCE_UM = 1e-6
