@@ -1,0 +1,384 @@
+"""The difference-image CNN autofocus (Dastidar & Ethirajan, Biomed. Opt. Express 11(1):480).
+
+One tile: from the hint, go below it by an offset large enough that both shots are on the
+same side of focus (below it), approach from below (backlash), take two frames `delta` apart,
+let the CNN read their difference patch by patch, combine the patches' predictions with a
+std-weighted median, move to the predicted focus and take the final frame: three frames and
+three moves. If the patches disagree (low confidence) or the prediction lies outside the range
+the model was trained on, one more pair is taken where the first pair says focus is; if that
+one is not trusted either, a short z-sweep around the best estimate decides.
+
+`DiffCNNPredictor` is the pure image-pair -> distance part, used by the method, by training
+validation and by benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slidescan.focus.learned.preprocess import network_input, patch_pairs
+from slidescan.focus.learned.weights import (
+    DEFAULT_OBJECTIVE,
+    DiffCNNMeta,
+    load_checkpoint,
+    shipped_weights_path,
+)
+from slidescan.focus.protocol import (
+    FocusCurve,
+    FocusDevice,
+    FocusError,
+    FocusHint,
+    FocusMethod,
+    FocusResult,
+)
+from slidescan.focus.safety import ZGuard
+
+#: Scale factor from the median absolute deviation to a Gaussian standard deviation.
+MAD_TO_SIGMA = 1.4826
+#: Standard error of a median relative to that of a mean (Gaussian data), sqrt(pi / 2).
+MEDIAN_SE_FACTOR = 1.2533
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value where the cumulative weight reaches half the total (midpoint on a tie)."""
+    order = np.argsort(values, kind="stable")
+    v, w = np.asarray(values, float)[order], np.asarray(weights, float)[order]
+    if v.size == 0:
+        raise ValueError("weighted median of nothing")
+    total = w.sum()
+    if not total > 0:
+        return float(np.median(v))
+    cum = np.cumsum(w)
+    half = 0.5 * total
+    i = int(np.searchsorted(cum, half))
+    if math.isclose(cum[i], half, rel_tol=1e-12) and i + 1 < v.size:
+        return float(0.5 * (v[i] + v[i + 1]))
+    return float(v[i])
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm into the convolution before it (eval mode only): same outputs,
+    fewer kernels to run, which matters for a small network on a CPU."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    def fuse(seq: nn.Module) -> None:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = nn.Identity()
+        for child in seq.children():
+            fuse(child)
+
+    fuse(model)
+    return model
+
+
+@dataclass
+class PairPrediction:
+    """What the CNN says about one pair of frames.
+
+    `distance_um` = predicted z_focus - z_first_shot. `spread_um` is the robust spread of the
+    patches' predictions (weighted MAD scaled to a standard deviation), `stderr_um` the
+    resulting uncertainty of the combined value, `confidence` in [0, 1] falls with it.
+    """
+
+    distance_um: float
+    spread_um: float
+    stderr_um: float
+    confidence: float
+    n_patches: int
+    compute_s: float
+    patch_distance_um: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    patch_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def ok(self) -> bool:
+        return self.n_patches > 0 and math.isfinite(self.distance_um)
+
+
+class DiffCNNPredictor:
+    """A loaded checkpoint that turns two frames into a distance to focus.
+
+    `weights` is a checkpoint path (default: the shipped weights for `objective`). Inference
+    runs on the CPU in eval mode with batch norm folded into the convolutions; it is
+    deterministic for a given input. `tolerance_um` sets the confidence scale: confidence is
+    1 / (1 + (stderr / tolerance)^2), so 0.5 when the combined value is uncertain by
+    `tolerance_um`.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        objective: str = DEFAULT_OBJECTIVE,
+        tolerance_um: float = 0.2,
+        max_patches: int | None = None,
+    ) -> None:
+        path = Path(weights) if weights is not None else shipped_weights_path(objective)
+        model, meta = load_checkpoint(path)
+        self.path = path
+        self.meta: DiffCNNMeta = meta
+        self.spec = meta.spec
+        self.model = fuse_conv_bn(model).eval()
+        self.tolerance_um = float(tolerance_um)
+        self.max_patches = max_patches
+
+    def predict_patches(self, pairs: np.ndarray) -> np.ndarray:
+        """(N, 2, C, P, P) intensity pairs -> (N,) distances in um."""
+        if len(pairs) == 0:
+            return np.zeros(0)
+        x = torch.from_numpy(network_input(pairs, self.spec))
+        with torch.inference_mode():
+            out = self.model(x).reshape(-1).double().numpy()
+        return out * self.meta.y_scale_um + self.meta.y_mean_um
+
+    def predict(
+        self, image1: np.ndarray, image2: np.ndarray, pixel_size_um: float | None = None
+    ) -> PairPrediction:
+        """Distance from the first frame's z to focus; image2 was taken `delta_um` above."""
+        t0 = time.perf_counter()
+        patches = patch_pairs(image1, image2, self.spec, pixel_size_um, self.max_patches)
+        if len(patches) == 0:
+            return PairPrediction(math.nan, math.inf, math.inf, 0.0, 0, time.perf_counter() - t0)
+        d = self.predict_patches(patches.pairs)
+        w = patches.patch_std.astype(float)
+        centre = weighted_median(d, w)
+        spread = MAD_TO_SIGMA * weighted_median(np.abs(d - centre), w) if d.size > 1 else math.inf
+        # Effective number of independent votes under the std weights (Kish).
+        n_eff = w.sum() ** 2 / max(float((w**2).sum()), 1e-30)
+        stderr = MEDIAN_SE_FACTOR * spread / math.sqrt(max(n_eff, 1.0))
+        confidence = (
+            1.0 / (1.0 + (stderr / self.tolerance_um) ** 2) if math.isfinite(stderr) else 0.0
+        )
+        return PairPrediction(
+            distance_um=float(centre),
+            spread_um=float(spread),
+            stderr_um=float(stderr),
+            confidence=float(confidence),
+            n_patches=int(d.size),
+            compute_s=time.perf_counter() - t0,
+            patch_distance_um=d,
+            patch_std=patches.patch_std,
+        )
+
+
+class DiffCNNFocus:
+    """Focus method "diffcnn": two shots below the hint, one CNN prediction, one move.
+
+    Parameters (all optional; the defaults come from the checkpoint):
+    - `weights`: checkpoint path; default the shipped weights for `objective`.
+    - `range_um`: how far off a hint may be when it does not say (`FocusHint.range_um`).
+    - `margin_um`: extra distance kept between the upper shot and the nearest possible focus.
+    - `min_confidence`: below this a pair is not trusted (another pair, then a sweep).
+    - `max_pairs`: pairs before falling back to a sweep.
+    - `fallback`: the method used when the CNN is not trusted (default a short `ZSweep`);
+      None disables it (the result is then `ok=False` with the best estimate).
+    - `overshoot_um`: the guard's backlash overshoot for downward moves.
+    """
+
+    name = "diffcnn"
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        objective: str = DEFAULT_OBJECTIVE,
+        range_um: float = 5.0,
+        margin_um: float = 0.5,
+        min_confidence: float = 0.5,
+        max_pairs: int = 2,
+        fallback: FocusMethod | None | str = "zsweep",
+        overshoot_um: float = 3.0,
+        tolerance_um: float = 0.2,
+        max_patches: int | None = None,
+    ) -> None:
+        for label, v in (("range_um", range_um), ("overshoot_um", overshoot_um)):
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{label} must be a positive number, got {v}")
+        if max_pairs < 1:
+            raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
+        self.predictor = DiffCNNPredictor(weights, objective, tolerance_um, max_patches)
+        self.meta = self.predictor.meta
+        self.range_um = float(range_um)
+        self.margin_um = float(margin_um)
+        self.min_confidence = float(min_confidence)
+        self.max_pairs = int(max_pairs)
+        self.overshoot_um = float(overshoot_um)
+        if fallback == "zsweep":
+            from slidescan.focus.classical import ZSweep
+
+            fallback = ZSweep(overshoot_um=overshoot_um)
+        elif isinstance(fallback, str):
+            raise ValueError(f"unknown fallback {fallback!r}; use 'zsweep', a method or None")
+        self.fallback: FocusMethod | None = fallback
+
+    # -- geometry ----------------------------------------------------------------------------
+    @property
+    def delta_um(self) -> float:
+        return self.meta.delta_um
+
+    def offset_for(self, range_um: float) -> float:
+        """Distance below the hint for the first shot so that, with focus anywhere within
+        +/- `range_um` of the hint, the pair lies inside the trained range: the upper shot at
+        least `y_min - delta + margin` below focus. Capped so the far end stays trained."""
+        lo, hi = self.meta.y_min_um, self.meta.y_max_um
+        r = min(range_um, max(0.0, 0.5 * (hi - lo) - self.margin_um))
+        return lo + self.margin_um + r
+
+    def in_trained_range(self, distance_um: float) -> bool:
+        return self.meta.y_min_um - 0.25 <= distance_um <= self.meta.y_max_um + 0.25
+
+    # -- one tile ----------------------------------------------------------------------------
+    def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
+        guard = ZGuard(device, overshoot_um=self.overshoot_um)
+        hw_start = float(device.now())
+        compute_s = 0.0
+        frames = 0
+        pixel_size = _pixel_size(device)
+        hint_z, hint_clamped = guard.clamp(hint.z_um)
+        range_um = (
+            float(hint.range_um)
+            if hint.range_um is not None and math.isfinite(hint.range_um) and hint.range_um > 0
+            else self.range_um
+        )
+        shots: list[float] = []
+        shot_pred: list[float] = []
+        pairs: list[tuple[float, PairPrediction]] = []
+        start = hint_z - self.offset_for(range_um)
+        clamped = hint_clamped
+        for _ in range(self.max_pairs):
+            f1, m1 = guard.snap_at(start)
+            f2, m2 = guard.snap_at(m1.z_um + self.delta_um)
+            frames += 2
+            clamped = clamped or m1.clamped or m2.clamped
+            if abs((m2.z_um - m1.z_um) - self.delta_um) > 1e-6:
+                raise FocusError(
+                    f"no room for the diffcnn pair: z {m1.z_um:.2f}+{self.delta_um:.2f} um "
+                    f"leaves the soft limits {guard.limits}"
+                )
+            pred = self.predictor.predict(f1.image, f2.image, pixel_size)
+            compute_s += pred.compute_s
+            pairs.append((m1.z_um, pred))
+            z_est = m1.z_um + pred.distance_um if pred.ok else math.nan
+            shots += [m1.z_um, m2.z_um]
+            shot_pred += [z_est, z_est]
+            if not pred.ok:
+                break  # no tissue in the field: another pair will not find any
+            if self.in_trained_range(pred.distance_um) and pred.confidence >= self.min_confidence:
+                break
+            # Not trusted: place the next pair around the estimate, with its uncertainty as
+            # the range. Out of range, the model only says "further than it was trained for"
+            # (or "too close"): take the nearest trained distance and the full range again.
+            lo, hi = self.meta.y_min_um, self.meta.y_max_um
+            if self.in_trained_range(pred.distance_um):
+                r = max(3.0 * pred.stderr_um, 1.0)
+            else:
+                r = range_um
+            start = m1.z_um + float(np.clip(pred.distance_um, lo, hi)) - self.offset_for(r)
+
+        z_first, last = pairs[-1]
+        trusted = (
+            last.ok
+            and self.in_trained_range(last.distance_um)
+            and last.confidence >= self.min_confidence
+        )
+        curve = FocusCurve(
+            np.array(shots, float), np.array(shot_pred, float), kind="prediction", label="diffcnn"
+        )
+        extra: dict[str, Any] = {
+            "pairs": len(pairs),
+            "delta_um": self.delta_um,
+            "distance_um": float(last.distance_um),
+            "spread_um": float(last.spread_um),
+            "patches": int(last.n_patches),
+            "clamped": bool(clamped),
+            "fallback": "",
+        }
+        if trusted:
+            z_best = z_first + last.distance_um
+            move = guard.move_to(z_best)
+            final = device.snap()
+            frames += 1
+            extra["clamped"] = bool(clamped or move.clamped)
+            extra["moves"] = guard.moves
+            return FocusResult(
+                z_um=move.z_um,
+                frames=frames,
+                hardware_s=float(device.now()) - hw_start,
+                compute_s=compute_s,
+                confidence=last.confidence,
+                curve=curve,
+                method=self.name,
+                ok=True,
+                final_frame=final,
+                extra=extra,
+            )
+
+        # Not trusted: a short sweep around the last in-range estimate, else around the hint.
+        seen = [p for _, p in pairs if p.ok]
+        if not seen:
+            why = "no tissue in the field"
+        elif not last.ok:
+            why = "no tissue in the field at the second pair"
+        elif not self.in_trained_range(last.distance_um):
+            why = f"prediction {last.distance_um:.2f} um outside the trained range"
+        else:
+            why = f"patches disagree (confidence {last.confidence:.2f})"
+        if last.ok and self.in_trained_range(last.distance_um):
+            centre = z_first + last.distance_um
+            sweep_range = min(max(3.0 * last.stderr_um, 2.0), range_um)
+        else:
+            centre, sweep_range = hint_z, range_um
+        if self.fallback is None or not seen:
+            z_best, _ = guard.clamp(centre)
+            return FocusResult(
+                z_um=z_best,
+                frames=frames,
+                hardware_s=float(device.now()) - hw_start,
+                compute_s=compute_s,
+                confidence=0.0,
+                curve=curve,
+                method=self.name,
+                ok=False,
+                message=why,
+                extra=extra,
+            )
+        sub = self.fallback.focus(device, FocusHint(centre, range_um=sweep_range, source="diffcnn"))
+        extra["fallback"] = getattr(self.fallback, "name", type(self.fallback).__name__)
+        extra["fallback_reason"] = why
+        curve = FocusCurve(
+            np.concatenate([curve.z_um, sub.curve.z_um]),
+            np.concatenate([curve.values, np.full(sub.curve.z_um.size, sub.z_um)]),
+            kind="prediction",
+            label=f"diffcnn+{extra['fallback']}",
+        )
+        return FocusResult(
+            z_um=sub.z_um,
+            frames=frames + sub.frames,
+            hardware_s=float(device.now()) - hw_start,
+            compute_s=compute_s + sub.compute_s,
+            confidence=sub.confidence,
+            curve=curve,
+            method=self.name,
+            ok=sub.ok,
+            message=f"{why}; fell back to {extra['fallback']}",
+            final_frame=sub.final_frame,
+            extra=extra,
+        )
+
+
+def _pixel_size(device: FocusDevice) -> float | None:
+    try:
+        px = float(device.optics.pixel_size_um)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return px if math.isfinite(px) and px > 0 else None
