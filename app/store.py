@@ -561,6 +561,8 @@ class ScanReader:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        if not self.path.is_file():
+            raise ScanFileError(f"{self.path}: no such file")
         try:
             self._f = h5py.File(self.path, "r", swmr=True)
         except OSError as exc:
@@ -595,6 +597,11 @@ class ScanReader:
         self._f["survey"].refresh()
         n = int(self._f["committed"][()])
         self._n = min(n, *(self._f[f"tiles/{k}"].shape[0] for k in _TILE_DATASETS))
+        self._rec = self._f["tiles/records"][: self._n]  # small: read once per refresh
+        self._images = self._f["tiles/images"]
+        self._thumbs = self._f["tiles/thumbnails"]
+        self._curve_z = self._f["tiles/curve_z_um"]
+        self._curve_v = self._f["tiles/curve_values"]
         return self._n
 
     @property
@@ -625,7 +632,7 @@ class ScanReader:
     @property
     def tiles(self) -> np.ndarray:
         """Committed records (structured array) plus a computed boolean `superseded`."""
-        rec = self._f["tiles/records"][: self._n]
+        rec = self._rec
         out = np.zeros(rec.shape, np.dtype(RECORD_DTYPE.descr + [("superseded", "?")]))
         for name in RECORD_DTYPE.names:
             out[name] = rec[name]
@@ -648,7 +655,7 @@ class ScanReader:
         return t[~t["superseded"]]
 
     def done_indices(self) -> set[int]:
-        return {int(i) for i in self._f["tiles/records"][: self._n]["index"]}
+        return {int(i) for i in self._rec["index"]}
 
     def _row(self, i: int) -> int:
         if not 0 <= i < self._n:
@@ -657,17 +664,16 @@ class ScanReader:
 
     def image(self, i: int) -> np.ndarray | None:
         """Full image of row `i`; None for a skipped (empty glass) tile."""
-        rec = self._f["tiles/records"][self._row(i)]
-        if rec["skipped"]:
+        if self._rec[self._row(i)]["skipped"]:
             return None
-        return self._f["tiles/images"][i]
+        return self._images[i]
 
     def thumbnail(self, i: int) -> np.ndarray:
-        return self._f["tiles/thumbnails"][self._row(i)]
+        return self._thumbs[self._row(i)]
 
     def curve(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        n = int(self._f["tiles/records"][self._row(i)]["curve_len"])
-        return self._f["tiles/curve_z_um"][i, :n], self._f["tiles/curve_values"][i, :n]
+        n = int(self._rec[self._row(i)]["curve_len"])
+        return self._curve_z[i, :n], self._curve_v[i, :n]
 
     def survey(self) -> np.ndarray:
         return self._f["survey"][:]
@@ -675,9 +681,8 @@ class ScanReader:
     def verify(self) -> list[int]:
         """Rows whose stored image does not match its checksum (should be empty)."""
         bad = []
-        rec = self._f["tiles/records"][: self._n]
-        for i, r in enumerate(rec):
-            if not r["skipped"] and image_checksum(self._f["tiles/images"][i]) != r["checksum"]:
+        for i, r in enumerate(self._rec):
+            if not r["skipped"] and image_checksum(self._images[i]) != r["checksum"]:
                 bad.append(i)
         return bad
 
