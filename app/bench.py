@@ -1,0 +1,245 @@
+"""Benchmarks for `slidescan bench`: scans on the simulator, and the scan-file writer.
+
+Each sub-benchmark is a function returning JSON-ready dicts; `BENCHMARKS` maps the names the
+command accepts to them, so adding one (the simulator's "render") is one function and one entry.
+
+Scan benchmark (`run_scan_bench`): per focus method and stage timing profile, a scan of a few
+dozen tiles on the simulator (tissue detection off, so every tile is focused). Figures:
+
+- tiles/s in simulated hardware time (the virtual clock: moves, settling, exposures), and its
+  ratio to the profile's physical bound. The bound is the least hardware time a tile can take
+  with no focusing at all: one XY move of one tile step plus one exposure,
+  ``t_bound = t_move(step) + t_exposure``, where ``t_move`` is the stage preset's own timing
+  model applied to the grid step (the larger of the x and y moves, axes moving together) and
+  ``t_exposure`` the camera exposure. ``ratio = (tiles/s) / (1 / t_bound)`` <= 1; it says how
+  much of the stage's speed the focus method leaves.
+- compute per tile (wall-clock seconds of everything the scan did per tile, minus nothing:
+  rendering the simulator's frames is included, so it is an upper bound on our own cost, and
+  the focus method's own compute, reported separately), focus MAE against the simulator's
+  truth, frames per tile, and peak memory (tracemalloc: Python and numpy allocations).
+
+Writer benchmark (`run_writer_bench`): synthetic uncompressed tiles written through
+`ScanWriter.append` (thumbnail, checksum, append, two flushes per tile, exactly as in a scan),
+then fsync; MB/s of image data over the whole time including the fsync.
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slidescan.app.events import FinishReason
+from slidescan.app.plan import ScanPlan, TissueSettings
+from slidescan.app.runner import ScanRunner
+from slidescan.app.store import ScanWriter, TileRecord
+
+
+class _NullObserver:
+    """Keeps nothing (an event log would grow with the tile count and spoil the memory peak)."""
+
+    def on_event(self, event: object) -> None:
+        pass
+
+
+def run_writer_bench(
+    n_tiles: int = 48,
+    tile_shape: Sequence[int] = (2048, 2048, 3),
+    folder: str | Path | None = None,
+    compression: str = "none",
+) -> dict[str, Any]:
+    """Write `n_tiles` synthetic tiles through the scan writer; MB/s including the final fsync."""
+    from slidescan.app.plan import RectRegion
+
+    shape = tuple(int(s) for s in tile_shape)
+    rng = np.random.default_rng(0)
+    # A few distinct frames: content does not change uncompressed speed, and generating a
+    # fresh random frame per tile would be timed as 'writing'.
+    frames = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(4)]
+    with tempfile.TemporaryDirectory(dir=folder, prefix="slidescan-bench-") as d:
+        path = Path(d) / "writer.h5"
+        plan = ScanPlan(
+            region=RectRegion(x0=0, y0=0, x1=shape[1] * n_tiles, y1=shape[0]),
+            overlap=0.0,
+            compression=compression,  # type: ignore[arg-type]
+            output=str(path),
+        )
+        tiles = plan.tiles(shape[1], shape[0])
+        writer = ScanWriter.create(path, plan, tiles, shape, np.uint8, pixel_size_um=1.0)
+        t0 = time.perf_counter()
+        for t in tiles:
+            rec = TileRecord(t.index, t.row, t.col, t.x_um, t.y_um, 0.0)
+            writer.append(rec, frames[t.index % len(frames)])
+        writer.fsync()
+        elapsed = time.perf_counter() - t0
+        writer.close("completed")
+        size = path.stat().st_size
+    mb = n_tiles * frames[0].nbytes / 1e6
+    return {
+        "benchmark": "writer",
+        "tiles": n_tiles,
+        "tile_shape": list(shape),
+        "compression": compression,
+        "image_mb": mb,
+        "file_mb": size / 1e6,
+        "seconds": elapsed,
+        "mb_per_s": mb / elapsed,
+        "ms_per_tile": 1000 * elapsed / n_tiles,
+    }
+
+
+def physical_bound_s(scope: Any, step_x_um: float, step_y_um: float) -> float:
+    """Least hardware seconds per tile: one XY move of a grid step plus one exposure."""
+    stage = scope.stage
+    move = stage.move_time_s(step_x_um, step_y_um) if hasattr(stage, "move_time_s") else 0.0
+    return float(move) + float(scope.camera.exposure_ms) / 1000.0
+
+
+def run_scan_bench(
+    methods: Sequence[str] = ("zsweep", "brent", "none"),
+    profiles: Sequence[str] = ("commercial", "lowcost"),
+    n_tiles: int = 36,
+    objective: str = "20x/0.75",
+    seed: int = 0,
+    camera_shape: tuple[int, int] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One simulated scan per (method, profile); a row of figures each."""
+    from slidescan.hardware.sim import STAGE_PRESETS, SimConfig, build_simulator
+
+    rows: list[dict[str, Any]] = []
+    side = max(1, round(n_tiles**0.5))
+    grid = (side, max(1, -(-n_tiles // side)))
+    for profile in profiles:
+        if profile not in STAGE_PRESETS:
+            raise ValueError(
+                f"unknown timing profile {profile!r}; known: {', '.join(STAGE_PRESETS)}"
+            )
+        for method in methods:
+            if progress:
+                progress(f"{method} on {profile}")
+            cfg_kw: dict[str, Any] = dict(objective=objective, seed=seed, stage=profile)
+            if camera_shape is not None:
+                cfg_kw["camera"] = {"width": camera_shape[1], "height": camera_shape[0]}
+            scope = build_simulator(SimConfig(**cfg_kw))
+            rows.append(_one_scan(scope, method, profile, grid))
+    return rows
+
+
+def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> dict[str, Any]:
+    shape = scope.camera.shape
+    px = float(scope.optics.pixel_size_um)
+    fov = (shape[1] * px, shape[0] * px)
+    x0, y0, x1, y1 = scope.slide_bounds_um
+    with tempfile.TemporaryDirectory(prefix="slidescan-bench-") as d:
+        plan = ScanPlan.grid(
+            grid[0],
+            grid[1],
+            ((x0 + x1) / 2, (y0 + y1) / 2),
+            fov,
+            overlap=0.1,
+            focus={"method": method},
+            tissue=TissueSettings(enabled=False),
+            output=str(Path(d) / "bench.h5"),
+        )
+        tiles = plan.tiles(*fov)
+        step_x = fov[0] * (1 - plan.overlap)
+        step_y = fov[1] * (1 - plan.overlap) if grid[1] == 1 else 0.0
+        bound = physical_bound_s(scope, step_x, step_y)
+        gc.collect()
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        runner = ScanRunner(plan, scope, _NullObserver())
+        runner.start()
+        fin = runner.wait()
+        wall = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    if fin.reason is not FinishReason.COMPLETED:
+        raise RuntimeError(f"bench scan {method}/{profile} ended {fin.reason.value}: {fin.message}")
+    s = fin.summary
+    hw_per_tile = s["hardware_s_per_tile"]
+    tiles_per_s = 1.0 / hw_per_tile if hw_per_tile > 0 else float("inf")
+    return {
+        "benchmark": "scan",
+        "method": method,
+        "profile": profile,
+        "tiles": len(tiles),
+        "tiles_per_s_hw": tiles_per_s,
+        "bound_s_per_tile": bound,
+        "ratio_to_bound": tiles_per_s * bound,
+        "hardware_s_per_tile": hw_per_tile,
+        "wall_s_per_tile": wall / len(tiles),
+        "focus_compute_s_per_tile": s.get("compute_s_per_tile"),
+        "focus_mae_um": s.get("focus_mae_um"),
+        "focus_max_err_um": s.get("focus_max_err_um"),
+        "frames_per_tile": s.get("frames_per_tile"),
+        "fallbacks": s.get("fallbacks"),
+        "peak_memory_mb": peak / 1e6,
+    }
+
+
+def run_memory_bench(
+    tile_counts: Sequence[int] = (50, 500),
+    camera_shape: tuple[int, int] = (64, 64),
+    method: str = "none",
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Peak memory of scans of increasing length on the simulator with small frames.
+
+    The runner keeps running sums, the queue is bounded and the writer appends, so the peak
+    must not grow with the tile count. `tracemalloc` counts Python and numpy allocations over
+    the whole scan; `rss_high_water_mb` is the process's resident high-water mark after each
+    scan (monotonic, so growth shows as a rise). Method "none" keeps the focus method's own
+    costs out of the measurement.
+    """
+    import resource
+
+    from slidescan.hardware.sim import SimConfig, build_simulator
+
+    rows = []
+    for n in tile_counts:
+        side = max(1, round(n**0.5))
+        grid = (side, max(1, -(-n // side)))
+        scope = build_simulator(
+            SimConfig(
+                seed=seed,
+                camera={"width": camera_shape[1], "height": camera_shape[0]},
+            )
+        )
+        row = _one_scan(scope, method, "commercial", grid)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        rows.append(
+            {
+                "benchmark": "memory",
+                "tiles": row["tiles"],
+                "camera": f"{camera_shape[1]}x{camera_shape[0]}",
+                "method": method,
+                "peak_traced_mb": row["peak_memory_mb"],
+                "rss_high_water_mb": rss,
+                "wall_s_per_tile": row["wall_s_per_tile"],
+            }
+        )
+    return rows
+
+
+def _scan_entry(**kw: Any) -> list[dict[str, Any]]:
+    return run_scan_bench(**kw)
+
+
+def _writer_entry(**kw: Any) -> list[dict[str, Any]]:
+    return [run_writer_bench(**kw)]
+
+
+#: name -> function(**options) -> rows. "all" runs them in this order. Add "render" here.
+BENCHMARKS: dict[str, Callable[..., list[dict[str, Any]]]] = {
+    "scan": _scan_entry,
+    "writer": _writer_entry,
+    "memory": run_memory_bench,
+}
