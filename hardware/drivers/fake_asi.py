@@ -125,6 +125,10 @@ class FakeAsi(FakeController):
     def next_event_at(self) -> float | None:
         return self._earliest([self.move.t_end if self.move else None, self._next_fault_time()])
 
+    def position(self, now: float) -> dict[str, float]:
+        self.advance(now)
+        return self.current(now)
+
     def is_moving(self, now: float) -> bool:
         self.advance(now)
         return self.move is not None

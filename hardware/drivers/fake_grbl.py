@@ -21,7 +21,8 @@ Modelled from the GRBL 1.1 interface documents (interface.md, jogging.md, comman
 
 Options: `homing=1` (enables $22 homing and $20 soft limits; boots in Alarm), `report=wpos`
 (status reports WPos, the host must add WCO), `boot_s=S` (reboot time after opening, default
-0.05 s; a real Arduino takes about 1.5 s), plus the common ones in `fake_serial`.
+0.05 s; a real Arduino takes about 1.5 s), `autoreset=0` (the board does not reboot when the
+port opens, so no banner comes), plus the common ones in `fake_serial`.
 """
 
 from __future__ import annotations
@@ -75,7 +76,12 @@ class _Silent(Exception):
 
 class FakeGrbl(FakeController):
     faults: ClassVar[tuple[str, ...]] = (*COMMON_FAULTS, "alarm")
-    options: ClassVar[dict[str, str]] = {"homing": "0", "report": "mpos", "boot_s": "0.05"}
+    options: ClassVar[dict[str, str]] = {
+        "homing": "0",
+        "report": "mpos",
+        "boot_s": "0.05",
+        "autoreset": "1",
+    }
 
     def __init__(self, opts: dict[str, str], **kw: object) -> None:
         super().__init__(opts, **kw)  # type: ignore[arg-type]
@@ -88,6 +94,7 @@ class FakeGrbl(FakeController):
             raise ValueError(f"report must be mpos or wpos, got {report!r}")
         self.settings[10] = 1 if report == "mpos" else 0
         self.boot_s = float(opts.get("boot_s", "0.05"))
+        self.autoreset = opts.get("autoreset", "1") not in ("0", "")
         self.wco = {"x": 1.5, "y": -2.25, "z": 0.0}  # a G54 work offset, so WPos != MPos
         self.pos = {a: 0.0 for a in AXES}  # machine position in mm at the last block end
         self.blocks: collections.deque[_Block] = collections.deque()
@@ -110,7 +117,10 @@ class FakeGrbl(FakeController):
 
     # -- boot --------------------------------------------------------------------------------
     def on_open(self, now: float) -> None:
-        self.banner_due = now + self.boot_s
+        if self.autoreset:  # opening the port pulses DTR: the Arduino reboots
+            self.banner_due = now + self.boot_s
+        else:  # already running (auto-reset disabled, Bluetooth link): no banner
+            self.booted_at = now
         self.advance(now)
 
     def _boot(self, now: float) -> None:
@@ -182,6 +192,10 @@ class FakeGrbl(FakeController):
         if self.hold is None and self.blocks:
             return self.blocks[0].move.at(now)
         return dict(self.pos)
+
+    def position(self, now: float) -> dict[str, float]:
+        self.advance(now)
+        return self.current(now)
 
     def is_moving(self, now: float) -> bool:
         self.advance(now)

@@ -241,8 +241,9 @@ class FakePrior(FakeController):
         self.advance(now)
         return self.xy.move is not None or self.z.move is not None
 
-    def position(self, now: float) -> dict[str, int]:
-        return {**self.xy.current(now), **self.z.current(now)}
+    def position(self, now: float) -> dict[str, float]:
+        self.advance(now)
+        return {a: float(v) for a, v in {**self.xy.current(now), **self.z.current(now)}.items()}
 
     # -- faults ----------------------------------------------------------------------------------
     def halt(self, now: float) -> None:

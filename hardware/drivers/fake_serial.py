@@ -117,6 +117,10 @@ class FakeController(abc.ABC):
     def is_moving(self, now: float) -> bool:
         """True while any axis moves (for tests: 'the stage is stopped')."""
 
+    @abc.abstractmethod
+    def position(self, now: float) -> dict[str, float]:
+        """Where the axes are now, in the controller's native units."""
+
     def on_open(self, now: float) -> None:  # noqa: B027 - optional hook
         """The host opened the port (a GRBL board reboots here)."""
 

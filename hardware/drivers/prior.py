@@ -17,6 +17,7 @@ Native units are the controller's (microns or steps, per its RES setting): give 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 
@@ -172,13 +173,14 @@ class PriorStage(SerialStage):
                 f"no Prior ProScan on {conn.url}: 'COMP,0' answered {answer!r}; "
                 "wrong port or baud rate?"
             )
-        version = conn.query("VERSION")
-        try:
-            date = conn.query("DATE")
-        except DeviceError:
-            date = ""
-        self.firmware = f"ProScan version {version}" + (f" ({date})" if date else "")
+        self.firmware = f"ProScan version {conn.query('VERSION')}"
         self._read_native()
+
+    def describe(self) -> dict[str, object]:
+        info = super().describe()
+        with contextlib.suppress(DeviceError):  # long at 9600 baud: asked only on demand
+            info["date"] = self.connection.query("DATE")
+        return info
 
     # -- StageBase hooks -------------------------------------------------------------------------
     def _read_native(self) -> dict[str, float]:
