@@ -11,7 +11,7 @@ on hardware), starts the stage at a hint drawn as `true focus + U(-hint_range, +
   the stack), or returns a non-finite z, is a failed trial scored at the hint, the z a scan
   would fall back to. Any other exception is a bug and propagates.
 - frames = snaps the replay camera served, hardware seconds = the replay's virtual clock
-  (`ReplayTiming`), compute seconds = wall time (`time.perf_counter`) around `method.focus`,
+  (`ReplayTiming`: the one recorded in the file, else the default), compute seconds = wall time (`time.perf_counter`) around `method.focus`,
   which includes the replay's interpolation (well under a millisecond per frame).
 
 The summary gives MAE, median, p95 and max of |error|, the signed bias, and the fraction of
@@ -36,7 +36,7 @@ from slidescan.focus.protocol import (
     depth_of_field_um,
 )
 from slidescan.hardware.errors import HardwareError
-from slidescan.hardware.replay import ReplayMicroscope, ReplayTiming
+from slidescan.hardware.replay import ReplayMicroscope, ReplayTiming, timing_for
 from slidescan.hardware.stackfile import FocusStack
 
 #: Wavelength the depth-of-field threshold is computed at (um); `depth_of_field_um`'s default.
@@ -134,6 +134,7 @@ class EvalReport:
     summary: EvalSummary
     params: dict[str, Any] = field(default_factory=dict)
     stacks_source: str = ""
+    timing_source: str = "default"
 
     def per_stack(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -165,6 +166,7 @@ class EvalReport:
                 f"NA {self.na:g}, n {self.immersion_n:g})"
             ),
             "timing": asdict(self.timing),
+            "timing_source": self.timing_source,
             "summary": asdict(self.summary),
             "per_stack": self.per_stack(),
         }
@@ -192,7 +194,7 @@ class EvalReport:
             "scored at the hint)   "
             f"outside the stack: {s.out_of_range}",
             f"per trial     frames {s.frames_mean:.1f} (max {s.frames_max})   "
-            f"hardware {s.hardware_s_mean:.3f} s   "
+            f"hardware {s.hardware_s_mean:.3f} s ({self.timing_source} timing)   "
             f"compute {s.compute_s_mean * 1000:.1f} ms (median {s.compute_s_median * 1000:.1f} ms)",
             "",
             f"{'stack':<12}{'true z um':>11}{'MAE um':>9}{'max um':>9}{'within':>9}{'failed':>8}",
@@ -257,7 +259,10 @@ def evaluate_method(
     if trials < 1:
         raise ValueError(f"trials per stack must be at least 1, got {trials}")
     check_stacks(stacks, hint_range_um)
-    timing = timing or ReplayTiming()
+    if timing is None:
+        timing, timing_source = timing_for(stacks)
+    else:
+        timing_source = "given"
     dof = depth_of_field_um(optics.na, optics.immersion_n, DOF_WAVELENGTH_UM)
     name = str(getattr(method, "name", type(method).__name__))
     # All hint offsets are drawn up front, so trial (i, j) sees the same hint whatever the method.
@@ -288,6 +293,7 @@ def evaluate_method(
         summary=EvalSummary.of(records, dof),
         params=dict(params or {}),
         stacks_source=str(getattr(stacks, "path", "")),
+        timing_source=timing_source,
     )
 
 

@@ -17,8 +17,11 @@ how many seconds of hardware time a method would cost, separate from its compute
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,35 +36,80 @@ from slidescan.hardware.stackfile import FocusStack, StackOpticsLike
 
 @dataclass(frozen=True)
 class ReplayTiming:
-    """Hardware time model of the replayed microscope (defaults: a motorised focus drive and a
-    100 frame/s sCMOS camera).
+    """Hardware time model of the replayed microscope. The defaults are the simulator's
+    defaults (`SimStageConfig`, `SimCameraConfig`), so a replayed stack costs what the same
+    moves and snaps cost on the default simulated microscope.
 
-    - A Z move of distance d > 0 costs `d / z_speed_um_per_s + z_settle_s`; a zero move is free.
-    - A snap costs `exposure_ms / 1000 + readout_s` (`exposure_ms` is the camera's current
-      exposure; the recorded images do not change with it).
+    - A Z move of distance d > 0 follows a trapezoidal velocity profile (acceleration
+      `z_accel_um_per_s2` up to `z_speed_um_per_s`; triangular when d is too short to reach
+      top speed; `None` acceleration means constant speed) and then settles for `z_settle_s`.
+      A zero move is free.
+    - A snap costs the light time (`strobe_ms` when the light is strobed, else the camera's
+      current `exposure_ms`) plus `readout_s`. The recorded images do not change with exposure.
     - `stream_interval_s` is a *wall-clock* pause between live-view frames so streaming a
       replay does not spin a CPU core; it is not hardware time.
+
+    Synthesised stack files record the timing of the simulator they came from (file attribute
+    `replay_timing`); `timing_for(file)` reads it back.
     """
 
-    z_speed_um_per_s: float = 500.0
-    z_settle_s: float = 0.02
+    z_speed_um_per_s: float = 2000.0
+    z_accel_um_per_s2: float | None = 50000.0
+    z_settle_s: float = 0.003
     exposure_ms: float = 10.0
-    readout_s: float = 0.01
+    strobe_ms: float | None = None
+    readout_s: float = 0.008
     stream_interval_s: float = 1.0 / 30.0
 
     def __post_init__(self) -> None:
-        if not self.z_speed_um_per_s > 0:
-            raise ValueError(f"z_speed_um_per_s must be positive, got {self.z_speed_um_per_s}")
+        for name in ("z_speed_um_per_s", "z_accel_um_per_s2", "strobe_ms"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive, got {value}")
         for name in ("z_settle_s", "exposure_ms", "readout_s", "stream_interval_s"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be >= 0, got {value}")
 
     def z_move_s(self, distance_um: float) -> float:
         d = abs(float(distance_um))
-        return 0.0 if d == 0.0 else d / self.z_speed_um_per_s + self.z_settle_s
+        if d == 0.0:
+            return 0.0
+        v, a = self.z_speed_um_per_s, self.z_accel_um_per_s2
+        if a is None:
+            travel = d / v
+        elif d <= v * v / a:  # never reaches top speed
+            travel = 2.0 * math.sqrt(d / a)
+        else:
+            travel = d / v + v / a
+        return travel + self.z_settle_s
 
     def snap_s(self, exposure_ms: float) -> float:
-        return exposure_ms / 1000.0 + self.readout_s
+        light_ms = self.strobe_ms if self.strobe_ms is not None else exposure_ms
+        return light_ms / 1000.0 + self.readout_s
+
+    def to_dict(self) -> dict[str, float | None]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReplayTiming:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown replay timing field(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def timing_for(stack_file: Any) -> tuple[ReplayTiming, str]:
+    """The timing recorded in a focus-stack file (attribute `replay_timing`, JSON), else the
+    default; with where it came from ("file" or "default")."""
+    raw = getattr(stack_file, "attrs", {}).get("replay_timing")
+    if raw is None:
+        return ReplayTiming(), "default"
+    try:
+        return ReplayTiming.from_dict(json.loads(raw)), "file"
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad replay_timing attribute in the stack file: {exc}") from None
 
 
 class StackInterpolator:

@@ -155,6 +155,12 @@ def _software_version() -> str:
         return "0.0.0+unknown"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 # -- writing ---------------------------------------------------------------------------------
 
 
@@ -260,6 +266,7 @@ class StackWriter:
             return self.path
         self._file.close()
         self._file = None
+        os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp made it private; use the usual mode
         os.replace(self._tmp, self.path)
         return self.path
 

@@ -177,7 +177,13 @@ def test_hardware_time_and_frames_come_from_the_replay():
             device.snap()
             return _result(z, frames=2)
 
-    timing = ReplayTiming(z_speed_um_per_s=200.0, z_settle_s=0.03, exposure_ms=10, readout_s=0.005)
+    timing = ReplayTiming(
+        z_speed_um_per_s=200.0,
+        z_accel_um_per_s2=None,
+        z_settle_s=0.03,
+        exposure_ms=10,
+        readout_s=0.005,
+    )
     report = evaluate_method(TwoShots(), _stacks(1), 3.0, 4, seed=0, optics=OPTICS, timing=timing)
     for r in report.records:
         assert r.frames == r.reported_frames == 2 and r.moves == 1

@@ -12,7 +12,7 @@ from scipy import ndimage
 from slidescan.focus.protocol import FocusDevice
 from slidescan.hardware.errors import LimitExceeded
 from slidescan.hardware.optics import OpticalPath, get_objective
-from slidescan.hardware.replay import ReplayMicroscope, ReplayTiming
+from slidescan.hardware.replay import ReplayMicroscope, ReplayTiming, timing_for
 from slidescan.hardware.stackfile import FocusStack, open_stacks, write_stacks
 
 OPTICS = OpticalPath(get_objective("20x/0.75"))
@@ -103,7 +103,13 @@ def test_refuses_z_outside_the_stack_and_does_not_move(stack):
 
 
 def test_virtual_clock_follows_the_timing_model(stack):
-    timing = ReplayTiming(z_speed_um_per_s=100.0, z_settle_s=0.05, exposure_ms=20.0, readout_s=0.01)
+    timing = ReplayTiming(
+        z_speed_um_per_s=100.0,
+        z_accel_um_per_s2=None,
+        z_settle_s=0.05,
+        exposure_ms=20.0,
+        readout_s=0.01,
+    )
     scope = ReplayMicroscope(stack, OPTICS, timing=timing, start_z_um=0.0)
     scope.move_z(2.0)  # 2 um at 100 um/s + settle
     assert scope.now() == pytest.approx(0.02 + 0.05)
@@ -116,6 +122,34 @@ def test_virtual_clock_follows_the_timing_model(stack):
     scope.snap()
     assert scope.now() == pytest.approx(0.10 + 0.005 + 0.01)
     assert scope.frames_taken == 2 and scope.moves == 1
+
+
+def test_trapezoidal_moves_and_strobed_light():
+    t = ReplayTiming(z_speed_um_per_s=100.0, z_accel_um_per_s2=1000.0, z_settle_s=0.0)
+    # top speed is reached after v^2/a = 10 um of travel: shorter moves are triangular
+    assert t.z_move_s(2.0) == pytest.approx(2 * np.sqrt(2.0 / 1000.0))
+    assert t.z_move_s(10.0) == pytest.approx(0.2)  # both formulas agree at the boundary
+    assert t.z_move_s(-20.0) == pytest.approx(20.0 / 100.0 + 100.0 / 1000.0)
+    strobed = ReplayTiming(strobe_ms=0.1, readout_s=0.008)
+    assert strobed.snap_s(exposure_ms=50.0) == pytest.approx(0.0001 + 0.008)
+    with pytest.raises(ValueError, match="must be positive"):
+        ReplayTiming(z_speed_um_per_s=0.0)
+
+
+def test_timing_recorded_in_the_file_is_used(tmp_path, stack):
+    recorded = ReplayTiming(z_speed_um_per_s=200.0, z_settle_s=0.06, readout_s=0.02)
+    path = write_stacks(
+        tmp_path / "s.h5",
+        [stack],
+        OPTICS,
+        source="simulator",
+        attrs={"replay_timing": recorded.to_dict()},
+    )
+    with open_stacks(path) as f:
+        assert timing_for(f) == (recorded, "file")
+    plain = write_stacks(tmp_path / "p.h5", [stack], OPTICS, source="recorded")
+    with open_stacks(plain) as f:
+        assert timing_for(f) == (ReplayTiming(), "default")
 
 
 def test_replays_a_stack_read_from_a_file(tmp_path, stack):

@@ -186,9 +186,9 @@ def test_focus_eval_json_reports_the_known_error(stack_file, capsys, fake_regist
     assert s["trials"] == 9 and s["stacks"] == 3
     assert s["mae_um"] == pytest.approx(0.5) and s["max_abs_um"] == pytest.approx(0.5)
     assert s["within_fraction"] == 0.0 and s["threshold_um"] == pytest.approx(0.406, abs=1e-3)
-    assert s["frames_mean"] == 1 and s["hardware_s_mean"] == pytest.approx(0.02)
+    assert s["frames_mean"] == 1 and s["hardware_s_mean"] == pytest.approx(0.010 + 0.008)
     assert report["params"] == {"offset": 0.5} and len(report["trials"]) == 9
-    assert "DOF/2" in report["threshold"]
+    assert "DOF/2" in report["threshold"] and report["timing_source"] == "default"
 
 
 def test_focus_eval_table_and_errors(stack_file, capsys, fake_registry):
@@ -213,3 +213,105 @@ def test_param_values_are_json_or_text():
         "d": "brenner",
         "e": [1, 2],
     }
+
+
+# -- stack synth (needs the simulator) -------------------------------------------------------
+
+SYNTH = ["--positions", "2", "--size", "64", "--z-min", "-2", "--z-max", "2", "--z-step", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def synth_run(tmp_path_factory):
+    pytest.importorskip("slidescan.hardware.sim")
+    out = tmp_path_factory.mktemp("synth") / "s.h5"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["stack", "synth", "--out", str(out), *SYNTH, "--seed", "4", "--json"])
+    return code, json.loads(buf.getvalue()), out
+
+
+def test_synth_writes_stacks_around_the_true_focus(synth_run):
+    from slidescan.hardware.sim import STAGE_PRESETS
+    from slidescan.hardware.stackfile import open_stacks
+
+    code, result, out = synth_run
+    assert code == 0 and result["stacks"] == 2 and result["planes"] == 9
+    with open_stacks(out) as f:
+        assert f.source == "simulator" and f.source_config["seed"] == 4
+        assert f.source_config["camera"]["width"] == 64
+        assert f.optics.na == 0.75 and f.optics.pixel_size_um == pytest.approx(6.5 / 20)
+        timing = json.loads(f.attrs["replay_timing"])
+        assert timing["z_settle_s"] == STAGE_PRESETS["commercial"].z_settle_ms / 1000
+        positions = []
+        for s in f:
+            assert s.images.shape == (9, 64, 64, 3) and s.images.dtype == np.uint8
+            np.testing.assert_allclose(s.defocus_um, np.arange(-2, 2.01, 0.5), atol=1e-9)
+            assert s.meta["tissue_fraction"] >= 0.6
+            positions.append((s.meta["x_um"], s.meta["y_um"]))
+            # physics: the sharpest plane is the one at (or next to) zero defocus
+            grey = s.images.mean(axis=3)
+            sharp = [ndimage.laplace(g).var() for g in grey]
+            assert abs(s.defocus_um[int(np.argmax(sharp))]) <= 0.5
+            assert sharp[0] < sharp[4] > sharp[-1]
+        (xa, ya), (xb, yb) = positions
+        assert np.hypot(xa - xb, ya - yb) > 1000, "positions should be spread over the slide"
+
+
+def test_synth_is_deterministic_in_the_seed(synth_run, tmp_path, capsys):
+    from slidescan.hardware.stackfile import open_stacks
+
+    _, first, out = synth_run
+    again = tmp_path / "again.h5"
+    assert main(["stack", "synth", "--out", str(again), *SYNTH, "--seed", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["positions"] == first["positions"]
+    with open_stacks(out) as a, open_stacks(again) as b:
+        np.testing.assert_array_equal(a[1].images, b[1].images)
+
+
+def test_synth_bad_choices_are_one_line_errors(tmp_path, capsys):
+    pytest.importorskip("slidescan.hardware.sim")
+    out = str(tmp_path / "x.h5")
+    cases = [
+        (2, ["--objective", "15x/0.4"], "unknown objective"),
+        (2, ["--stage-preset", "rocket"], "unknown stage preset"),
+        (1, ["--specimen", str(tmp_path / "none.png")], "specimen image not found"),
+        (2, ["--size", "8"], "--size"),
+    ]
+    for code, extra, text in cases:
+        assert text in _one_line_error(capsys, code, ["stack", "synth", "--out", out, *extra])
+    assert "must be an .h5" in _one_line_error(
+        capsys, 2, ["stack", "synth", "--out", str(tmp_path / "x.png")]
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_synth_leaves_no_file(tmp_path, monkeypatch, capsys):
+    sim_module = pytest.importorskip("slidescan.hardware.sim.microscope")
+    calls = {"n": 0}
+    real_render = sim_module.SimulatedMicroscope.render
+
+    def render_then_interrupt(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 12:  # in the second stack
+            raise KeyboardInterrupt
+        return real_render(self, *a, **k)
+
+    monkeypatch.setattr(sim_module.SimulatedMicroscope, "render", render_then_interrupt)
+    out = tmp_path / "s.h5"
+    assert main(["stack", "synth", "--out", str(out), *SYNTH, "--json"]) == 130
+    assert calls["n"] == 12 and list(tmp_path.iterdir()) == []
+
+
+def test_synth_image_specimen_and_text_output(tmp_path, tissue_dir, capsys):
+    pytest.importorskip("slidescan.hardware.sim")
+    out = tmp_path / "img.h5"
+    image = tissue_dir / "ki67_olympus-vs_0.346um.png"
+    argv = ["stack", "synth", "--out", str(out), "--specimen", str(image), "--positions", "1"]
+    assert main([*argv, "--size", "48", "--z-min", "-1", "--z-max", "1", "--z-step", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out and "1 stacks x 3 planes" in captured.out
+    assert main(["stack", "info", str(out)]) == 0
+    assert "specimen=ki67_olympus-vs_0.346um.png" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -78,6 +79,9 @@ def test_streaming_writer_keeps_insertion_order_and_assigns_ids(tmp_path):
             s = _stack("ignored", float(k))
             w.append(s.images, s.z_um, true_focus_um=s.true_focus_um, position=k)
         assert not path.exists(), "the final name must appear only on close"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "the usual mode, not mkstemp's 0600"
     with open_stacks(path) as f:
         assert f.ids == ["0000", "0001", "0002"]
         assert [s.meta["position"] for s in f] == [3, 1, 2]

@@ -199,14 +199,14 @@ def _info(args: argparse.Namespace) -> int:
 def _source_note(cfg: dict[str, Any] | None) -> str:
     if not cfg:
         return ""
-    keys = ("objective", "seed", "specimen")
-    parts = [f"{k}={_short(cfg[k])}" for k in keys if k in cfg]
+    parts = [f"{k}={cfg[k]}" for k in ("objective", "seed") if k in cfg]
+    spec = cfg.get("specimen")
+    if isinstance(spec, dict):
+        if spec.get("kind") == "image" and spec.get("image_path"):
+            parts.append(f"specimen={Path(str(spec['image_path'])).name}")
+        elif "stain" in spec:
+            parts.append(f"specimen={spec.get('kind', '')} {spec['stain']}".rstrip())
     return f" ({', '.join(parts)})" if parts else ""
-
-
-def _short(value: Any) -> str:
-    text = str(value.get("kind", value)) if isinstance(value, dict) else str(value)
-    return text if len(text) <= 40 else "..." + text[-37:]
 
 
 # -- sheet -----------------------------------------------------------------------------------
@@ -251,7 +251,9 @@ def _tile(image: np.ndarray, size: int, fit: bool) -> np.ndarray:
     if fit:
         scale = size / max(h, w)
         image = cv2.resize(
-            image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+            image,
+            (max(1, round(w * scale)), max(1, round(h * scale))),
+            interpolation=cv2.INTER_AREA,
         )
     else:
         y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
@@ -361,10 +363,219 @@ def defocus_offsets(z_min: float, z_max: float, z_step: float) -> np.ndarray:
     return z_min + z_step * np.arange(n + 1)
 
 
+#: A synthesised stack's field must be at least this fraction tissue (the rest is glass).
+MIN_TISSUE_FRACTION = 0.6
+#: Tissue is sampled on this many points per field side when choosing positions.
+_LOOK = 8
+#: At most this many candidate fields per side of the tissue area.
+_MAX_CANDIDATES = 60
+
+
+def sim_config_from_args(args: argparse.Namespace) -> Any:
+    """The `SimConfig` for `stack synth`, with one-line errors for bad choices."""
+    from pydantic import ValidationError
+
+    try:
+        from slidescan.hardware.sim import SimCameraConfig, SimConfig, SpecimenConfig
+    except ImportError as exc:
+        raise CliError(f"stack synth: the simulator is not available ({exc})", code=1) from None
+
+    fields: dict[str, Any] = {
+        "objective": args.objective,
+        "seed": args.seed,
+        "camera": SimCameraConfig(width=args.size, height=args.size),
+    }
+    spec = args.specimen
+    try:
+        if spec is not None:
+            if spec in ("he", "ihc"):
+                fields["specimen"] = SpecimenConfig(kind="procedural", stain=spec)
+            else:
+                path = Path(spec).expanduser()
+                if not path.is_file():
+                    raise CliError(
+                        f"stack synth: specimen image not found: {spec} (or use he, ihc)", code=1
+                    )
+                fields["specimen"] = SpecimenConfig(kind="image", image_path=path.resolve())
+        if args.stage_preset is not None:
+            fields["stage"] = args.stage_preset
+        return SimConfig(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "setting"
+        msg = str(err.get("msg", exc)).removeprefix("Value error, ")
+        raise CliError(f"stack synth: {where}: {msg}") from None
+
+
+def replay_timing_of(config: Any) -> dict[str, Any]:
+    """The `ReplayTiming` fields that reproduce the simulated stage's Z and camera timing."""
+    stage, camera = config.stage, config.camera
+    return {
+        "z_speed_um_per_s": stage.z_speed_um_s,
+        "z_accel_um_per_s2": stage.z_accel_um_s2,
+        "z_settle_s": stage.z_settle_ms / 1000.0,
+        "exposure_ms": camera.exposure_ms,
+        "strobe_ms": stage.strobe_ms,
+        "readout_s": camera.readout_ms / 1000.0,
+    }
+
+
+def _field_centres(lo: float, hi: float, size: float) -> np.ndarray:
+    """Centres of up to `_MAX_CANDIDATES` non-overlapping fields of `size` inside [lo, hi]."""
+    step = max(size, (hi - lo) / _MAX_CANDIDATES)
+    n = int((hi - lo - size) // step) + 1 if hi - lo >= size else 0
+    return lo + size / 2.0 + step * np.arange(n)
+
+
+def choose_positions(sim: Any, n: int, seed: int) -> list[tuple[float, float, float]]:
+    """`n` non-overlapping fields over the slide's tissue, spread out: (x, y, tissue fraction).
+
+    Candidate fields lie on a grid over the tissue area (at most `_MAX_CANDIDATES` per side);
+    each one's tissue fraction is sampled from the simulator's tissue mask on a `_LOOK` x
+    `_LOOK` grid inside the field; fields below `MIN_TISSUE_FRACTION` (empty or mostly glass)
+    are skipped. The first field is drawn with `seed`, the rest by farthest-point sampling, so
+    the stacks cover the slide (and its focus surface) widely.
+    """
+    x0, y0, x1, y1 = sim.slide_bounds_um
+    fw, fh = sim.field_of_view_um
+    cx, cy = _field_centres(x0, x1, fw), _field_centres(y0, y1, fh)
+    if cx.size == 0 or cy.size == 0:
+        raise CliError("stack synth: the field of view is larger than the tissue area", code=1)
+    inner = (np.arange(_LOOK) + 0.5) / _LOOK - 0.5
+    xs = (cx[:, None] + fw * inner[None, :]).ravel()
+    ys = (cy[:, None] + fh * inner[None, :]).ravel()
+    mask = np.asarray(sim.tissue_mask(xs, ys), dtype=np.float64)
+    frac = mask.reshape(cy.size, _LOOK, cx.size, _LOOK).mean(axis=(1, 3))
+    jj, ii = np.nonzero(frac >= MIN_TISSUE_FRACTION)
+    if len(ii) < n:
+        raise CliError(
+            f"stack synth: only {len(ii)} candidate fields are at least "
+            f"{MIN_TISSUE_FRACTION:.0%} tissue; ask for at most {len(ii)} positions",
+            code=1,
+        )
+    px, py = cx[ii], cy[jj]
+    rng = np.random.default_rng(seed)
+    chosen = [int(rng.integers(len(ii)))]
+    dist = np.hypot(px - px[chosen[0]], py - py[chosen[0]])
+    while len(chosen) < n:
+        k = int(np.argmax(dist))
+        chosen.append(k)
+        dist = np.minimum(dist, np.hypot(px - px[k], py - py[k]))
+    return [(float(px[k]), float(py[k]), float(frac[jj[k], ii[k]])) for k in chosen]
+
+
+def synthesise(
+    out: Path,
+    config: Any,
+    positions: int,
+    offsets_um: np.ndarray,
+    *,
+    compression: str | None = "gzip",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Render `positions` focus stacks into `out` (written atomically); returns a summary."""
+    import time
+
+    from tqdm import tqdm
+
+    from slidescan.hardware.sim import build_simulator
+    from slidescan.hardware.stackfile import StackWriter
+
+    t_start = time.perf_counter()
+    sim = build_simulator(config)
+    fields = choose_positions(sim, positions, config.seed)
+    shape = (len(offsets_um), *config.camera.shape)
+    lo, hi = config.stage.z_limits_um
+    records = []
+    render_s = 0.0
+    bar = tqdm(
+        total=positions * len(offsets_um),
+        desc="synth",
+        unit="plane",
+        disable=not progress,
+        file=sys.stderr,
+    )
+    try:
+        with StackWriter(
+            out,
+            sim.optics,
+            source="simulator",
+            source_config=config.model_dump(mode="json"),
+            compression=compression,  # type: ignore[arg-type]
+            attrs={"replay_timing": replay_timing_of(config)},
+        ) as writer:
+            for x, y, tissue in fields:
+                truth = float(sim.true_focus_um(x, y))
+                z = truth + offsets_um
+                if z[0] < lo or z[-1] > hi:
+                    raise CliError(
+                        f"stack synth: the stack at ({x:.0f}, {y:.0f}) um would reach "
+                        f"{z[0]:.1f}..{z[-1]:.1f} um, outside the stage's z limits",
+                        code=1,
+                    )
+                images = None
+                t0 = time.perf_counter()
+                for k, zk in enumerate(z):
+                    plane = sim.render(x, y, float(zk))
+                    if images is None:
+                        images = np.empty(shape, dtype=plane.dtype)
+                    images[k] = plane
+                    bar.update(1)
+                render_s += time.perf_counter() - t0
+                sid = writer.append(
+                    images, z, true_focus_um=truth, x_um=x, y_um=y, tissue_fraction=tissue
+                )
+                records.append(
+                    {"id": sid, "x_um": x, "y_um": y, "true_focus_um": truth, "tissue": tissue}
+                )
+    finally:
+        bar.close()
+    return {
+        "file": str(out),
+        "stacks": len(records),
+        "planes": len(offsets_um),
+        "size": config.camera.width,
+        "shape": list(shape),
+        "objective": config.objective,
+        "specimen": config.specimen.kind
+        if config.specimen.kind == "image"
+        else config.specimen.stain,
+        "seed": config.seed,
+        "defocus_um": [float(offsets_um[0]), float(offsets_um[-1])],
+        "z_step_um": float(offsets_um[1] - offsets_um[0]) if len(offsets_um) > 1 else None,
+        "positions": records,
+        "wall_s": time.perf_counter() - t_start,
+        "render_s_per_plane": render_s / max(1, positions * len(offsets_um)),
+        "file_mb": out.stat().st_size / 1e6,
+    }
+
+
 def _synth(args: argparse.Namespace) -> int:
     offsets = defocus_offsets(args.z_min, args.z_max, args.z_step)
     if args.positions < 1:
         raise CliError("stack synth: --positions must be at least 1")
     if args.size < 16:
         raise CliError("stack synth: --size must be at least 16 px")
-    raise CliError("stack synth: the simulator is not available yet", code=1)
+    if args.out.suffix.lower() not in (".h5", ".hdf5"):
+        raise CliError(f"stack synth: --out must be an .h5 file, got {args.out}")
+    if not args.out.parent.is_dir():
+        raise CliError(f"stack synth: folder {args.out.parent} does not exist")
+    config = sim_config_from_args(args)
+    result = synthesise(
+        args.out,
+        config,
+        args.positions,
+        offsets,
+        compression=None if args.compression == "none" else args.compression,
+        progress=not args.json,
+    )
+    if args.json:
+        print_json(result)
+    else:
+        print(
+            f"wrote {result['file']}: {result['stacks']} stacks x {result['planes']} planes of "
+            f"{args.size} px ({result['specimen']}, {result['objective']}), defocus "
+            f"{offsets[0]:+g}..{offsets[-1]:+g} um, {result['file_mb']:.1f} MB, "
+            f"{result['wall_s']:.1f} s ({1000 * result['render_s_per_plane']:.0f} ms/plane)"
+        )
+    return 0
