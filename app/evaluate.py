@@ -2,7 +2,8 @@
 
 Every trial replays one stack through a fresh `ReplayMicroscope` (so a method runs exactly as
 on hardware), starts the stage at a hint drawn as `true focus + U(-hint_range, +hint_range)`
-(seeded), gives the method `FocusHint(z_um=hint, range_um=hint_range)` and records:
+(seeded), gives the method `FocusHint(z_um=hint, range_um=hint_range)` (None for a range of
+0: the method uses its default) and records:
 
 - error = returned z - the stack's true focus, in um, never clipped. A z outside the stack's
   recorded range is scored like any other z and also counted as `out_of_range`.
@@ -10,9 +11,10 @@ on hardware), starts the stage at a hint drawn as `true focus + U(-hint_range, +
 - A method that raises `FocusError` or a `HardwareError` (for example it asked for a z outside
   the stack), or returns a non-finite z, is a failed trial scored at the hint, the z a scan
   would fall back to. Any other exception is a bug and propagates.
-- frames = snaps the replay camera served, hardware seconds = the replay's virtual clock
-  (`ReplayTiming`: the one recorded in the file, else the default), compute seconds = wall time (`time.perf_counter`) around `method.focus`,
-  which includes the replay's interpolation (well under a millisecond per frame).
+- frames = snaps the replay camera served; hardware seconds = the replay's virtual clock
+  (`ReplayTiming`: the one recorded in the file, else the default); compute seconds = wall
+  time (`time.perf_counter`) around `method.focus`, which includes the replay's interpolation
+  (about 0.2 ms per 512 x 512 RGB frame).
 
 The summary gives MAE, median, p95 and max of |error|, the signed bias, and the fraction of
 trials within half the depth of field, DOF = `depth_of_field_um(na, n)` at 0.55 um.
@@ -309,11 +311,12 @@ def _run_trial(
     z_range: tuple[float, float],
 ) -> TrialRecord:
     scope = ReplayMicroscope(stack, optics, timing=timing, start_z_um=hint)
+    range_um = hint_range_um if hint_range_um > 0 else None  # 0: say nothing, method default
     t_hw = scope.now()
     t0 = time.perf_counter()
     scored_at_hint = False
     try:
-        result = method.focus(scope, FocusHint(z_um=hint, range_um=hint_range_um, source="eval"))
+        result = method.focus(scope, FocusHint(z_um=hint, range_um=range_um, source="eval"))
     except (FocusError, HardwareError) as exc:
         compute_s = time.perf_counter() - t0
         scored_at_hint = True

@@ -180,18 +180,16 @@ def _info(args: argparse.Namespace) -> int:
         )
     else:
         lines.append("true focus  not recorded")
-    lines += ["", f"{'id':<10}{'planes':>7}{'z range um':>22}{'defocus um':>20}{'x, y um':>22}"]
+    lines += ["", f"{'id':<10}{'planes':>7}{'z range um':>22}{'defocus um':>20}{'x, y um':>20}"]
     for s in info["per_stack"]:
+        z_range = f"{s['z_min_um']:.3f} .. {s['z_max_um']:.3f}"
         defocus = (
             f"{s['defocus_min_um']:+.2f} .. {s['defocus_max_um']:+.2f}"
             if s["true_focus_um"] is not None
             else "?"
         )
         xy = f"{s['x_um']:.0f}, {s['y_um']:.0f}" if s["x_um"] is not None else "-"
-        lines.append(
-            f"{s['id']:<10}{s['planes']:>7}"
-            f"{s['z_min_um']:>11.3f} .. {s['z_max_um']:<7.3f}{defocus:>20}{xy:>22}"
-        )
+        lines.append(f"{s['id']:<10}{s['planes']:>7}{z_range:>22}{defocus:>20}{xy:>20}")
     print("\n".join(lines))
     return 0
 
