@@ -126,3 +126,33 @@ def test_fault_url_option_reaches_the_fake():
 def test_every_fault_is_a_hardware_error():
     for _, _, exc_type, _ in CASES:
         assert issubclass(exc_type, HardwareError)
+
+
+@pytest.mark.parametrize("kind", ["grbl", "prior", "asi"])
+def test_stop_from_another_thread_ends_a_waiting_move(kind):
+    """A stop button on the GUI thread must get through while the scan thread waits."""
+    import threading
+
+    stage = open_fake_stage(kind, limits=LIMITS, driver_options=DRIVER[kind], **SLOW[kind])
+    errors: list[BaseException] = []
+
+    def scan_thread():
+        try:
+            stage.move_to(x=4000.0)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    try:
+        worker = threading.Thread(target=scan_thread)
+        worker.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        stage.stop()
+        worker.join(2.0)
+        assert not worker.is_alive(), "the waiting move did not end after stop()"
+        assert time.monotonic() - t0 < 1.5
+        assert errors == []
+        assert not fake_controller(stage).is_moving(time.monotonic())
+        assert 100.0 < stage.position().x < 3900.0
+    finally:
+        stage.close()

@@ -206,3 +206,16 @@ def test_backlash_compensation_approaches_from_below():
         assert s.position().z == pytest.approx(50.0, abs=1.0)
     finally:
         s.close()
+
+
+def test_a_lost_ok_is_resynchronised_while_idle(stage):
+    """Noise that eats an `ok` leaves the character count one line too high; once GRBL is
+    idle the driver resets it (position kept) and carries on."""
+    fake = fake_controller(stage)
+    fake.corrupt_next_ok = True
+    with pytest.raises(DeviceError, match="garbled"):
+        stage.move_to(x=300.0)
+    assert not stage.connection.inflight
+    assert b"\x18" in fake.received
+    stage.move_to(x=100.0)
+    assert stage.position().x == pytest.approx(100.0, abs=1.0)

@@ -19,7 +19,7 @@ from slidescan.hardware.errors import DeviceTimeout, LimitExceeded
 
 LIMITS = SoftLimits(x=(-5000.0, 5000.0), y=(-5000.0, 5000.0), z=(-200.0, 200.0))
 #: Slow fake motion so a long move lasts ~1 s: time to stop it halfway.
-SLOW = {"grbl": {}, "prior": {"xy_speed": 4000}, "asi": {"xy_speed": 40000}}
+SLOW = {"grbl": {}, "prior": {"xy_speed": 4000}, "asi": {"xy_speed": 40000, "z_speed": 20000}}
 GRBL_SLOW_SPEED = {"speed_um_s": {"x": 4000.0, "y": 4000.0, "z": 2000.0}}
 
 

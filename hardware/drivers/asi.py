@@ -81,6 +81,7 @@ class AsiStage(SerialStage):
 
     kind = "asi"
     label = "ASI"
+    native_resolution = 1.0  # WHERE reports whole tenths of a micron
     native_units_per_um = 10.0
 
     def __init__(

@@ -113,6 +113,8 @@ class FakeGrbl(FakeController):
         self.absolute = True
         self.modal_feed = 0.0
         self.ok_count = 0
+        #: Replace the next `ok` with line noise (the host then loses count of its lines).
+        self.corrupt_next_ok = False
         self.error_codes: list[int] = []
 
     # -- boot --------------------------------------------------------------------------------
@@ -123,11 +125,13 @@ class FakeGrbl(FakeController):
             self.booted_at = now
         self.advance(now)
 
-    def _boot(self, now: float) -> None:
+    def _boot(self, now: float, power_up: bool = True) -> None:
+        """Print the banner. At power-up with homing enabled GRBL locks itself (Alarm) until
+        homed; a soft reset keeps the state it had (an alarm stays an alarm)."""
         self.banner_due = None
         self.booted_at = now
         self.emit("\r\n" + BANNER + "\r\n")
-        if self.settings[22]:
+        if power_up and self.settings[22]:
             self.alarm = self.alarm or 0  # homing lock: Alarm without an alarm code
         if self.alarm is not None:
             self.emit("[MSG:'$H'|'$X' to unlock]\r\n")
@@ -273,6 +277,10 @@ class FakeGrbl(FakeController):
 
     def _ok(self) -> None:
         self.ok_count += 1
+        if self.corrupt_next_ok:  # line noise hit this reply
+            self.corrupt_next_ok = False
+            self.inject_garbage()
+            return
         self.emit("ok\r\n")
 
     def _system(self, line: str, now: float) -> None:
@@ -481,7 +489,7 @@ class FakeGrbl(FakeController):
         if moving:
             self.alarm = 3
             self.emit("ALARM:3\r\n")
-        self._boot(now)
+        self._boot(now, power_up=False)
 
     def halt(self, now: float) -> None:
         self._freeze(now)

@@ -345,6 +345,7 @@ class GrblStage(SerialStage):
 
     kind = "grbl"
     label = "GRBL"
+    native_resolution = 0.001  # status reports carry 3 decimals of a mm
     native_units_per_um = 0.001
 
     def __init__(
@@ -402,7 +403,7 @@ class GrblStage(SerialStage):
             # No reboot on open (auto-reset disabled, or a Bluetooth link): a soft reset makes
             # GRBL empty its buffers and say who it is.
             conn.realtime(SOFT_RESET)
-            if not conn.wait_banner(max(1.0, conn.timeout_s)):
+            if not conn.wait_banner(max(0.5, 2 * conn.timeout_s)):
                 raise DeviceTimeout(
                     f"no GRBL banner on {conn.url}: is it a GRBL 1.1 board at "
                     f"{conn.port.baudrate} baud?"
@@ -425,6 +426,16 @@ class GrblStage(SerialStage):
             raise DeviceError(f"GRBL on {conn.url} reports in inches ($13=1); set $13=0 (mm)")
         self.can_home = bool(self.settings.get(22, 0))
         self._remember(self._status_native(conn.poll_status()))
+
+    def axis_tolerance_um(self, axis: str) -> float:
+        """Also allow half a motor step ($100-$102 steps/mm): GRBL can only stop on a step."""
+        steps_per_mm = self.settings.get(100 + "xyz".index(axis), 0.0)
+        cal = self.calibration[axis]
+        half_step_um = 0.5 / steps_per_mm / cal.units_per_um if steps_per_mm > 0 else 0.0
+        return max(
+            super().axis_tolerance_um(axis),
+            half_step_um + 0.5 * self.native_resolution / cal.units_per_um,
+        )
 
     def _status_native(self, status: GrblStatus) -> dict[str, float]:
         return dict(zip(AXES, status.mpos, strict=True))
@@ -482,6 +493,7 @@ class GrblStage(SerialStage):
         deadline = time.monotonic() + limit_s
         with conn.lock:
             conn.realtime(JOG_CANCEL)
+            idle_polls = 0
             while True:
                 status = conn.poll_status()
                 if status.state == "Run":
@@ -490,6 +502,18 @@ class GrblStage(SerialStage):
                     conn.realtime(JOG_CANCEL)
                 elif not conn.inflight:
                     break
+                else:
+                    # Still and silent with lines unanswered: an `ok` was lost (line noise).
+                    # A soft reset while idle keeps the position and empties GRBL's buffers,
+                    # which puts the character count back in step.
+                    idle_polls += 1
+                    if idle_polls >= 3:
+                        log.warning(
+                            "GRBL: %d line(s) unanswered while idle; resyncing with a soft reset",
+                            len(conn.inflight),
+                        )
+                        self._soft_reset()
+                        conn.inflight.clear()
                 if time.monotonic() >= deadline:
                     raise DeviceTimeout(f"GRBL did not stop within {limit_s:.1f} s")
             self._targets_native.clear()
@@ -527,7 +551,7 @@ class GrblStage(SerialStage):
         conn = self.connection
         with conn.lock:
             conn.realtime(SOFT_RESET)
-            if not conn.wait_banner(max(1.0, conn.timeout_s)):
+            if not conn.wait_banner(max(0.5, 2 * conn.timeout_s)):
                 raise DeviceTimeout(f"GRBL on {conn.url} did not come back after a soft reset")
             conn.needs_reset = False
 

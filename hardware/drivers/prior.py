@@ -131,6 +131,7 @@ class PriorStage(SerialStage):
 
     kind = "prior"
     label = "Prior ProScan"
+    native_resolution = 1.0  # integer positions
     native_units_per_um = 1.0
 
     def __init__(

@@ -35,6 +35,8 @@ class SerialStage(StageBase):
     kind: str = ""
     #: Name for messages.
     label: str = ""
+    #: Smallest position step the controller reports, in native units.
+    native_resolution: float = 0.0
 
     def __init__(
         self,
@@ -118,18 +120,27 @@ class SerialStage(StageBase):
         for axis, target in targets.items():
             cal = self.calibration[axis]
             error = cal.to_um(native[axis]) - cal.to_um(target)
-            if abs(error) > self.tolerance_um:
+            if abs(error) > self.axis_tolerance_um(axis):
                 raise DeviceError(
                     f"{self.label} stage stopped at {axis} = {cal.to_um(native[axis]):.2f} um, "
                     f"{abs(error):.2f} um from the target {cal.to_um(target):.2f} um "
                     "(an obstacle, a limit switch, or the controller reset)"
                 )
 
+    def axis_tolerance_um(self, axis: str) -> float:
+        """How far from its target `axis` may rest: the configured tolerance, but never less
+        than what the controller can resolve."""
+        resolution_um = self.native_resolution / self.calibration[axis].units_per_um
+        return max(self.tolerance_um, resolution_um)
+
     def describe(self) -> dict[str, Any]:
         """Facts for `slidescan hw check` and the scan file."""
         return {"kind": self.kind, "port": self.connection.url, "firmware": self.firmware}
 
     def close(self) -> None:
+        """Stop a move nobody waited for, then release the port."""
+        if self._targets_native:
+            self._stop_quietly()
         self.connection.close()
 
     def __enter__(self) -> SerialStage:
