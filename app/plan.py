@@ -103,7 +103,7 @@ class TissueSettings(_Frozen):
     saturation_threshold: float = Field(default=0.08, gt=0.0, lt=1.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tile:
     """One field in the plan. `index` is the position in the visiting order."""
 

@@ -75,17 +75,20 @@ class FakeStage(StageBase):
 
 
 class FakeCamera(CameraBase):
-    def __init__(self, stage: FakeStage, clock: VirtualClock, glass_x_above: float) -> None:
+    def __init__(
+        self, stage: FakeStage, clock: VirtualClock, glass_x_above: float, hw=(H, W)
+    ) -> None:
         super().__init__(exposure_ms=5.0, clock=clock, position_source=stage.position)
         self.stage = stage
         self.glass_x_above = glass_x_above
+        self.hw = hw
         rng = np.random.default_rng(0)
-        self.texture = gaussian_filter(rng.uniform(0, 1, (H, W)), 1.0)
+        self.texture = gaussian_filter(rng.uniform(0, 1, hw), 1.0)
         self.texture = (self.texture - self.texture.min()) / np.ptp(self.texture)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (H, W, 3)
+        return (*self.hw, 3)
 
     @property
     def dtype(self) -> np.dtype:
@@ -100,22 +103,22 @@ class FakeCamera(CameraBase):
         p = self.stage.position()
         tf = true_focus(p.x, p.y)
         if p.x > self.glass_x_above:
-            rgb = np.full((H, W, 3), 0.93)
+            rgb = np.full((*self.hw, 3), 0.93)
         else:
             grey = 0.35 + 0.5 * gaussian_filter(self.texture, 0.3 + 1.5 * abs(p.z - tf))
             rgb = np.stack([grey * 0.9, grey * 0.6, grey * 0.85], axis=-1)
         return (rgb * 255).astype(np.uint8), {"true_focus_um": tf, "defocus_um": p.z - tf}
 
 
-def fake_scope(glass_x_above: float = 1e9) -> Microscope:
+def fake_scope(glass_x_above: float = 1e9, hw: tuple[int, int] = (H, W)) -> Microscope:
     clock = VirtualClock()
     stage = FakeStage(clock)
-    cam = FakeCamera(stage, clock, glass_x_above)
+    cam = FakeCamera(stage, clock, glass_x_above, hw)
     return Microscope(stage, cam, OpticalPath(get_objective("20x/0.75")), clock, name="fake")
 
 
-def plan_for(tmp_path, rows=3, cols=4, **kw) -> ScanPlan:
-    fov = (W * 0.325, H * 0.325)
+def plan_for(tmp_path, rows=3, cols=4, hw=(H, W), **kw) -> ScanPlan:
+    fov = (hw[1] * 0.325, hw[0] * 0.325)
     kw.setdefault("tissue", TissueSettings(enabled=False))
     return ScanPlan.grid(
         rows, cols, (0.0, 0.0), fov, overlap=0.1, output=str(tmp_path / "s.h5"), **kw
