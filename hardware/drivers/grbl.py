@@ -298,29 +298,35 @@ class GrblConnection(SerialConnection):
         Without `fresh`, a report younger than the poll interval is reused when nothing was
         sent since (it is still exact then).
         """
-        if (
-            not fresh
-            and self.status is not None
-            and not self._sent_since_status
-            and time.monotonic() - self.status.received_at < self.poll_interval_s
-        ):
-            return self.status
-        delay = self._last_poll + self.poll_interval_s - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)  # outside the lock: stop() may go first
-        with self.lock:
-            self._last_poll = time.monotonic()
-            self.poll_times.append(self._last_poll)
-            before = self.status
-            self.realtime(b"?")
-            deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-            while self.status is before:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeviceTimeout(f"GRBL on {self.url}: no status report to '?'")
-                self.read_one(remaining)
-            assert self.status is not None
-            return self.status
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                status = self.status
+                if (
+                    not fresh
+                    and status is not None
+                    and not self._sent_since_status
+                    and now - status.received_at < self.poll_interval_s
+                ):
+                    return status
+                delay = self._last_poll + self.poll_interval_s - now
+                if delay <= 0:
+                    return self._poll(timeout_s)
+            time.sleep(delay)  # outside the lock, so stop() from another thread gets in
+
+    def _poll(self, timeout_s: float | None) -> GrblStatus:
+        self._last_poll = time.monotonic()
+        self.poll_times.append(self._last_poll)
+        before = self.status
+        self.realtime(b"?")
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        while self.status is before:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeviceTimeout(f"GRBL on {self.url}: no status report to '?'")
+            self.read_one(remaining)
+        assert self.status is not None
+        return self.status
 
     def wait_banner(self, timeout_s: float) -> bool:
         """Read until the start-up banner; False if none came within `timeout_s`."""
