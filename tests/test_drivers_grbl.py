@@ -219,3 +219,27 @@ def test_a_lost_ok_is_resynchronised_while_idle(stage):
     assert b"\x18" in fake.received
     stage.move_to(x=100.0)
     assert stage.position().x == pytest.approx(100.0, abs=1.0)
+
+
+def test_queued_moves_wait_for_planner_room_longer_than_a_reply_timeout():
+    """With the planner full, GRBL answers the next line only when a move finishes: that is
+    no reply timeout, however short the reply timeout is."""
+    s = open_fake_stage(
+        "grbl",
+        limits=LIMITS,
+        driver_options={"reply_timeout_s": 0.02, "speed_um_s": {"x": 500.0}},
+    )
+    try:
+        fake = fake_controller(s)
+        waits = []
+        for i in range(30):  # 200 ms each, queued every ~25 ms
+            t0 = time.monotonic()
+            s.move_to(x=100.0 * (i + 1), wait=False)
+            waits.append(time.monotonic() - t0)
+        assert max(waits) > 0.1  # the last ones waited for a move to finish ...
+        assert fake.rx_high_water > 64  # ... with lines queued in GRBL's buffer
+        assert fake.overflow_bytes == 0
+        s.stop()
+        assert not fake.is_moving(time.monotonic())
+    finally:
+        s.close()

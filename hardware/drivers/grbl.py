@@ -150,7 +150,7 @@ class GrblConnection(SerialConnection):
     # -- incoming lines --------------------------------------------------------------------------
     def handle(self, line: str) -> None:
         """Dispatch one incoming line; raises for alarms, resets and garbage."""
-        if line in ("ok",) or line.startswith("error:"):
+        if line == "ok" or line.startswith("error:"):
             if not self.inflight:
                 raise DeviceError(f"GRBL on {self.url}: reply {line!r} to no command (out of sync)")
             entry = self.inflight.popleft()
@@ -228,8 +228,8 @@ class GrblConnection(SerialConnection):
             raise DeviceError(f"GRBL on {self.url}: malformed status report {line[:60]!r}") from exc
         if state == "Alarm":
             self.locked = True
-        elif self.locked and state in ("Idle", "Jog", "Run"):
-            self.locked, self.alarm = False, None
+        elif self.locked and state in ("Idle", "Jog", "Run"):  # unlocked (by a person)
+            self.locked, self.alarm, self.needs_reset = False, None, False
         self.status = GrblStatus(state, mpos, time.monotonic(), feed)
         self._sent_since_status = False
 
@@ -278,12 +278,12 @@ class GrblConnection(SerialConnection):
             if entry.reply.startswith("error:"):
                 raise self._error_for(entry)
 
-    def drain(self, timeout_s: float | None = None) -> None:
-        """Wait until every line sent has been answered."""
+    def pump(self, timeout_s: float) -> None:
+        """Handle at most one incoming line, waiting up to `timeout_s` for it."""
         with self.lock:
-            while self.inflight:
-                self.read_one(timeout_s)
-            self.raise_pending()
+            line = self.read_line_or_none(timeout_s)
+            if line is not None:
+                self.handle(line)
 
     @property
     def bytes_in_flight(self) -> int:
@@ -470,13 +470,20 @@ class GrblStage(SerialStage):
         words = "".join(f"{a.upper()}{v:.4f}" for a, v in targets.items())
         with self.connection.lock:
             # Streamed: `ok` only means queued. A refusal surfaces at the next wait or call.
-            self.connection.send(f"$J=G53{words}F{min(speeds):.0f}", wait=False)
+            # With the planner full, room in GRBL's buffer comes only as moves finish.
+            self.connection.send(
+                f"$J=G53{words}F{min(speeds):.0f}", wait=False, timeout_s=self.move_timeout_s
+            )
             self._targets_native.update(targets)
 
     def _wait_native(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         conn = self.connection
-        conn.drain()  # every queued line answered; raises a refused move's error:N
+        while conn.inflight:  # every queued line answered (in slices, so stop() gets in)
+            conn.pump(0.05)
+            if conn.inflight and time.monotonic() >= deadline:
+                raise DeviceTimeout(f"GRBL move did not finish within {timeout_s:.1f} s")
+        conn.raise_pending()  # a refused move's error:N
         while True:
             status = conn.poll_status()
             if status.state == "Alarm":
