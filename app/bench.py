@@ -10,9 +10,11 @@ dozen tiles on the simulator (tissue detection off, so every tile is focused). F
   ratio to the profile's physical bound. The bound is the least hardware time a tile can take
   with no focusing at all: one XY move of one tile step plus one exposure,
   ``t_bound = t_move(step) + t_exposure``, where ``t_move`` is the stage preset's own timing
-  model applied to the grid step (the larger of the x and y moves, axes moving together) and
-  ``t_exposure`` the camera exposure. ``ratio = (tiles/s) / (1 / t_bound)`` <= 1; it says how
-  much of the stage's speed the focus method leaves.
+  model (trapezoidal velocity profile plus settling; axes move together) applied to the grid
+  step and ``t_exposure`` the camera's frame time. ``ratio = (tiles/s) / (1 / t_bound)`` <= 1; it says how
+  much of the stage's speed the focus method leaves. Precisely: t_move is averaged over the
+  actual serpentine path (mostly one x step, one y step per row), and t_exposure is one frame's
+  clock cost (exposure, or the strobe pulse with strobed light, plus readout).
 - compute per tile (wall-clock seconds of everything the scan did per tile, minus nothing:
   rendering the simulator's frames is included, so it is an upper bound on our own cost, and
   the focus method's own compute, reported separately), focus MAE against the simulator's
@@ -94,11 +96,28 @@ def run_writer_bench(
     }
 
 
-def physical_bound_s(scope: Any, step_x_um: float, step_y_um: float) -> float:
-    """Least hardware seconds per tile: one XY move of a grid step plus one exposure."""
+def frame_time_s(scope: Any) -> float:
+    """Hardware-clock cost of one exposure: light (or strobe pulse) plus readout when the
+    camera says so, else the exposure time."""
+    cam = scope.camera
+    ms = getattr(cam, "frame_time_ms", None)
+    return float(ms if ms is not None else cam.exposure_ms) / 1000.0
+
+
+def physical_bound_s(scope: Any, tiles: Sequence[Any]) -> float:
+    """Least hardware seconds per tile along this tile path: the stage's own time for each
+    move between consecutive tiles (its timing model, settling included), averaged over the
+    tiles, plus one exposure. Without a timing model (real stages) the move counts as 0."""
     stage = scope.stage
-    move = stage.move_time_s(step_x_um, step_y_um) if hasattr(stage, "move_time_s") else 0.0
-    return float(move) + float(scope.camera.exposure_ms) / 1000.0
+    timing = getattr(stage, "move_duration_s", None)
+    move = 0.0
+    if timing is not None and len(tiles) > 1:
+        total = sum(
+            timing(x=b.x_um - a.x_um, y=b.y_um - a.y_um)
+            for a, b in zip(tiles[:-1], tiles[1:], strict=True)
+        )
+        move = total / len(tiles)
+    return move + frame_time_s(scope)
 
 
 def run_scan_bench(
@@ -149,9 +168,7 @@ def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> d
             output=str(Path(d) / "bench.h5"),
         )
         tiles = plan.tiles(*fov)
-        step_x = fov[0] * (1 - plan.overlap)
-        step_y = fov[1] * (1 - plan.overlap) if grid[1] == 1 else 0.0
-        bound = physical_bound_s(scope, step_x, step_y)
+        bound = physical_bound_s(scope, tiles)
         gc.collect()
         tracemalloc.start()
         t0 = time.perf_counter()

@@ -99,7 +99,7 @@ class TissueSettings(_Frozen):
     enabled: bool = True
     #: Least fraction of the field that must look like tissue for the tile to be taken.
     min_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
-    od_threshold: float = Field(default=0.12, gt=0.0)
+    od_threshold: float = Field(default=0.15, gt=0.0)
     saturation_threshold: float = Field(default=0.08, gt=0.0, lt=1.0)
 
 

@@ -555,8 +555,8 @@ class ScanRunner:
         surface = fit_surface(
             np.column_stack([xs, ys]),
             zs,
-            settings.surface,
-            smoothing,
+            kind=settings.surface,
+            smoothing=smoothing,
             weights=np.clip(ws, 1e-3, None),
             robust=True,
         )

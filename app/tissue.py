@@ -49,7 +49,7 @@ def block_mean(image: np.ndarray, target: int = LOOK_SIZE) -> np.ndarray:
 
 
 def tissue_fraction(
-    image: np.ndarray, od_threshold: float = 0.12, saturation_threshold: float = 0.08
+    image: np.ndarray, od_threshold: float = 0.15, saturation_threshold: float = 0.08
 ) -> float:
     """Fraction of the field (0..1) that looks like tissue."""
     blocks = block_mean(image) / _full_scale(image)

@@ -150,24 +150,26 @@ def test_sigkill_during_writes_never_loses_a_committed_tile(tmp_path):
 
 @pytest.fixture
 def small_sim_cli(tmp_path):
-    """A script running `slidescan.app.cli.main(argv)` on a small simulator; it prints
+    """A small simulator profile 'kill-sim' (64 x 48 camera) in the temporary user profile
+    folder, and a script running `slidescan.app.cli.main(argv)` that prints
     'committed <index>' after each tile is in the file."""
+    sim = pytest.importorskip("slidescan.hardware.sim")
+    if not hasattr(sim, "build_simulator"):
+        pytest.skip("the simulator is not there yet")
+    from slidescan.hardware.profile import HardwareProfile, load_profile, save_profile
+
+    data = load_profile("simulator").model_dump(mode="json")
+    data["simulator"] = {**(data.get("simulator") or {}), "camera": {"width": 64, "height": 48}}
+    data["name"] = "kill-sim"
+    save_profile(HardwareProfile.model_validate(data), "kill-sim")
     script = tmp_path / "cli.py"
     script.write_text(
         textwrap.dedent(
             """
             import sys
             from slidescan.app import store
-            from slidescan.app.commands import scan
             from slidescan.app.cli import main
-            from slidescan.hardware.sim import SimConfig, build_simulator
 
-            def open_scope(profile, objective):
-                sim = build_simulator(SimConfig(objective=objective, seed=0,
-                                                camera_shape=(48, 64)))
-                return sim, {"name": "small-sim"}
-
-            scan.open_scope = open_scope
             real = store.ScanWriter.append
 
             def append(self, record, *a, **k):
@@ -184,52 +186,38 @@ def small_sim_cli(tmp_path):
 
 
 def test_sigkill_the_scan_command_and_resume(tmp_path, small_sim_cli):
-    sim = pytest.importorskip("slidescan.hardware.sim")
-    if not hasattr(sim, "build_simulator"):
-        pytest.skip("the simulator is not there yet")
     rng = random.Random(7)
     path = tmp_path / "scan.h5"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     base = [sys.executable, str(small_sim_cli)]
-    first = [
-        "scan",
-        "--rows",
-        "5",
-        "--cols",
-        "6",
-        "--focus",
-        "zsweep",
-        "--out",
-        str(path),
-        "--json",
-    ]
+    first = ["scan", "--profile", "kill-sim", "--rows", "5", "--cols", "6", "--out", str(path)]
+    resume = ["scan", "--resume", str(path), "--json"]
     committed: set[int] = set()
-    delays = [0.1, 0.8, 1.5, 2.0, 2.5]
-    for delay in delays:
-        argv = first if not path.exists() else ["scan", "--resume", str(path), "--json"]
+    kills_with_progress = 0
+    for delay in (0.2, 1.2, 1.6, 2.0, 2.4, 2.8):
+        argv = first if not path.exists() else resume
         proc = subprocess.Popen(
             base + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
-        time.sleep(delay + rng.uniform(0, 0.3))
+        time.sleep(delay + rng.uniform(0, 0.4))
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
         lines = _read_lines(proc)
-        committed |= {int(x.split()[1]) for x in lines if x.startswith("committed")}
+        new = {int(x.split()[1]) for x in lines if x.startswith("committed ")}
+        kills_with_progress += bool(new)
+        committed |= new
         if not path.exists():
             assert not committed
             continue
         with ScanReader(path) as r:
             done = r.tiles["index"].tolist()
-            assert len(done) == len(set(done)) and set(committed) <= set(done)
+            assert len(done) == len(set(done)), "a tile was stored twice"
+            assert committed <= set(done), "a committed tile was lost"
             assert len(set(done) - committed) <= 1
             assert r.verify() == []
-    out = subprocess.run(
-        base + ["scan", "--resume", str(path), "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+        if len(committed) == 30:
+            break
+    assert kills_with_progress >= 3
+    out = subprocess.run(base + resume, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     with ScanReader(path) as r:
         assert r.status == "completed"

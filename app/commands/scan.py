@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from slidescan.app.cli import CliError, print_json
 from slidescan.app.events import (
     FinishReason,
@@ -170,14 +172,17 @@ class _CliObserver:
         self.runner = runner
         self.device_error = ""
         self.warnings = 0
-        self.bar = None
-        if show:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=0, unit="tile", file=sys.stderr, desc="scan", dynamic_ncols=True)
+        self.show = show
+        self.bar: Any = None
 
     def on_event(self, event: ScanEvent) -> None:
-        if isinstance(event, Progress) and self.bar is not None:
+        if isinstance(event, Progress) and self.show:
+            if self.bar is None:  # made on the first tile: a refused scan prints no bar
+                from tqdm import tqdm
+
+                self.bar = tqdm(
+                    total=event.total, unit="tile", file=sys.stderr, desc="scan", dynamic_ncols=True
+                )
             self.bar.total = event.total
             self.bar.n = event.done
             eta = "?" if event.eta_s is None else f"{event.eta_s:.0f}s"
@@ -222,7 +227,12 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.out).exists() and not args.overwrite:
             raise CliError(f"scan: {args.out} exists (use --overwrite to replace it)")
         scope, profile = open_scope(args.profile, args.objective)
-        plan = _build_plan(args, scope)
+        try:
+            plan = _build_plan(args, scope)
+        except ValidationError as exc:
+            raise CliError(f"scan: {_validation_line(exc)}") from None
+        except ValueError as exc:
+            raise CliError(f"scan: {exc}") from None
         _check_method(plan)
         runner = ScanRunner(plan, scope, profile=profile, overwrite=args.overwrite)
 
@@ -259,6 +269,13 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_CANCELLED if interrupted else 1
     return 0
+
+
+def _validation_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
 
 
 def _print_summary(s: dict[str, Any]) -> None:

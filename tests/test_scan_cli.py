@@ -1,0 +1,177 @@
+"""`slidescan scan` and `slidescan info` as a user runs them, on a small simulator profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from slidescan.app.cli import main
+from slidescan.app.store import ScanReader
+
+sim = pytest.importorskip("slidescan.hardware.sim")
+
+
+@pytest.fixture
+def tiny_profile() -> str:
+    """The shipped simulator profile with a 128 x 128 camera, saved in the (temporary) user
+    profile folder, so the CLI and its subprocesses find it by name."""
+    from slidescan.hardware.profile import HardwareProfile, load_profile, save_profile
+
+    data = load_profile("simulator").model_dump(mode="json")
+    data["simulator"] = {**(data.get("simulator") or {}), "camera": {"width": 128, "height": 128}}
+    data["name"] = "tiny-sim"
+    save_profile(HardwareProfile.model_validate(data), "tiny-sim")
+    return "tiny-sim"
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("slidescan: error:"), err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_scan_then_info(tmp_path, capsys, tiny_profile):
+    out_file = tmp_path / "x.h5"
+    code, out, err = _run(
+        capsys, "scan", "--profile", tiny_profile, "--rows", "3", "--cols", "3",
+        "--out", str(out_file), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["reason"] == "completed" and s["status"] == "completed"
+    assert s["tiles_done"] == s["tiles_planned"] == 9
+    # z-sweep on the simulator's default focal surface, 20x/0.75 (DOF 0.81 um)
+    assert s["focus_mae_um"] <= 0.2
+    assert 15 <= s["frames_per_tile"] <= 30
+    assert s["hardware_s_per_tile"] > 0 and s["compute_s_per_tile"] > 0
+
+    code, out, err = _run(capsys, "info", str(out_file), "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["tiles_done"] == 9 and info["status"] == "completed"
+    assert info["focus_mae_um"] == pytest.approx(s["focus_mae_um"])
+    assert info["plan"]["focus"]["method"] == "zsweep" and info["tile_shape"] == [128, 128, 3]
+    assert info["file_bytes"] > 9 * 128 * 128 * 3
+
+    code, out, err = _run(capsys, "info", str(out_file))
+    assert code == 0 and "9/9 done" in out and "completed" in out and "MAE" in out
+
+    with ScanReader(out_file) as r:
+        assert r.profile["name"] == "tiny-sim"
+        t = r.tiles
+        assert (abs(t["z_um"] - t["true_focus_um"]) < 0.5).all()
+        assert r.verify() == []
+
+    # refuses to overwrite; --overwrite replaces
+    code, out, err = _run(
+        capsys, "scan", "--profile", tiny_profile, "--rows", "1", "--cols", "1",
+        "--out", str(out_file),
+    )  # fmt: skip
+    _one_line_error(code, err, "exists", "--overwrite")
+    code, out, err = _run(
+        capsys, "scan", "--profile", tiny_profile, "--rows", "1", "--cols", "2",
+        "--focus", "none", "--out", str(out_file), "--overwrite", "--json",
+    )  # fmt: skip
+    assert code == 0, err and json.loads(out)["tiles_done"] == 2
+
+
+def test_focusmap_scan(tmp_path, capsys, tiny_profile):
+    out_file = tmp_path / "fm.h5"
+    code, out, err = _run(
+        capsys, "scan", "--profile", tiny_profile, "--rows", "3", "--cols", "4",
+        "--focus", "focusmap", "--survey-points", "6", "--surface", "plane",
+        "--out", str(out_file), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["tiles_done"] == 12
+    with ScanReader(out_file) as r:
+        assert r.survey().size == 6
+        t = r.tiles
+        assert set(t["method"].tolist()) == {b"focusmap"}
+        assert (t["frames"] == 0).all()  # no per-tile focusing
+    # a plane through 6 points over a ~0.3 mm patch follows the surface to well under a DOF
+    assert s["focus_mae_um"] < 0.4
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--rows", "2", "--cols", "2"], "--out"),
+        (["--region", "1,2,3", "--out", "{d}/a.h5"], "four numbers"),
+        (["--region", "5,0,1,1", "--out", "{d}/a.h5"], "x1 > x0"),
+        (["--rows", "2", "--region", "0,0,10,10", "--out", "{d}/a.h5"], "not both"),
+        (["--focus", "bogus", "--out", "{d}/a.h5"], "unknown focus method"),
+        (["--focus-param", "nope", "--out", "{d}/a.h5"], "KEY=VALUE"),
+        (["--focus-param", "wrong=1", "--out", "{d}/a.h5"], "no parameter"),
+        (["--overlap", "0.9", "--out", "{d}/a.h5"], "overlap"),
+        (["--out", "{d}/missing/a.h5"], "does not exist"),
+        (["--resume", "{d}/none.h5"], "no such file"),
+        (["--profile", "no-such-profile", "--out", "{d}/a.h5"], "unknown profile"),
+    ],
+)
+def test_bad_input_is_one_line_and_creates_nothing(tmp_path, capsys, tiny_profile, args, fragment):
+    argv = ["scan", *[a.format(d=tmp_path) for a in args]]
+    if "--profile" not in argv:
+        argv += ["--profile", tiny_profile]
+    code, out, err = _run(capsys, *argv)
+    _one_line_error(code, err, fragment)
+    assert not (tmp_path / "a.h5").exists()
+
+
+def test_info_errors(tmp_path, capsys):
+    code, _, err = _run(capsys, "info", str(tmp_path / "nope.h5"))
+    _one_line_error(code, err, "no such file")
+    (tmp_path / "junk.h5").write_bytes(b"junk")
+    code, _, err = _run(capsys, "info", str(tmp_path / "junk.h5"))
+    _one_line_error(code, err, "junk.h5")
+
+
+def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path, tiny_profile):
+    out_file = tmp_path / "c.h5"
+    cmd = [sys.executable, "-m", "slidescan.app.cli", "scan", "--profile", tiny_profile]
+    proc = subprocess.Popen(
+        [*cmd, "--rows", "3", "--cols", "4", "--out", str(out_file), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until a few tiles are in the file
+        time.sleep(0.2)
+        if out_file.exists():
+            with ScanReader(out_file) as r:
+                if r.n_tiles >= 2:
+                    break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    s = json.loads(out)
+    assert s["reason"] == "cancelled" and 2 <= s["tiles_done"] < 12
+    with ScanReader(out_file) as r:
+        assert r.status == "cancelled" and r.verify() == []
+    done = subprocess.run(
+        [sys.executable, "-m", "slidescan.app.cli", "scan", "--resume", str(out_file), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    with ScanReader(out_file) as r:
+        assert r.status == "completed"
+        assert sorted(r.tiles["index"].tolist()) == list(range(12))
