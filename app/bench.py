@@ -221,6 +221,8 @@ def run_memory_bench(
     from slidescan.hardware.sim import SimConfig, build_simulator
 
     rows = []
+    warm = build_simulator(SimConfig(seed=seed, camera={"width": 64, "height": 64}))
+    _one_scan(warm, method, "commercial", (2, 2))  # lazy imports and one-off caches
     for n in tile_counts:
         side = max(1, round(n**0.5))
         grid = (side, max(1, -(-n // side)))

@@ -1,0 +1,71 @@
+"""Benchmarks (app/bench.py, `slidescan bench`): the physical bound, the writer, small scans."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from slidescan.app.bench import physical_bound_s, run_scan_bench, run_writer_bench
+from slidescan.app.cli import main
+from slidescan.app.plan import Tile
+
+
+def test_physical_bound_is_mean_move_plus_one_frame():
+    calls = []
+
+    def move_duration_s(**d):
+        calls.append(d)
+        return 0.001 * abs(d["x"]) + 0.002 * abs(d["y"])
+
+    scope = SimpleNamespace(
+        stage=SimpleNamespace(move_duration_s=move_duration_s),
+        camera=SimpleNamespace(frame_time_ms=8.1, exposure_ms=10.0),
+    )
+    tiles = [Tile(0, 0, 0, 0, 0), Tile(1, 0, 1, 100, 0), Tile(2, 1, 1, 100, 50)]
+    # moves: 100 um in x (0.1 s), 50 um in y (0.1 s); averaged over 3 tiles; plus 8.1 ms
+    assert physical_bound_s(scope, tiles) == pytest.approx(0.2 / 3 + 0.0081)
+    assert calls == [{"x": 100, "y": 0}, {"x": 0, "y": 50}]
+    no_model = SimpleNamespace(stage=object(), camera=SimpleNamespace(exposure_ms=10.0))
+    assert physical_bound_s(no_model, tiles) == pytest.approx(0.010)
+
+
+def test_writer_bench_reports_throughput(tmp_path):
+    r = run_writer_bench(n_tiles=4, tile_shape=(256, 256, 3), folder=tmp_path)
+    assert r["tiles"] == 4 and r["image_mb"] == pytest.approx(4 * 256 * 256 * 3 / 1e6)
+    assert r["file_mb"] >= r["image_mb"] and r["mb_per_s"] > 0 and r["seconds"] > 0
+    assert list(tmp_path.iterdir()) == []  # the temporary scan file is gone
+
+
+def test_scan_bench_on_the_simulator():
+    pytest.importorskip("slidescan.hardware.sim")
+    rows = run_scan_bench(
+        methods=("zsweep", "none"), profiles=("commercial",), n_tiles=4, camera_shape=(64, 64)
+    )
+    by = {r["method"]: r for r in rows}
+    assert set(by) == {"zsweep", "none"}
+    for r in rows:
+        assert r["tiles"] == 4 and r["peak_memory_mb"] > 0
+        # nothing beats the stage: every tile needs at least one move and one exposure
+        assert r["hardware_s_per_tile"] >= r["bound_s_per_tile"] * 0.999
+        assert 0 < r["ratio_to_bound"] <= 1.001
+    assert by["none"]["frames_per_tile"] == 1 and by["zsweep"]["frames_per_tile"] >= 15
+    assert by["none"]["ratio_to_bound"] > 5 * by["zsweep"]["ratio_to_bound"]
+    assert by["zsweep"]["focus_mae_um"] < by["none"]["focus_mae_um"]
+    with pytest.raises(ValueError, match="unknown timing profile"):
+        run_scan_bench(methods=("none",), profiles=("warp-drive",), n_tiles=1)
+
+
+def test_bench_cli(capsys):
+    assert main(["bench", "writer", "--writer-tiles", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["writer"][0]["tiles"] == 2 and out["writer"][0]["mb_per_s"] > 0
+    for argv, fragment in (
+        (["bench", "bogus"], "invalid choice"),
+        (["bench", "scan", "--camera", "10x"], "--camera"),
+        (["bench", "scan", "--methods", ","], "--methods"),
+    ):
+        assert main(argv) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0]
