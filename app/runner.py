@@ -526,31 +526,36 @@ class ScanRunner:
 
         assert self._writer is not None
         settings = self.plan.focus
+        centres = np.array([(t.x_um, t.y_um) for t in tiles], float)
+        # Deterministic positions, so a resumed scan re-derives the same list and measures
+        # only the points a cancelled or killed run did not get to.
+        pts = survey_points(centres, settings.survey_points).tolist()
         stored = self._writer.survey()
-        if stored.size:  # resuming: the survey was done before (a crash mid-survey re-does it)
-            good = stored[stored["ok"]]
-            xs, ys, zs = good["x_um"], good["y_um"], good["z_um"]
-            ws = np.asarray(good["confidence"], float)
-        else:
-            centres = np.array([(t.x_um, t.y_um) for t in tiles], float)
-            pts = survey_points(centres, settings.survey_points)
-            xs_l, ys_l, zs_l, ws_l = [], [], [], []
-            for i, (x, y) in enumerate(pts.tolist()):
-                self._checkpoint()
-                result = self._device_step(
-                    f"survey point {i}", lambda x=x, y=y: self._survey_point(x, y)
-                )
-                ok = self._focus_ok(result)
-                self._writer.add_survey_point(x, y, result.z_um, result.confidence, ok)
-                if not ok:
-                    self._warn(f"survey point {i} at ({x:.0f}, {y:.0f}) um failed: dropped")
-                    continue
-                self.predictor.add(x, y, result.z_um, result.confidence)
-                xs_l.append(x)
-                ys_l.append(y)
-                zs_l.append(result.z_um)
-                ws_l.append(result.confidence)
-            xs, ys, zs, ws = (np.asarray(v, float) for v in (xs_l, ys_l, zs_l, ws_l))
+        xs_l, ys_l, zs_l, ws_l = [], [], [], []
+        for rec in stored:
+            if rec["ok"]:
+                self.predictor.add(rec["x_um"], rec["y_um"], rec["z_um"], rec["confidence"])
+                xs_l.append(float(rec["x_um"]))
+                ys_l.append(float(rec["y_um"]))
+                zs_l.append(float(rec["z_um"]))
+                ws_l.append(float(rec["confidence"]))
+        for i in range(int(stored.size), len(pts)):
+            x, y = pts[i]
+            self._checkpoint()
+            result = self._device_step(
+                f"survey point {i}", lambda x=x, y=y: self._survey_point(x, y)
+            )
+            ok = self._focus_ok(result)
+            self._writer.add_survey_point(x, y, result.z_um, result.confidence, ok)
+            if not ok:
+                self._warn(f"survey point {i} at ({x:.0f}, {y:.0f}) um failed: dropped")
+                continue
+            self.predictor.add(x, y, result.z_um, result.confidence)
+            xs_l.append(x)
+            ys_l.append(y)
+            zs_l.append(result.z_um)
+            ws_l.append(result.confidence)
+        xs, ys, zs, ws = (np.asarray(v, float) for v in (xs_l, ys_l, zs_l, ws_l))
         smoothing = 1e-3 if settings.surface == "tps" else 0.0
         surface = fit_surface(
             np.column_stack([xs, ys]),

@@ -27,7 +27,7 @@ from slidescan.app.events import (
     StateChanged,
     TileStarted,
 )
-from slidescan.app.plan import ScanPlan, TissueSettings
+from slidescan.app.plan import FocusSettings, ScanPlan, TissueSettings
 from slidescan.app.runner import ScanRunner
 from slidescan.app.store import ScanReader
 from slidescan.focus.protocol import FocusResult
@@ -450,3 +450,36 @@ def test_memory_stays_flat_when_the_writer_is_slow(tmp_path, monkeypatch):
     )
     assert run(runner).reason is FinishReason.COMPLETED
     assert max(depth) <= 2
+
+
+def test_focusmap_survey_resumes_where_it_stopped(tmp_path):
+    scope = fake_scope()
+    plan = plan_for(
+        tmp_path,
+        rows=3,
+        cols=4,
+        focus=FocusSettings(strategy="focusmap", survey_points=6, surface="plane"),
+    )
+
+    class CancelOnThird(FixedMethod):
+        def focus(self, device, hint):
+            result = super().focus(device, hint)
+            if self.calls == 3:
+                runner.cancel()
+            return result
+
+    runner = ScanRunner(plan, scope, method=CancelOnThird(scope))
+    assert run(runner).reason is FinishReason.CANCELLED
+    with ScanReader(tmp_path / "s.h5") as r:
+        assert r.survey().size == 3 and r.n_tiles == 0
+    method = FixedMethod(scope)
+    fin = run(ScanRunner.for_resume(tmp_path / "s.h5", scope, method=method))
+    assert fin.reason is FinishReason.COMPLETED
+    assert method.calls == 3  # only the three survey points not measured before
+    with ScanReader(tmp_path / "s.h5") as r:
+        s = r.survey()
+        assert s.size == 6 and len({(x, y) for x, y in zip(s["x_um"], s["y_um"], strict=True)}) == 6
+        t = r.tiles
+        assert sorted(t["index"]) == list(range(12)) and set(t["method"]) == {b"focusmap"}
+        # the truth is a plane: the fitted map is exact
+        np.testing.assert_allclose(t["z_um"], t["true_focus_um"], atol=1e-6)
