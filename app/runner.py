@@ -247,17 +247,18 @@ class ScanRunner:
 
         Raises (before any stage move) `ScanFileError`/`StorageError` for an existing file
         without overwrite, an unwritable folder, not enough free space, or a file that does
-        not match this microscope.
+        not match this microscope; `HardwareError` if the focus drive cannot be read.
         """
         if self._started:
             raise RuntimeError("this runner has already run; make a new one")
         self._started = True
-        tiles = self._open_file()
+        # Read the drive before touching the file: a dead device leaves no empty scan file.
         self.start_z = self.guard.clamp(
             self.plan.start_z_um
             if self.plan.start_z_um is not None
             else float(self.microscope.get_z())
         )[0]
+        tiles = self._open_file()
         self._set_state(RunnerState.RUNNING)
         self._thread = threading.Thread(
             target=self._run, args=(tiles,), name="scan-runner", daemon=True
