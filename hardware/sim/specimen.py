@@ -320,22 +320,37 @@ class ProceduralSpecimen(Specimen):
         H, W, L = len(ys), len(xs), self.n_layers
         bottoms, tops, slab = self._slabs()
         pad = int(math.ceil((_MAX_NUCLEUS_UM + 1.0) / dx)) + 1
-        out1 = np.zeros((L, H + 2 * pad, W + 2 * pad), np.float32)
+        hc, wc = H + 2 * pad, W + 2 * pad
+        out1 = np.zeros((L, hc, wc), np.float32)
         out2 = np.zeros_like(out1)
         if not len(obj):
             return out1[:, pad:-pad, pad:-pad], out2[:, pad:-pad, pad:-pad]
         half_box = np.ceil((obj.a + _EDGE_UM) / dx).astype(int) + 1
         half_box = np.minimum(half_box, pad)
+        acc: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(L)]
         for hb in np.unique(half_box):
             sel = np.nonzero(half_box == hb)[0]
             for start in range(0, len(sel), 1024):
                 o = obj.select(sel[start : start + 1024])
                 self._splat_group(
-                    o, int(hb), xs[0], ys[0], dx, pad, bottoms, tops, slab, out1, out2
+                    o, int(hb), xs[0], ys[0], dx, pad, bottoms, tops, slab, (hc, wc), acc
                 )
+        # scatter-add (overlapping objects sum, as absorption does): one pass per slab
+        for k in range(L):
+            if not acc[k]:
+                continue
+            idx = np.concatenate([p[0] for p in acc[k]])
+            out1[k] = np.bincount(idx, np.concatenate([p[1] for p in acc[k]]), hc * wc).reshape(
+                hc, wc
+            )
+            w2 = np.concatenate([p[2] for p in acc[k]])
+            if w2.any():
+                out2[k] = np.bincount(idx, w2, hc * wc).reshape(hc, wc)
         return out1[:, pad:-pad, pad:-pad], out2[:, pad:-pad, pad:-pad]
 
-    def _splat_group(self, o, hb, x0, y0, dx, pad, bottoms, tops, slab, out1, out2) -> None:
+    def _splat_group(self, o, hb, x0, y0, dx, pad, bottoms, tops, slab, canvas, acc) -> None:
+        """Per-slab (pixel index, stain-1 weight, stain-2 weight) of one box size's objects,
+        appended to `acc[k]`; `canvas` is the padded (H, W)."""
         off = np.arange(-hb, hb + 1)
         ic = np.rint((o.cx - x0) / dx).astype(int)
         jc = np.rint((o.cy - y0) / dx).astype(int)
@@ -354,24 +369,28 @@ class ProceduralSpecimen(Specimen):
         half_h = o.rz.astype(np.float32)[:, None, None] * np.sqrt(1.0 - qc * qc)
         zc = o.zc.astype(np.float32)[:, None, None]
         base = lateral * rim
+        hc, wc = canvas
+        n_box = 2 * hb + 1
         rows0 = jc - hb + pad
         cols0 = ic - hb + pad
-        n_box = 2 * hb + 1
+        # boxes wholly on the canvas (a centre far outside the field cannot reach it)
+        ok = (rows0 >= 0) & (cols0 >= 0) & (rows0 + n_box <= hc) & (cols0 + n_box <= wc)
+        if not ok.any():
+            return
+        start = (rows0 * wc + cols0)[ok]
+        local = (off[:, None] + hb) * wc + (off[None, :] + hb)
+        idx = (start[:, None, None] + local[None]).ravel()
+        a1 = o.amount1[ok].astype(np.float32)[:, None, None]
+        a2 = o.amount2[ok].astype(np.float32)[:, None, None]
+        base, half_h, zc = base[ok], half_h[ok], zc[ok]
         for k in range(self.n_layers):
             if slab > 1e-9:
                 overlap = np.minimum(zc + half_h, tops[k]) - np.maximum(zc - half_h, bottoms[k])
                 frac = np.clip(overlap / slab, 0.0, 1.0)
             else:
                 frac = (np.abs(zc - self.layer_heights_um[k]) <= half_h).astype(np.float32)
-            wk = base * frac * (1.0 / self.n_layers)
-            present = wk.reshape(len(o), -1).max(axis=1) > 0
-            for n in np.nonzero(present)[0]:
-                r, cc = rows0[n], cols0[n]
-                if r < 0 or cc < 0 or r + n_box > out1.shape[1] or cc + n_box > out1.shape[2]:
-                    continue  # centre far outside the field: its box cannot reach the field
-                out1[k, r : r + n_box, cc : cc + n_box] += wk[n] * np.float32(o.amount1[n])
-                if o.amount2[n] > 0:
-                    out2[k, r : r + n_box, cc : cc + n_box] += wk[n] * np.float32(o.amount2[n])
+            wk = base * frac * np.float32(1.0 / self.n_layers)
+            acc[k].append((idx, (wk * a1).ravel(), (wk * a2).ravel()))
 
     def _lumen_mask(self, lumens: tuple[np.ndarray, ...], xs: np.ndarray, ys: np.ndarray):
         """1 inside lumens (no tissue), 0 elsewhere, soft edges -> (H, W) float32."""
@@ -407,30 +426,60 @@ class ProceduralSpecimen(Specimen):
         nuc1, nuc2 = self._splat_nuclei(nuclei, xs, ys)
         cell = self._cellularity(grid).astype(np.float32)
         horizontal = self._fibre_mix(grid).astype(np.float32)
-        s = np.float32(cfg.stain_strength)
         L = self.n_layers
         dx = float(xs[1] - xs[0])
+        # background stains (whole-section amounts shared evenly by the slabs), pre-weighted
+        share = open_tissue * np.float32(cfg.stain_strength / L)
+        cell_w = cell * share
+        stroma_w = share - cell_w
+        he = cfg.stain == "he"
         out = np.empty((L, 2, len(ys), len(xs)), np.float32)
         for k in range(L):
-            chromatin = 1.0 + 0.35 * value_noise(xs, ys, 0.9, self._s["chromatin"] + k)
+            # chromatin texture modulates the nuclear stain
+            chrom = value_noise(xs, ys, 0.9, self._s["chromatin"] + k)
+            chrom *= np.float32(0.35)
+            chrom += np.float32(1.0)
+            np.maximum(chrom, 0.0, out=chrom)
+            chrom *= open_tissue
             # cytoplasm: fine granularity plus thin membranes along the zero set of a noise
             # field about one cell across (|n| / |grad n| is the distance to that set)
             cells = value_noise(xs, ys, 8.0, self._s["cyto"] + 97 * k)
             gy, gx = np.gradient(cells, dx)
-            dist = np.abs(cells) / (np.hypot(gx, gy) + 1e-3)
-            membranes = np.exp(-((dist / 0.35) ** 2))
-            cyto_tex = 0.8 + 0.25 * fbm(xs, ys, 2.5, self._s["cyto"] + k, 2) + 0.6 * membranes
-            fib_h = 1.0 - np.abs(value_noise(xs, ys, (30.0, 3.0), self._s["fibre_h"] + k))
+            gx *= gx
+            gy *= gy
+            gx += gy
+            gx *= np.float32(0.35**2)
+            gx += np.float32(1e-6)
+            cells *= cells
+            np.divide(cells, gx, out=cells)
+            np.negative(cells, out=cells)
+            membranes = np.exp(cells, out=cells)
+            cyto = fbm(xs, ys, 2.5, self._s["cyto"] + k, 2)
+            cyto *= np.float32(0.25)
+            cyto += np.float32(0.8)
+            membranes *= np.float32(0.6)
+            cyto += membranes
+            cyto *= cell_w  # cytoplasm texture x cellular weight
+            # collagen fibres: ridges of stretched noise, running along x or y by region
+            fib = 1.0 - np.abs(value_noise(xs, ys, (30.0, 3.0), self._s["fibre_h"] + k))
+            fib *= horizontal
             fib_v = 1.0 - np.abs(value_noise(xs, ys, (3.0, 30.0), self._s["fibre_v"] + k))
-            fibres = np.clip(horizontal * fib_h + (1.0 - horizontal) * fib_v, 0.0, 1.0) ** 3
-            if cfg.stain == "he":
-                bg1 = cell * 0.11 * cyto_tex + (1.0 - cell) * 0.05
-                bg2 = cell * 0.15 * cyto_tex + (1.0 - cell) * 0.45 * (0.35 + 0.9 * fibres)
+            fib_v *= 1.0 - horizontal
+            fib += fib_v
+            np.clip(fib, 0.0, 1.0, out=fib)
+            fib = fib * fib * fib
+            fib *= stroma_w
+            o1, o2 = out[k, 0], out[k, 1]
+            np.multiply(nuc1[k], chrom, out=o1)
+            np.multiply(nuc2[k], chrom, out=o2)
+            if he:
+                o1 += np.float32(0.11) * cyto + np.float32(0.05) * stroma_w
+                o2 += np.float32(0.15) * cyto + np.float32(0.45 * 0.35) * stroma_w
+                o2 += np.float32(0.45 * 0.9) * fib
             else:
-                bg1 = cell * 0.06 * cyto_tex + (1.0 - cell) * 0.05 * (0.4 + 0.8 * fibres)
-                bg2 = cell * 0.02 * cyto_tex
-            out[k, 0] = (nuc1[k] * np.maximum(chromatin, 0.0) + bg1 * (s / L)) * open_tissue
-            out[k, 1] = (nuc2[k] * np.maximum(chromatin, 0.0) + bg2 * (s / L)) * open_tissue
+                o1 += np.float32(0.06) * cyto + np.float32(0.05 * 0.4) * stroma_w
+                o1 += np.float32(0.05 * 0.8) * fib
+                o2 += np.float32(0.02) * cyto
         return out
 
     def od_layers(self, xs_um: np.ndarray, ys_um: np.ndarray) -> np.ndarray:

@@ -26,7 +26,15 @@ STAIN_PAIRS: dict[str, tuple[np.ndarray, np.ndarray]] = {
 def od_from_stains(amounts: np.ndarray, vectors: tuple[np.ndarray, ...]) -> np.ndarray:
     """RGB OD from stain amounts: amounts (..., S, H, W) -> OD (..., 3, H, W) float32."""
     m = np.stack(vectors).astype(np.float32)  # (S, 3)
-    return np.einsum("...shw,sc->...chw", amounts.astype(np.float32, copy=False), m)
+    amounts = amounts.astype(np.float32, copy=False)
+    shape = (*amounts.shape[:-3], 3, *amounts.shape[-2:])
+    od = np.empty(shape, np.float32)
+    for c in range(3):
+        out = od[..., c, :, :]
+        np.multiply(amounts[..., 0, :, :], m[0, c], out=out)
+        for s in range(1, len(m)):
+            out += amounts[..., s, :, :] * m[s, c]
+    return od
 
 
 def transmission(od: np.ndarray) -> np.ndarray:
