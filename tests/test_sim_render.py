@@ -139,3 +139,46 @@ def test_render_reports_what_the_camera_would_see(sim384):
     noisy = sim384.render(x, y, sim384.true_focus_um(x, y), rng=np.random.default_rng(1))
     diff = noisy.astype(float) - image
     assert 0.5 < diff.std() < 5.0 and abs(diff.mean()) < 0.2
+
+
+def _thin(size: int = 160, **optics) -> object:
+    return build_simulator(
+        _small(size, seed=5, specimen=SpecimenConfig(thickness_um=0.0), optics=optics)
+    )
+
+
+def _channel_brenner(img: np.ndarray) -> float:
+    return float(np.sum((img[:, 2:] - img[:, :-2]) ** 2) + np.sum((img[2:] - img[:-2]) ** 2))
+
+
+def test_axial_chromatic_shift_moves_each_channels_focus():
+    sim = _thin(chromatic_shift_um=(0.6, 0.0, -0.6))
+    x, y = CENTRE[0] + 700.0, CENTRE[1] - 400.0
+    truth = sim.true_focus_um(x, y)
+    zs = truth + np.arange(-1.5, 1.51, 0.1)
+    images = [sim.render_intensity(x, y, z) for z in zs]
+    for c, shift in enumerate((0.6, 0.0, -0.6)):
+        peak = _peak(zs, np.array([_channel_brenner(i[..., c]) for i in images]))
+        assert peak - truth == pytest.approx(shift, abs=0.03)
+
+
+def test_spherical_aberration_tells_above_from_below_focus():
+    x, y = CENTRE[0] + 700.0, CENTRE[1] - 400.0
+    ratios = {}
+    for dt in (0.0, 15.0, -15.0):
+        sim = _thin(coverslip_error_um=dt)
+        truth = sim.true_focus_um(x, y)
+        above = _brenner(sim.render_intensity(x, y, truth + 1.2))
+        below = _brenner(sim.render_intensity(x, y, truth - 1.2))
+        ratios[dt] = above / below
+    assert ratios[0.0] == pytest.approx(1.0, abs=0.005)
+    assert ratios[15.0] > 1.04 and ratios[-15.0] < 0.96  # the sign follows the glass error
+
+
+def test_slabs_are_spread_by_the_focal_shift_factor():
+    paraxial = build_simulator(_small(64, seed=1))
+    t = paraxial.field_truth(*CENTRE)
+    assert np.diff(t.layer_focus_um) == pytest.approx([1.0 / 1.52] * 3)
+    custom = build_simulator(_small(64, seed=1, specimen=SpecimenConfig(focal_shift_factor=2.0)))
+    assert np.diff(custom.field_truth(*CENTRE).layer_focus_um) == pytest.approx([0.5] * 3)
+    assert min(t.layer_focus_um) < t.true_focus_um < max(t.layer_focus_um)

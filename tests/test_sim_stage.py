@@ -180,3 +180,12 @@ def test_presets_differ_as_documented():
     assert low.z_step_um > com.z_step_um
     assert low.xy_settle_ms > com.xy_settle_ms and low.z_speed_um_s < com.z_speed_um_s
     assert low.z_repeatability_um > com.z_repeatability_um
+
+
+def test_xy_backlash_lags_after_a_reversal():
+    stage, _ = _stage(xy_jitter_um=0.0, xy_backlash_um=8.0)
+    stage.move_to(x=1100.0)
+    assert stage.true_position().x == pytest.approx(1100.0)
+    stage.move_to(x=1050.0)
+    assert stage.position().x == 1050.0
+    assert stage.true_position().x == pytest.approx(1058.0)
