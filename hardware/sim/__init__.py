@@ -3,8 +3,11 @@ of every focus method and the source of training data for learned autofocus.
 
     from slidescan.hardware.sim import SimConfig, build_simulator
     sim = build_simulator(SimConfig(objective="20x/0.75", seed=0))
-    sim.move_xy(*sim.stage.position().as_tuple()[:2]); frame = sim.snap()
-    frame.meta["defocus_um"]
+    x0, y0, x1, y1 = sim.slide_bounds_um
+    sim.move_xy((x0 + x1) / 2, (y0 + y1) / 2)
+    sim.move_z(sim.true_focus_um((x0 + x1) / 2, (y0 + y1) / 2) + 1.0)
+    frame = sim.snap()                      # frame.meta["defocus_um"] is about +1
+    stack = [sim.render(25000, 10000, z, noise=False) for z in (-1.0, 0.0, 1.0)]
 
 Parts (one module each): `config` (pydantic settings, `STAGE_PRESETS`), `specimen` and
 `image_specimen` (the slide as OD slabs), `stains` (Beer-Lambert colour), `surface` (focal

@@ -160,6 +160,11 @@ class ProceduralSpecimen(Specimen):
         x0, y0, x1, y1 = self.bounds_um
         self._centre = ((x0 + x1) / 2, (y0 + y1) / 2)
         self._half = ((x1 - x0) / 2, (y1 - y0) / 2)
+        # per-instance chunk caches (a class-level cache would keep old specimens alive)
+        self._nucleus_candidates = functools.lru_cache(maxsize=4096)(
+            self._nucleus_candidates_uncached
+        )
+        self._lumen_chunk = functools.lru_cache(maxsize=1024)(self._lumen_chunk_uncached)
         self._hole_threshold = (
             float(ndtri(1.0 - config.hole_fraction)) if config.hole_fraction else np.inf
         )
@@ -198,8 +203,7 @@ class ProceduralSpecimen(Specimen):
     def _chunk_range(self, lo: float, hi: float, size: float) -> range:
         return range(math.floor(lo / size), math.floor(hi / size) + 1)
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 - bounded, the specimen lives as long as the sim
-    def _nucleus_candidates(self, ci: int, cj: int) -> tuple[np.ndarray, ...]:
+    def _nucleus_candidates_uncached(self, ci: int, cj: int) -> tuple[np.ndarray, ...]:
         rng = np.random.default_rng(derive_seed(self._s["nuclei"], ci, cj))
         cfg = self.config
         dmax = max(cfg.nuclei_density_cellular, cfg.nuclei_density_stroma)
@@ -261,8 +265,7 @@ class ProceduralSpecimen(Specimen):
         s = cfg.stain_strength
         return _Objects(x, y, a, b, angle, zc, rz, amount1 * s, amount2 * s)
 
-    @functools.lru_cache(maxsize=1024)  # noqa: B019 - bounded
-    def _lumen_chunk(self, ci: int, cj: int) -> tuple[np.ndarray, ...]:
+    def _lumen_chunk_uncached(self, ci: int, cj: int) -> tuple[np.ndarray, ...]:
         rng = np.random.default_rng(derive_seed(self._s["lumens"], ci, cj))
         n = rng.poisson(self.config.lumen_density_per_mm2 * (LUMEN_CHUNK_UM / 1000.0) ** 2)
         x = (ci + rng.random(n)) * LUMEN_CHUNK_UM
