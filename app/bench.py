@@ -28,6 +28,7 @@ then fsync; MB/s of image data over the whole time including the fsync.
 from __future__ import annotations
 
 import gc
+import math
 import tempfile
 import time
 import tracemalloc
@@ -96,6 +97,14 @@ def run_writer_bench(
     }
 
 
+def grid_shape(n_tiles: int) -> tuple[int, int]:
+    """(rows, cols) with rows * cols == n_tiles, as square as possible (50 -> 5 x 10)."""
+    if n_tiles < 1:
+        raise ValueError(f"need at least one tile, got {n_tiles}")
+    rows = max(r for r in range(1, math.isqrt(n_tiles) + 1) if n_tiles % r == 0)
+    return rows, n_tiles // rows
+
+
 def frame_time_s(scope: Any) -> float:
     """Hardware-clock cost of one exposure: light (or strobe pulse) plus readout when the
     camera says so, else the exposure time."""
@@ -133,8 +142,7 @@ def run_scan_bench(
     from slidescan.hardware.sim import STAGE_PRESETS, SimConfig, build_simulator
 
     rows: list[dict[str, Any]] = []
-    side = max(1, round(n_tiles**0.5))
-    grid = (side, max(1, -(-n_tiles // side)))
+    grid = grid_shape(n_tiles)
     for profile in profiles:
         if profile not in STAGE_PRESETS:
             raise ValueError(
@@ -224,8 +232,7 @@ def run_memory_bench(
     warm = build_simulator(SimConfig(seed=seed, camera={"width": 64, "height": 64}))
     _one_scan(warm, method, "commercial", (2, 2))  # lazy imports and one-off caches
     for n in tile_counts:
-        side = max(1, round(n**0.5))
-        grid = (side, max(1, -(-n // side)))
+        grid = grid_shape(n)
         scope = build_simulator(
             SimConfig(
                 seed=seed,

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from slidescan.app.bench import physical_bound_s, run_scan_bench, run_writer_bench
+from slidescan.app.bench import grid_shape, physical_bound_s, run_scan_bench, run_writer_bench
 from slidescan.app.cli import main
 from slidescan.app.plan import Tile
 
@@ -69,3 +69,10 @@ def test_bench_cli(capsys):
         assert main(argv) != 0
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and fragment in err[0]
+
+
+def test_grid_shape_is_exact_and_squarish():
+    assert grid_shape(36) == (6, 6) and grid_shape(50) == (5, 10) and grid_shape(500) == (20, 25)
+    assert grid_shape(7) == (1, 7)
+    with pytest.raises(ValueError):
+        grid_shape(0)
