@@ -389,9 +389,10 @@ class ScanWriter:
         try:
             if f.attrs.get("format") != FORMAT:
                 raise ScanFileError(f"{path} is not a slidescan scan file")
+            # SWMR first: from here on every change is one the SWMR writer makes crash-safe.
+            f.swmr_mode = True
             f.attrs.modify("status", _as_status("running"))
             f.attrs.modify("writer_pid", np.int64(os.getpid()))
-            f.swmr_mode = True
             f.flush()
             return cls(path, f)
         except BaseException:
