@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from slidescan.app.cli import main
@@ -106,6 +107,31 @@ def test_focusmap_scan(tmp_path, capsys, tiny_profile):
         assert (t["frames"] == 0).all()  # no per-tile focusing
     # a plane through 6 points over a ~0.3 mm patch follows the surface to well under a DOF
     assert s["focus_mae_um"] < 0.4
+
+
+def test_tissue_detection_skips_the_glass_around_the_section(tmp_path, capsys, tiny_profile):
+    """A strip across the section's left edge at 10x: glass tiles are skipped, tissue taken."""
+    from slidescan.hardware.profile import load_profile, open_microscope
+
+    out_file = tmp_path / "edge.h5"
+    code, out, err = _run(
+        capsys, "scan", "--profile", tiny_profile, "--objective", "10x/0.30",
+        "--region", "19000,9960,21000,10040", "--overlap", "0", "--focus", "none",
+        "--out", str(out_file), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    scope = open_microscope(load_profile(tiny_profile), objective="10x/0.30")
+    with ScanReader(out_file) as r:
+        t = r.tiles
+        mask = np.array(
+            [scope.tissue_mask(np.array([x]), np.array([y])).mean() for x, y in t[["x_um", "y_um"]]]
+        )
+        assert t.size == 25 and t["skipped"].sum() >= 5 and (~t["skipped"]).sum() >= 5
+        assert not t["skipped"][mask > 0.5].any()  # every tile over tissue was taken
+        assert t["skipped"][mask == 0].mean() > 0.8  # and (nearly) all glass was skipped
+        assert all(r.image(i) is None for i in np.flatnonzero(t["skipped"]))
+        assert (t["tile_frames"][t["skipped"]] == 1).all()
+    assert json.loads(out)["tiles_skipped"] == int(t["skipped"].sum())
 
 
 @pytest.mark.parametrize(
