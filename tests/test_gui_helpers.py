@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slidescan.hardware.base import Frame, Position, SoftLimits, StageBase
+from slidescan.hardware.base import CameraBase, Frame, Position, SoftLimits, StageBase
 
 
 class InstantStage(StageBase):
@@ -55,3 +55,71 @@ def tissue_frame(tissue_dir: Path, size: int = 256, position: Position | None = 
         position=position or Position(100.0, 200.0, 0.0),
         pixel_size_um=0.5,
     )
+
+
+class BlurCamera(CameraBase):
+    """Looks at a real tissue image through a Gaussian 'defocus' that grows with |z - focus|.
+
+    The specimen is the tissue image tiled over the stage plane at `pixel_size_um`; the focal
+    surface is a gentle plane, so a z-sweep finds a different focus per tile.
+    """
+
+    def __init__(self, stage: InstantStage, texture: np.ndarray, size: int, clock) -> None:
+        super().__init__(exposure_ms=2.0, clock=clock, position_source=stage.position)
+        self.stage = stage
+        self.texture = texture
+        self.size = size
+
+    @staticmethod
+    def focus_at(x: float, y: float) -> float:
+        return 1.0 + 0.002 * x - 0.001 * y
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.size, self.size, 3)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    @property
+    def pixel_size_um(self) -> float:
+        return 0.325
+
+    def _acquire(self):
+        import cv2
+
+        p = self.stage.position()
+        h, w = self.texture.shape[:2]
+        r0 = int(round(p.y / self.pixel_size_um)) - self.size // 2
+        c0 = int(round(p.x / self.pixel_size_um)) - self.size // 2
+        rows = np.arange(r0, r0 + self.size) % h
+        cols = np.arange(c0, c0 + self.size) % w
+        img = self.texture[rows][:, cols]
+        truth = self.focus_at(p.x, p.y)
+        sigma = 1.5 * abs(p.z - truth)
+        if sigma > 0.05:
+            img = cv2.GaussianBlur(img, (0, 0), sigma)
+        self.clock.sleep(self.exposure_ms / 1000)
+        return np.ascontiguousarray(img), {"true_focus_um": truth, "defocus_um": p.z - truth}
+
+    def _stream_pause(self) -> None:
+        import time
+
+        time.sleep(0.02)
+
+
+def fake_microscope(tissue_dir: Path, size: int = 64):
+    """A fast Microscope (instant stage, blur camera on real tissue, virtual clock)."""
+    import cv2
+
+    from slidescan.hardware.clock import VirtualClock
+    from slidescan.hardware.microscope import Microscope
+    from slidescan.hardware.optics import OBJECTIVES, OpticalPath
+
+    path = sorted(tissue_dir.glob("he_*.png"))[0]
+    texture = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    clock = VirtualClock()
+    stage = InstantStage(SoftLimits((-5000, 5000), (-5000, 5000), (-30, 30)))
+    camera = BlurCamera(stage, texture, size, clock)
+    return Microscope(stage, camera, OpticalPath(OBJECTIVES["20x/0.75"]), clock, name="fake")

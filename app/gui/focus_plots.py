@@ -40,7 +40,7 @@ class FocusCurvePlot(pg.PlotWidget):
             size=11, symbol="t1", brush=pg.mkBrush(255, 150, 40), pen=None, name="frames taken"
         )
         self.addItem(self.shots)
-        self.legend.addItem(self.shots, "frames taken")
+        self.getAxis("left").enableAutoSIPrefix(False)
         self.chosen = pg.InfiniteLine(
             angle=90,
             pen=pg.mkPen((60, 220, 90), width=2),

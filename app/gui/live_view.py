@@ -59,7 +59,7 @@ class LiveView(QtWidgets.QWidget):
     snapRequested = QtCore.Signal()
     fpsChanged = QtCore.Signal(float)
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None, poll_ms: int = 10) -> None:
+    def __init__(self, parent: QtWidgets.QWidget | None = None, poll_ms: int = 15) -> None:
         super().__init__(parent)
         self._source: FrameSource | None = None
         self._position_fallback: Callable[[], Position | None] = lambda: None
@@ -78,6 +78,7 @@ class LiveView(QtWidgets.QWidget):
         self.image.setLevels((0, 255))
         self.view.addItem(self.image)
         self.histogram = pg.HistogramLUTItem(image=self.image, levelMode="mono")
+        self.histogram.setLevels(0, 255)  # its region starts at [0, 1]: a white image
         self.graphics.addItem(self.histogram)
         # The histogram needs no 60 Hz refresh: recompute it at most 4 times a second.
         self.image.sigImageChanged.disconnect(self.histogram.imageChanged)
@@ -109,7 +110,7 @@ class LiveView(QtWidgets.QWidget):
         self.fps_label = QtWidgets.QLabel("-- fps")
         self.fps_label.setMinimumWidth(70)
 
-        bar = QtWidgets.QHBoxLayout()
+        self.toolbar = bar = QtWidgets.QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 2)
         for w in (self.snap_button, self.auto_button, self.continuous_check, self.cross_check):
             bar.addWidget(w)
@@ -138,6 +139,13 @@ class LiveView(QtWidgets.QWidget):
             self._timer.stop()
         else:
             self._timer.start()
+
+    def set_polling(self, on: bool) -> None:
+        """Pause or resume the pull timer (the owner may call `poll()` itself meanwhile)."""
+        if on and self._source is not None:
+            self._timer.start()
+        else:
+            self._timer.stop()
 
     def set_position_fallback(self, provider: Callable[[], Position | None]) -> None:
         """Where the stage is, for frames that do not carry their own position."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from slidescan.app.gui.worker import DeviceWorker
 from slidescan.hardware.base import AXES, Position, Stage
@@ -229,13 +229,20 @@ class StagePanel(QtWidgets.QWidget):
         self.controller: StageController | None = None
 
         self.pos_labels = {a: QtWidgets.QLabel("--") for a in AXES}
-        readout = QtWidgets.QGridLayout()
-        for i, axis in enumerate(AXES):
+        readout = QtWidgets.QHBoxLayout()
+        mono = QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont)
+        mono.setPointSizeF(mono.pointSizeF() * 1.15)
+        for axis in AXES:
             name = QtWidgets.QLabel(f"<b>{axis.upper()}</b>")
-            self.pos_labels[axis].setAlignment(QtCore.Qt.AlignmentFlag.AlignRight)
-            self.pos_labels[axis].setMinimumWidth(90)
-            readout.addWidget(name, 0, 2 * i)
-            readout.addWidget(self.pos_labels[axis], 0, 2 * i + 1)
+            label = self.pos_labels[axis]
+            label.setFont(mono)
+            label.setAlignment(
+                QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
+            )
+            label.setMinimumWidth(100)
+            readout.addWidget(name)
+            readout.addWidget(label, 1)
+            readout.addSpacing(8)
 
         self.xy_step = QtWidgets.QComboBox()
         for s in XY_STEPS_UM:

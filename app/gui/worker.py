@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +34,7 @@ class DeviceWorker(QtCore.QObject):
         super().__init__(parent)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._pending = 0
-        self._lock = threading.Lock()
+        self._closed = False
         self._finished.connect(self._deliver)
 
     @property
@@ -49,7 +48,11 @@ class DeviceWorker(QtCore.QObject):
         on_result: ResultCallback | None = None,
         on_error: ErrorCallback | None = None,
         label: str = "",
-    ) -> concurrent.futures.Future:
+    ) -> concurrent.futures.Future | None:
+        """Run `fn(*args)` on the worker thread; None (and a log line) after `shutdown()`."""
+        if self._closed:
+            log.warning("%s dropped: the device worker has shut down", label or "call")
+            return None
         self._pending += 1
         if self._pending == 1:
             self.busyChanged.emit(True)
@@ -78,6 +81,8 @@ class DeviceWorker(QtCore.QObject):
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Block until every submitted call has run (tests, shutdown). True when idle."""
+        if self._closed:
+            return True
         done = self._pool.submit(lambda: None)
         try:
             done.result(timeout=timeout_s)
@@ -86,6 +91,7 @@ class DeviceWorker(QtCore.QObject):
         return True
 
     def shutdown(self, wait: bool = True) -> None:
+        self._closed = True
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 

@@ -1,0 +1,31 @@
+"""`slidescan gui`: the desktop application (also what `slidescan` alone starts)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "gui",
+        help="start the desktop application",
+        description="Start the desktop application: live view, stage control, tile map, "
+        "focus plots, scanning and review. The hardware wizard runs on the first start.",
+    )
+    p.add_argument("--profile", help="hardware profile to connect (default: the last one used)")
+    p.add_argument("--wizard", action="store_true", help="open the hardware wizard at start")
+    p.add_argument("--review", metavar="FILE", help="open a scan file for review at start")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from slidescan.app.cli import CliError
+
+    if args.review and not Path(args.review).is_file():
+        raise CliError(f"gui: no such scan file: {args.review}")
+    try:
+        from slidescan.app.gui.app import main
+    except ImportError as exc:  # Qt missing or its system libraries absent
+        raise CliError(f"gui: the desktop application cannot start: {exc}", code=1) from None
+    return main(profile=args.profile, wizard=args.wizard, review=args.review)

@@ -1,0 +1,190 @@
+"""Scanning from the main window: a full scan, pause/resume, a device error mid-scan, and the
+event loop staying responsive while the runner works.
+
+These use a fast fake microscope (instant stage, a real tissue image blurred by defocus, 64 px
+frames) so the whole file runs in seconds; test_gui_sim.py repeats the essentials on the
+optical simulator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_gui_helpers import fake_microscope
+
+from slidescan.app.events import FinishReason, RunnerState
+from slidescan.app.gui.main_window import MainWindow
+from slidescan.app.gui.settings import gui_settings
+from slidescan.app.gui.stall import StallMonitor
+from slidescan.app.runner import ScanRunner
+from slidescan.app.store import ScanReader
+from slidescan.hardware.errors import DeviceTimeout
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    settings = gui_settings(tmp_path / "gui.ini")
+    settings.setValue("camera/live", "false")
+    win = MainWindow(settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    if win.runner is not None:
+        win.runner.cancel()
+        win.runner.wait(30)
+    win.worker.wait_idle(10)
+
+
+def connect(qtbot, win, microscope, name="fake"):
+    win.set_microscope(microscope, name)
+    qtbot.waitUntil(lambda: win.stage_controller.position is not None, timeout=5000)
+
+
+def configure(win, path, rows=3, cols=3):
+    p = win.scan_panel
+    p.rows.setValue(rows)
+    p.cols.setValue(cols)
+    p.mode_grid.setChecked(True)
+    p.tissue.setChecked(False)
+    p.output.setText(str(path))
+
+
+def test_three_by_three_scan_from_the_gui(qtbot, window, tmp_path, tissue_dir):
+    m = fake_microscope(tissue_dir)
+    connect(qtbot, window, m)
+    out = tmp_path / "scan.h5"
+    configure(window, out)
+    monitor = StallMonitor(period_ms=5)
+    monitor.start()
+    with qtbot.waitSignal(window.scanFinished, timeout=60000) as done:
+        qtbot.mouseClick(window.scan_panel.start_button, qtbot_button())
+    monitor.stop()
+    ev = done.args[0]
+    assert ev.reason is FinishReason.COMPLETED, ev.message
+    # The GUI thread's own work per event-loop turn stays under 50 ms. (Wall-clock gaps also
+    # count waiting for a CPU on this shared 2-core machine; the benchmark reports both.)
+    assert monitor.max_busy_ms < 50, f"event loop busy {monitor.max_busy_ms:.1f} ms in one turn"
+    with ScanReader(out) as r:
+        assert r.status == "completed"
+        assert r.n_tiles == 9 and r.n_planned == 9
+        cur = r.current()
+        assert sorted(cur["index"]) == list(range(9))
+        assert r.verify() == []
+        # a 3 x 3 grid around where the stage stood, one field apart minus the overlap
+        fw = r.fov_um[0]
+        xs = np.unique(np.round(cur["x_um"], 3))
+        assert len(xs) == 3 and np.allclose(np.diff(xs), fw * 0.9)
+        # every tile in focus: the fake's focal plane is known
+        truth = 1.0 + 0.002 * cur["x_um"] - 0.001 * cur["y_um"]
+        assert np.max(np.abs(cur["z_um"] - truth)) < 0.3
+        assert r.image(0).shape == (64, 64, 3)
+    # what the person saw
+    assert window.tile_map.thumbnail_count == 9
+    assert window.focus_surface.n_points == 9
+    assert window.scan_panel.progress.value() == 9
+    assert window.focus_curve.last_event is not None
+    assert window.scan_panel.start_button.isEnabled()
+    assert window.stage_controller is not None and not window.stage_controller.locked
+    # settings persist: the next window restores the scan form
+    window.save_settings()
+    again = MainWindow(settings=gui_settings(tmp_path / "gui.ini"))
+    qtbot.addWidget(again)
+    assert again.scan_panel.rows.value() == 3 and again.scan_panel.output.text() == str(out)
+    assert not again.scan_panel.tissue.isChecked()
+
+
+def qtbot_button():
+    from PySide6 import QtCore
+
+    return QtCore.Qt.MouseButton.LeftButton
+
+
+def test_pause_and_resume(qtbot, window, tmp_path, tissue_dir):
+    m = fake_microscope(tissue_dir)
+    connect(qtbot, window, m)
+    out = tmp_path / "paused.h5"
+    configure(window, out)
+    written = []
+
+    def pause_once(ev):
+        from slidescan.app.events import FrameWritten
+
+        if isinstance(ev, FrameWritten):
+            written.append(ev.index)
+            if len(written) == 1:
+                window.pause_scan()
+
+    window.relay.event.connect(pause_once)
+    window.start_scan()
+    qtbot.waitUntil(lambda: window.scan_panel.resume_button.isEnabled(), timeout=20000)
+    assert window.runner.state is RunnerState.PAUSED
+    assert not window.scan_panel.pause_button.isEnabled()
+    assert window.last_dialog is None  # a pause the user asked for is no error
+    qtbot.wait(200)  # the writer may still finish the tile taken before the pause
+    n_paused = len(written)
+    qtbot.wait(400)
+    assert len(written) == n_paused < 9  # nothing is taken while paused
+    with qtbot.waitSignal(window.scanFinished, timeout=60000) as done:
+        qtbot.mouseClick(window.scan_panel.resume_button, qtbot_button())
+    assert done.args[0].reason is FinishReason.COMPLETED
+    with ScanReader(out) as r:
+        assert r.n_tiles == 9 and sorted(r.current()["index"]) == list(range(9))
+
+
+def test_device_error_shows_a_dialog_and_leaves_a_resumable_file(
+    qtbot, window, tmp_path, tissue_dir
+):
+    m = fake_microscope(tissue_dir)
+    connect(qtbot, window, m)
+    out = tmp_path / "failed.h5"
+    configure(window, out)
+    stage = m.stage
+    original = stage._move_native
+    xy_moves = []
+
+    def flaky(targets):  # the fifth XY move finds the controller gone
+        if "x" in targets or "y" in targets:
+            xy_moves.append(targets)
+            if len(xy_moves) == 5:
+                raise DeviceTimeout("stage did not answer within 1.0 s")
+        return original(targets)
+
+    stage._move_native = flaky
+    window.start_scan()
+    qtbot.waitUntil(
+        lambda: window.last_dialog is not None and window.last_dialog.isVisible(), timeout=20000
+    )
+    box = window.last_dialog
+    assert "did not answer" in box.text() and "Scan paused" in box.windowTitle()
+    assert window.runner.state is RunnerState.PAUSED
+    assert window.isVisible()  # no crash, no frozen window
+    stop = next(b for b in box.buttons() if b.text() == "Stop the scan")
+    with qtbot.waitSignal(window.scanFinished, timeout=30000) as done:
+        stop.click()
+    assert done.args[0].reason is FinishReason.CANCELLED
+    with ScanReader(out) as r:
+        assert r.status == "cancelled"
+        taken = r.n_tiles
+        assert 0 < taken < 9 and r.verify() == []
+    # the file resumes: the rest of the tiles, each exactly once
+    stage._move_native = original
+    runner = ScanRunner.for_resume(out, m)
+    runner.start()
+    assert runner.wait(60).reason is FinishReason.COMPLETED
+    with ScanReader(out) as r:
+        assert r.status == "completed" and r.n_tiles == 9
+        assert sorted(r.tiles["index"]) == list(range(9))
+
+
+def test_start_errors_are_dialogs(qtbot, window, tmp_path, tissue_dir):
+    m = fake_microscope(tissue_dir)
+    connect(qtbot, window, m)
+    out = tmp_path / "exists.h5"
+    out.write_bytes(b"not a scan")
+    configure(window, out)
+    window.start_scan()
+    qtbot.waitUntil(lambda: window.last_dialog is not None, timeout=10000)
+    assert "exists" in window.last_dialog.text()
+    assert window.runner is None and window.scan_panel.start_button.isEnabled()
