@@ -63,8 +63,9 @@ class SpecimenConfig(_Model):
     layers: int = Field(default=4, ge=1, le=8)
     #: Refractive index of the mounting medium (and cover glass) around the section.
     medium_n: float = Field(default=1.52, ge=1.0, le=2.0)
-    #: Drive travel per um of depth in the section is 1 / focal_shift_factor. None: the paraxial
-    #: focal shift of the objective into the medium, medium_n / immersion_n.
+    #: Drive travel per um of depth in the section is 1 / focal_shift_factor. None: the
+    #: wavefront-balanced focal shift of the objective into the medium
+    #: (`psf.focal_shift_factor`: medium_n / immersion_n at low NA, 1.70 for a dry 0.75).
     focal_shift_factor: float | None = Field(default=None, gt=0)
     #: Nuclei per 1000 um^2 in fully cellular tissue and in stroma.
     nuclei_density_cellular: float = Field(default=10.0, ge=0, le=60)

@@ -24,7 +24,12 @@ from slidescan.hardware.optics import OpticalPath, get_objective
 from slidescan.hardware.sim.camera import SensorModel, SimCamera
 from slidescan.hardware.sim.config import SimConfig
 from slidescan.hardware.sim.noise import derive_seed
-from slidescan.hardware.sim.psf import DefocusModel, GaussianModel, PupilModel
+from slidescan.hardware.sim.psf import (
+    DefocusModel,
+    GaussianModel,
+    PupilModel,
+    focal_shift_factor,
+)
 from slidescan.hardware.sim.render import FieldRenderer, FieldTruth
 from slidescan.hardware.sim.specimen import ProceduralSpecimen, Specimen
 from slidescan.hardware.sim.stage import SimStage
@@ -67,8 +72,8 @@ class SimulatedMicroscope(Microscope):
         clock = VirtualClock()
         self.specimen = make_specimen(config, optics.pixel_size_um)
         self.surface = FocalSurface(config.surface, config.specimen.bounds_um, config.seed)
-        self.focal_shift_factor = (
-            config.specimen.focal_shift_factor or config.specimen.medium_n / objective.immersion_n
+        self.focal_shift_factor = config.specimen.focal_shift_factor or focal_shift_factor(
+            objective.na, objective.immersion_n, config.specimen.medium_n
         )
         cam = config.camera
         self.renderer = FieldRenderer(
@@ -139,7 +144,8 @@ class SimulatedMicroscope(Microscope):
         return self.renderer.truth(x_um, y_um)
 
     def true_focus_um(self, x_um: float, y_um: float) -> float:
-        """Drive z at which the field centred at (x, y) is in focus (its OD-weighted centre).
+        """Drive z at which the field centred at (x, y) is in focus: where its contrast is
+        centred in depth (`render.contrast_weights`).
 
         Generates the field's specimen the first time (a fraction of a second); for many
         positions at once use `focal_surface_um` (the mid-plane, cheap, within a few tenths

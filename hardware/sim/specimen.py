@@ -39,9 +39,11 @@ from slidescan.hardware.sim.config import SpecimenConfig
 from slidescan.hardware.sim.noise import (
     derive_seed,
     fbm,
+    fbm_3d,
     fbm_points,
     smoothstep,
     value_noise,
+    value_noise_3d,
     value_noise_points,
 )
 from slidescan.hardware.sim.stains import STAIN_PAIRS, od_from_stains
@@ -52,6 +54,14 @@ _MAX_NUCLEUS_UM = 6.5  # largest nucleus semi-axis
 _MAX_LUMEN_UM = 35.0  # largest lumen semi-axis
 _LINING_OFFSET_UM = 4.0  # lining nuclei centre distance outside the lumen wall
 _EDGE_UM = 0.3  # width of object edges (anti-aliasing), well below the optical resolution
+
+
+def _stratified(u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Uniform [0, 1) draws spread one per stratum (in random order): the depths of a chunk's
+    nuclei cover the section evenly, so a field's content is not by chance all near one face
+    (which would move its contrast away from its mid-plane by a large fraction of a um)."""
+    n = len(u)
+    return (rng.permutation(n) + u) / max(n, 1)
 
 
 class Specimen(abc.ABC):
@@ -153,6 +163,7 @@ class ProceduralSpecimen(Specimen):
                 "lumens",
                 "chromatin",
                 "cyto",
+                "cells",
                 "fibre_h",
                 "fibre_v",
             )
@@ -211,6 +222,7 @@ class ProceduralSpecimen(Specimen):
         x = (ci + rng.random(n)) * NUCLEUS_CHUNK_UM
         y = (cj + rng.random(n)) * NUCLEUS_CHUNK_UM
         u = rng.random((8, n))  # thinning, type, size, shape, angle, depth, stain, positivity
+        u[5] = _stratified(u[5], rng)
         return x, y, u
 
     def _nuclei(self, x0: float, x1: float, y0: float, y1: float) -> _Objects:
@@ -305,6 +317,7 @@ class ProceduralSpecimen(Specimen):
             y = ly + px * sa + py * ca
             normal = np.arctan2(ra * np.sin(t), rb * np.cos(t)) + lang
             u = rng.random((5, n))
+            u[2] = _stratified(u[2], rng)
             a = 3.0 + 1.2 * u[0]
             b = a * (0.55 + 0.25 * u[1])
             parts.append(self._finish_nuclei(x, y, a, b, normal, u[2], u[3], u[4]))
@@ -436,17 +449,25 @@ class ProceduralSpecimen(Specimen):
         cell_w = cell * share
         stroma_w = share - cell_w
         he = cfg.stain == "he"
+        # textures are 3-D: slabs closer than a structure's size share it (membranes and
+        # fibre bundles run through the section, chromatin granules are ~1 um)
+        h = self.layer_heights_um
+        chromatin = value_noise_3d(xs, ys, h, 0.9, 1.5, self._s["chromatin"])
+        cell_field = value_noise_3d(xs, ys, h, 8.0, 8.0, self._s["cells"])
+        grain = fbm_3d(xs, ys, h, 2.5, self._s["cyto"], 2)
+        fibre_h = value_noise_3d(xs, ys, h, (30.0, 3.0), 4.0, self._s["fibre_h"])
+        fibre_v = value_noise_3d(xs, ys, h, (3.0, 30.0), 4.0, self._s["fibre_v"])
         out = np.empty((L, 2, len(ys), len(xs)), np.float32)
         for k in range(L):
             # chromatin texture modulates the nuclear stain
-            chrom = value_noise(xs, ys, 0.9, self._s["chromatin"] + k)
+            chrom = chromatin[k]
             chrom *= np.float32(0.35)
             chrom += np.float32(1.0)
             np.maximum(chrom, 0.0, out=chrom)
             chrom *= open_tissue
             # cytoplasm: fine granularity plus thin membranes along the zero set of a noise
             # field about one cell across (|n| / |grad n| is the distance to that set)
-            cells = value_noise(xs, ys, 8.0, self._s["cyto"] + 97 * k)
+            cells = cell_field[k]
             gy, gx = np.gradient(cells, dx)
             gx *= gx
             gy *= gy
@@ -457,16 +478,16 @@ class ProceduralSpecimen(Specimen):
             np.divide(cells, gx, out=cells)
             np.negative(cells, out=cells)
             membranes = np.exp(cells, out=cells)
-            cyto = fbm(xs, ys, 2.5, self._s["cyto"] + k, 2)
+            cyto = grain[k]
             cyto *= np.float32(0.25)
             cyto += np.float32(0.8)
             membranes *= np.float32(0.6)
             cyto += membranes
             cyto *= cell_w  # cytoplasm texture x cellular weight
             # collagen fibres: ridges of stretched noise, running along x or y by region
-            fib = 1.0 - np.abs(value_noise(xs, ys, (30.0, 3.0), self._s["fibre_h"] + k))
+            fib = 1.0 - np.abs(fibre_h[k])
             fib *= horizontal
-            fib_v = 1.0 - np.abs(value_noise(xs, ys, (3.0, 30.0), self._s["fibre_v"] + k))
+            fib_v = 1.0 - np.abs(fibre_v[k])
             fib_v *= 1.0 - horizontal
             fib += fib_v
             np.clip(fib, 0.0, 1.0, out=fib)
