@@ -197,16 +197,19 @@ def value_noise_3d(
     u = np.asarray(depths_um, np.float64) / scale_z_um
     iu = np.floor(u).astype(np.int64)
     w = _bspline_weights(u - iu)  # (4, n_depths)
-    fields: dict[int, np.ndarray] = {}
-    out = np.zeros((len(u), len(ys_um), len(xs_um)), np.float32)
+    lo = int(iu.min()) - 1
+    n_fields = int(iu.max()) + 3 - lo
+    mix = np.zeros((len(u), n_fields), np.float32)  # depth d <- lattice field j
     for d in range(len(u)):
+        norm = 1.0 / np.sqrt(np.sum(w[:, d] ** 2))
         for t in range(4):
-            j = int(iu[d]) - 1 + t
-            if j not in fields:
-                fields[j] = value_noise(xs_um, ys_um, scale_um, derive_seed(seed, "depth", j))
-            out[d] += np.float32(w[t, d]) * fields[j]
-        out[d] *= np.float32(1.0 / np.sqrt(np.sum(w[:, d] ** 2)))
-    return out
+            mix[d, int(iu[d]) - 1 + t - lo] = w[t, d] * norm
+    h, wd = len(ys_um), len(xs_um)
+    fields = np.empty((n_fields, h * wd), np.float32)
+    for j in range(n_fields):
+        seed_j = derive_seed(seed, "depth", lo + j)
+        fields[j] = value_noise(xs_um, ys_um, scale_um, seed_j).reshape(-1)
+    return (mix @ fields).reshape(len(u), h, wd)
 
 
 def fbm_3d(

@@ -210,14 +210,15 @@ class FieldRenderer:
             self._truths.popitem(last=False)
 
     def truth(self, x_um: float, y_um: float) -> FieldTruth:
-        """Focus truth of the field centred at (x, y); generates its specimen if needed."""
+        """Focus truth of the field centred at (x, y); generates its specimen (and caches its
+        spectra, as it is usually rendered next) if needed."""
         key = (float(x_um), float(y_um))
         with self._lock:
             t = self._truths.get(key)
             if t is None:
-                xs, ys = self.pixel_coords(*key)
-                t = self._truth_from_od(*key, self.specimen.od_layers(xs, ys))
-                self._remember_truth(key, t)
+                # the field is usually rendered next: prepare it completely
+                self.spectra(*key)
+                t = self._truths[key]
             return t
 
     def spectra(self, x_um: float, y_um: float) -> np.ndarray:
