@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -64,10 +65,46 @@ def _expected_image(index: int) -> np.ndarray:
     return np.random.default_rng(index).integers(0, 256, (24, 32, 3), dtype=np.uint8)
 
 
-def _read_lines(proc: subprocess.Popen) -> list[str]:
-    """Complete lines only (a kill may cut the last one short)."""
-    out, _err = proc.communicate()
-    return out.split("\n")[:-1]
+class _Run:
+    """A subprocess whose complete stdout lines are collected as they come (a kill may cut the
+    last one short: it is dropped), so the test can kill it right after a given line."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.lines: list[str] = []
+        self._seen = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.endswith("\n"):
+                with self._seen:
+                    self.lines.append(line.rstrip("\n"))
+                    self._seen.notify_all()
+        with self._seen:
+            self._seen.notify_all()
+
+    def wait_for(self, prefix: str, timeout: float = 120) -> None:
+        """Block until a line starting with `prefix` arrived (or the process ended)."""
+        with self._seen:
+            self._seen.wait_for(
+                lambda: (
+                    any(x.startswith(prefix) for x in self.lines) or not self._reader.is_alive()
+                ),
+                timeout,
+            )
+
+    def kill(self) -> list[str]:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join(10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return self.lines
 
 
 def _check_file(path: Path, committed: list[int], checked: int = 0) -> int:
@@ -103,23 +140,14 @@ def test_sigkill_during_writes_never_loses_a_committed_tile(tmp_path):
     committed_all: list[int] = []
     checked = 0
     for attempt in range(12):
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(path), str(total)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        run = _Run([sys.executable, str(script), str(path), str(total)], env)
         early = attempt in (0, 3)  # before or while the file is created / recovered
         if early:
             time.sleep(rng.uniform(0.05, 0.6))
         else:
-            first = proc.stdout.readline()
-            assert first.startswith("ready"), proc.stderr.read()
-            time.sleep(rng.uniform(0.0, 0.25))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        lines = _read_lines(proc)
+            run.wait_for("committed")
+            time.sleep(rng.uniform(0.0, 0.1))
+        lines = run.kill()
         committed = [int(x.split()[1]) for x in lines if x.startswith("committed")]
         committed_all.extend(committed)
         kills += 1
@@ -194,14 +222,15 @@ def test_sigkill_the_scan_command_and_resume(tmp_path, small_sim_cli):
     resume = ["scan", "--resume", str(path), "--json"]
     committed: set[int] = set()
     kills_with_progress = 0
-    for delay in (0.2, 1.2, 1.6, 2.0, 2.4, 2.8):
+    for attempt in range(6):
         argv = first if not path.exists() else resume
-        proc = subprocess.Popen(
-            base + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-        time.sleep(delay + rng.uniform(0, 0.4))
-        proc.send_signal(signal.SIGKILL)
-        lines = _read_lines(proc)
+        run = _Run(base + argv, env)
+        if attempt == 0:  # early: while starting up or creating the file
+            time.sleep(rng.uniform(0.1, 1.0))
+        else:  # anywhere in the scan, after it got going
+            run.wait_for("committed")
+            time.sleep(rng.uniform(0.0, 0.4))
+        lines = run.kill()
         new = {int(x.split()[1]) for x in lines if x.startswith("committed ")}
         kills_with_progress += bool(new)
         committed |= new
