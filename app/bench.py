@@ -40,8 +40,6 @@ import numpy as np
 
 from slidescan.app.events import FinishReason
 from slidescan.app.plan import ScanPlan, TissueSettings
-from slidescan.app.runner import ScanRunner
-from slidescan.app.store import ScanWriter, TileRecord
 
 
 class _NullObserver:
@@ -59,6 +57,7 @@ def run_writer_bench(
 ) -> dict[str, Any]:
     """Write `n_tiles` synthetic tiles through the scan writer; MB/s including the final fsync."""
     from slidescan.app.plan import RectRegion
+    from slidescan.app.store import ScanWriter, TileRecord
 
     shape = tuple(int(s) for s in tile_shape)
     rng = np.random.default_rng(0)
@@ -160,6 +159,8 @@ def run_scan_bench(
 
 
 def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> dict[str, Any]:
+    from slidescan.app.runner import ScanRunner
+
     shape = scope.camera.shape
     px = float(scope.optics.pixel_size_um)
     fov = (shape[1] * px, shape[0] * px)
