@@ -30,7 +30,16 @@ from slidescan.focus.safety import ZGuard
 
 PeakFitKind = Literal["gauss", "parabola"]
 
-#: The metric the classical methods use unless told otherwise (best on the simulator).
+#: BrentSearch's refinement fits the evaluations within this many DOF of the best one. Wide
+#: enough to see the curve's shape, not just its noisy, slightly lopsided top (a thick
+#: section's layers): on the simulator 1.0 DOF left 0.11 um MAE at 256 px frames, 1.5 DOF 0.04.
+REFINE_WINDOW_DOF = 1.5
+
+#: The metric the classical methods use unless told otherwise. On the simulator (20x/0.75,
+#: z-sweep, 20 positions, hints within +/- 5 um) Brenner had MAE 0.027 um on dense tissue and
+#: 0.09 um on sparse fields (3-25 % tissue). Normalised variance was better on dense tissue
+#: (0.013 um) but failed on 8 of 20 sparse fields (vignetting variance swamps it); Tenengrad
+#: ties with Brenner at twice the compute; the Laplacian and high-pass energy are noisier.
 DEFAULT_METRIC = "brenner"
 
 
@@ -92,6 +101,25 @@ def fit_peak(
     vertex = centre + scale * (-b / (2.0 * a))
     vertex = float(np.clip(vertex, zz[0], zz[-1]))
     return PeakFit(vertex, int(order[i]), edge, float(np.clip(quality, 0.0, 1.0)))
+
+
+def gaussian_vertex(
+    z_um: np.ndarray, values: np.ndarray, centre_um: float, half_width_um: float
+) -> float | None:
+    """Peak of a Gaussian (a parabola in log values) fitted by least squares to the samples
+    within `half_width_um` of `centre_um`; None when fewer than 4 samples, a span under one
+    half width, a non-concave fit, or a vertex outside the window."""
+    z = np.asarray(z_um, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    near = np.abs(z - centre_um) <= half_width_um
+    if near.sum() < 4 or np.ptp(z[near]) < half_width_um:
+        return None
+    t = (z[near] - centre_um) / half_width_um
+    a, b, _ = np.polyfit(t, np.log(np.maximum(v[near], np.finfo(np.float64).tiny)), 2)
+    if not a < 0:
+        return None
+    vertex = -b / (2.0 * a)
+    return float(centre_um + vertex * half_width_um) if abs(vertex) <= 1.0 else None
 
 
 def curve_confidence(values: np.ndarray, quality: float, edge: bool) -> float:
@@ -326,11 +354,15 @@ class BrentSearch:
     The coarse pass (step `coarse_step_um`, default 2 x DOF, over the same range as a z-sweep)
     finds the peak's basin, so the noisy flat tails of the focus curve never mislead the
     optimiser. `scipy.optimize.minimize_scalar(method="bounded")` then searches the bracket of
-    one coarse step either side of the best coarse plane to `xatol_um` (default DOF / 8). Brent
+    one coarse step either side of the best coarse plane to `xatol_um` (default DOF / 16). Brent
     moves both ways; `ZGuard` approaches every evaluation from below, so backlash does not bias
-    it (at the price of an extra move for each downward step). The frames are the evaluations;
-    the final frame is the best evaluation's, which is the one returned. `min_prominence` as for
-    `ZSweep`, judged on the coarse pass.
+    it (at the price of an extra move for each downward step). Near the flat top of the curve
+    the metric's noise decides which evaluation is best, so with `refine` a Gaussian is fitted
+    to every evaluation within `REFINE_WINDOW_DOF` (1.5) DOF of the best and, if its peak lies
+    more than xatol / 2 away, the method moves there and takes one more frame (on the simulator
+    at 20x/0.75: MAE 0.051 -> 0.028 um for about one frame more). Otherwise the final frame is
+    the best evaluation's.
+    `min_prominence` as for `ZSweep`, judged on the coarse pass.
     """
 
     name = "brent"
@@ -342,6 +374,7 @@ class BrentSearch:
         xatol_um: float | None = None,
         metric: str = DEFAULT_METRIC,
         max_evaluations: int = 12,
+        refine: bool = True,
         overshoot_um: float | None = None,
         min_prominence: float = 0.2,
     ) -> None:
@@ -356,6 +389,7 @@ class BrentSearch:
         self.xatol_um = xatol_um
         self.metric = metric
         self.max_evaluations = int(max_evaluations)
+        self.refine = bool(refine)
         self.overshoot_um = overshoot_um
         self.min_prominence = float(min_prominence)
 
@@ -386,10 +420,10 @@ class BrentSearch:
         prominence = _prominence(coarse_values)
         ok = prominence >= self.min_prominence
         converged = False
+        xatol = self.xatol_um if self.xatol_um is not None else dof / 16.0
         if ok:
             lo = max(coarse[i] - step, limits[0])
             hi = min(coarse[i] + step, limits[1])
-            xatol = self.xatol_um if self.xatol_um is not None else dof / 8.0
             t0 = time.perf_counter()
             inside_objective_s = 0.0
 
@@ -413,12 +447,22 @@ class BrentSearch:
             s.compute_s += max(0.0, time.perf_counter() - t0 - inside_objective_s)
 
         values = np.array(s.values)
+        refined = False
         if ok:
             z_best = best_z
+            final = best_frame
+            if self.refine:
+                t0 = time.perf_counter()
+                vertex = gaussian_vertex(np.array(s.z), values, best_z, REFINE_WINDOW_DOF * dof)
+                s.compute_s += time.perf_counter() - t0
+                if vertex is not None and abs(vertex - best_z) > xatol / 2:
+                    # The fitted peak lies between evaluations: one more frame, from below.
+                    move = s.guard.move_to(vertex)
+                    z_best, final, refined = move.z_um, device.snap(), True
+                    s.frames += 1
             quality = 1.0 if converged else 0.5
             confidence = curve_confidence(values, quality, edge)
             message = "peak at the edge of the coarse range" if edge else ""
-            final = best_frame
         else:
             z_best = centre
             confidence = 0.0
@@ -439,9 +483,10 @@ class BrentSearch:
                 "metric": self.metric,
                 "coarse_step_um": float(step),
                 "coarse_planes": int(coarse.size),
-                "evaluations": s.frames,
+                "evaluations": len(s.z),
                 "edge": bool(edge),
                 "converged": converged,
+                "refined": refined,
                 "clamped": bool(s.clamped or hint_clamped),
                 "moves": s.guard.moves,
                 "prominence": float(prominence),

@@ -122,7 +122,8 @@ def test_brent_uses_fewer_frames_than_the_sweep():
     br, _ = _run(BrentSearch(), [1.3])
     assert br[0].frames < zs[0].frames
     assert br[0].extra["converged"]
-    assert br[0].curve.z_um.size == br[0].frames
+    assert br[0].curve.z_um.size == br[0].extra["evaluations"]
+    assert br[0].frames == br[0].extra["evaluations"] + br[0].extra["refined"]
 
 
 def test_other_metrics_and_parabola_fit_also_work():
