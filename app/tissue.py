@@ -31,19 +31,27 @@ def _full_scale(image: np.ndarray) -> float:
     return 1.0
 
 
-def block_mean(image: np.ndarray, target: int = LOOK_SIZE) -> np.ndarray:
+def block_mean(
+    image: np.ndarray, target: int = LOOK_SIZE, samples_per_block: int | None = None
+) -> np.ndarray:
     """Average over square k x k blocks so the long side is about `target`; (h, w, C) float32.
 
-    cv2's INTER_AREA resize at an integer factor is exactly the block mean, and fast.
+    cv2's INTER_AREA resize at an integer factor is exactly the block mean, and fast. With
+    `samples_per_block` = m, each block is averaged over an m x m sub-grid of its pixels
+    (every (k / m)-th row and column) instead of all k x k: enough for a thumbnail, and 1/16
+    of the memory traffic for a 2048-pixel frame.
     """
     img = image if image.ndim == 3 else image[:, :, None]
     h, w = img.shape[:2]
     k = max(1, math.ceil(max(h, w) / target))
     hh, ww = max(1, h // k), max(1, w // k)
-    src = np.ascontiguousarray(img[: hh * k, : ww * k])
+    step = 1
+    if samples_per_block is not None:
+        step = max(d for d in range(1, max(1, k // samples_per_block) + 1) if k % d == 0)
+    src = np.ascontiguousarray(img[: hh * k : step, : ww * k : step])
     if src.dtype not in (np.uint8, np.uint16, np.float32):
         src = src.astype(np.float32)
-    out = src if k == 1 else cv2.resize(src, (ww, hh), interpolation=cv2.INTER_AREA)
+    out = src if k == step else cv2.resize(src, (ww, hh), interpolation=cv2.INTER_AREA)
     out = np.asarray(out, np.float32)
     return out.reshape(hh, ww, img.shape[2])
 
@@ -65,6 +73,6 @@ def tissue_fraction(
 
 def thumbnail(image: np.ndarray, size: int = LOOK_SIZE) -> np.ndarray:
     """A small uint8 image (long side about `size`) for tile maps and fast review."""
-    small = block_mean(image, size) / _full_scale(image) * 255.0
+    small = block_mean(image, size, samples_per_block=8) / _full_scale(image) * 255.0
     out = np.clip(np.rint(small), 0, 255).astype(np.uint8)
     return out if image.ndim == 3 else out[:, :, 0]

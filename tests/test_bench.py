@@ -35,6 +35,7 @@ def test_writer_bench_reports_throughput(tmp_path):
     r = run_writer_bench(n_tiles=4, tile_shape=(256, 256, 3), folder=tmp_path)
     assert r["tiles"] == 4 and r["image_mb"] == pytest.approx(4 * 256 * 256 * 3 / 1e6)
     assert r["file_mb"] >= r["image_mb"] and r["mb_per_s"] > 0 and r["seconds"] > 0
+    assert r["raw_disk_mb_per_s"] > 0 and r["fraction_of_raw"] > 0
     assert list(tmp_path.iterdir()) == []  # the temporary scan file is gone
 
 
