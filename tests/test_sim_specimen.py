@@ -56,7 +56,7 @@ def test_layers_hold_different_content(he):
     od = he.od_layers(xs, ys).sum(axis=1)
     c = np.corrcoef(od.reshape(len(od), -1))
     assert np.all(c[np.triu_indices(len(od), 1)] < 0.9)
-    assert he.layer_heights_um == pytest.approx([-1.5, -0.5, 0.5, 1.5])
+    assert he.layer_heights_um == pytest.approx([-1.125, -0.375, 0.375, 1.125])  # 3 um
 
 
 def test_tissue_mask_holes_and_glass(he):

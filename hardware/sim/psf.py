@@ -16,7 +16,7 @@ of radius |dz| tan(theta) (`geometric_radius_um`).
 
 Spherical aberration from a cover glass of index n_g that is `dt` thicker than the objective
 is corrected for (dry objective): each plane-wave component crosses dt of glass instead of
-medium, a pupil phase
+the immersion medium (air), a pupil phase
 
     Phi(rho) = 2 pi dt (sqrt(n_g^2 / lambda^2 - rho^2) - sqrt(n^2 / lambda^2 - rho^2)),
 
@@ -207,8 +207,10 @@ class PupilModel:
     def otf_profile(self, dz_um: float, wavelength_um: float) -> tuple[np.ndarray, np.ndarray]:
         """Radial OTF (rho, value) up to 2 NA / lambda, value 1 at rho = 0.
 
-        Blur discs beyond `MAX_OTF_GRID` use geometric optics: the OTF of a uniform disc of
-        the geometric radius, 2 J1(x) / x with x = 2 pi R rho, times the in-focus OTF.
+        Blur discs beyond `MAX_OTF_GRID` (|dz| > ~100 um at 20x/0.75) use geometric optics:
+        the OTF of a uniform disc of the geometric radius, 2 J1(x) / x with x = 2 pi R rho,
+        times the in-focus OTF; a rough stand-in (a high-NA pupil puts less light at the
+        disc's rim) for images that are featureless blur anyway.
         """
         m, pitch = self.otf_grid(dz_um, wavelength_um)
         if m > MAX_OTF_GRID:

@@ -18,8 +18,11 @@ position gives the identical specimen, whatever path led there):
   overlapping a chunk border are found by visiting every chunk within the largest object
   size of the field). Each nucleus is rasterised into every slab it intersects with the
   fraction of the slab's thickness it fills, so a nucleus cut by the section is paler and a
-  thin spindle nucleus shows up in one slab only;
-* textures (chromatin, cytoplasm, collagen fibres) are value noise evaluated in um.
+  thin spindle nucleus shows up in one slab only. Depths are stratified within a chunk so
+  that a field's nuclei cover the section's depth evenly;
+* textures (chromatin, cytoplasm grain, cell membranes, collagen fibres) are value noise
+  evaluated in um, in 3-D: slabs closer than a structure's size share it (membranes and
+  fibre bundles run through the section, chromatin granules do not).
 
 Stain amounts are whole-section OD scales: a nucleus spanning the full thickness has the OD
 of its amount times the stain vector (see `stains`).
