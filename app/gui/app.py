@@ -74,7 +74,7 @@ def create_main_window(
 
     window = MainWindow()
     if wizard or (profile is None and first_start(window.settings)):
-        QtCore.QTimer.singleShot(0, window.run_wizard)
+        QtCore.QTimer.singleShot(0, lambda: window.run_wizard(first_start=not wizard))
     else:
         name = profile or str(window.settings.value("profile/last", "simulator"))
         QtCore.QTimer.singleShot(0, lambda: window.connect_profile(name))

@@ -92,20 +92,24 @@ class LiveView(QtWidgets.QWidget):
         self.placeholder = pg.TextItem("no camera", color=(180, 180, 180), anchor=(0.5, 0.5))
         self.view.addItem(self.placeholder)
 
-        self.auto_button = QtWidgets.QPushButton("Auto contrast")
+        self.auto_button = QtWidgets.QPushButton("Auto")
         self.auto_button.setToolTip("Set the levels from the 0.1-99.9 % range of this frame (A)")
         self.auto_button.clicked.connect(self.auto_contrast)
-        self.continuous_check = QtWidgets.QCheckBox("continuous")
-        self.continuous_check.setToolTip("Re-apply auto contrast to every frame")
+        self.continuous_check = QtWidgets.QCheckBox("keep")
+        self.continuous_check.setToolTip("Keep auto contrast on: re-apply it to every frame")
         self.continuous_check.toggled.connect(self._set_continuous)
-        self.cross_check = QtWidgets.QCheckBox("Crosshair")
+        self.cross_check = QtWidgets.QCheckBox("Cross")
+        self.cross_check.setToolTip("Crosshair at the field centre")
         self.cross_check.setChecked(True)
         self.cross_check.toggled.connect(self._set_crosshair)
         self.snap_button = QtWidgets.QPushButton("Snap")
         self.snap_button.setToolTip("Take one frame (Space)")
         self.snap_button.clicked.connect(self.snapRequested)
         self.readout = QtWidgets.QLabel("")
-        self.readout.setMinimumWidth(280)
+        self.readout.setMinimumWidth(120)
+        self.readout.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
         self.readout.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         self.fps_label = QtWidgets.QLabel("-- fps")
         self.fps_label.setMinimumWidth(70)
@@ -238,7 +242,7 @@ class LiveView(QtWidgets.QWidget):
 
     def _update_fps(self) -> None:
         now = time.perf_counter()
-        while self._shown_at and now - self._shown_at[0] > 1.0:
+        while self._shown_at and now - self._shown_at[0] > 2.0:
             self._shown_at.popleft()
         n = len(self._shown_at)
         self._fps = (n - 1) / (self._shown_at[-1] - self._shown_at[0]) if n >= 2 else 0.0

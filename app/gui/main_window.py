@@ -124,8 +124,11 @@ class MainWindow(QtWidgets.QMainWindow):
         map_bar.addWidget(QtWidgets.QLabel("Overlay"))
         map_bar.addWidget(self.overlay_combo)
         map_bar.addStretch(1)
-        map_bar.addWidget(QtWidgets.QLabel("double-click: move · Shift+drag: region"))
         map_bar.addWidget(fit)
+        self.tile_map.setToolTip(
+            "Double-click: move the stage there · Shift+drag (or Draw): the scan region · "
+            "wheel: zoom · drag: pan"
+        )
         map_box = QtWidgets.QWidget()
         v = QtWidgets.QVBoxLayout(map_box)
         v.setContentsMargins(0, 0, 0, 0)
@@ -272,7 +275,9 @@ class MainWindow(QtWidgets.QMainWindow):
             "&Draw scan region", lambda: self.scan_panel.draw_button.toggle(), "D"
         )
         self.act_show_all = self._action("Show the whole &map", self.tile_map.show_all, "Ctrl+0")
-        self.act_wizard = self._action("Hardware &wizard…", self.run_wizard, "Ctrl+Shift+W")
+        self.act_wizard = self._action(
+            "Hardware &wizard…", lambda: self.run_wizard(), "Ctrl+Shift+W"
+        )
         self.act_profiles = self._action("&Manage profiles…", self.manage_profiles)
         self.act_reconnect = self._action("&Reconnect", self.reconnect)
         self.act_logs = self._action("Open &log folder", self.open_log_folder)
@@ -383,7 +388,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _profile_failed(self, name: str, exc: BaseException) -> None:
         self.profile_label.setText("no hardware")
-        buttons = {"Run the hardware wizard…": self.run_wizard}
+        buttons = {"Run the hardware wizard…": lambda: self.run_wizard()}
         if name != "simulator":
             buttons["Use the simulator"] = lambda: self.connect_profile("simulator")
         self.last_dialog = dialogs.show_error(
@@ -428,16 +433,46 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         self.profile_label.setText(f"profile: {profile_name or 'custom'} ({objective or '?'})")
         self.setWindowTitle(f"slidescan: {profile_name or 'microscope'}")
-        bounds = getattr(microscope, "slide_bounds_um", None)
-        self.tile_map.set_slide_bounds(tuple(bounds) if bounds is not None else None)
-        self.tile_map.show_all()
+        self._show_slide(microscope)
         self._set_hardware_enabled(True)
         if profile_name:
             self.settings.setValue("profile/last", profile_name)
         if self._live_wanted:
             self.live_button.setChecked(True)
         self.microscopeChanged.emit(microscope)
+        self.statusBar().showMessage(f"connected: {profile_name or 'microscope'}", 5000)
         log.info("connected %s (%s)", profile_name or "microscope", objective)
+
+    def _show_slide(self, microscope: Any) -> None:
+        """Outline the glass (the XY travel, when it is slide-sized), the tissue area and, for a
+        microscope that can make one (the simulator), an overview picture of the slide."""
+        lim = microscope.stage.limits
+        (x0, x1), (y0, y1) = lim.range("x"), lim.range("y")
+        slide_sized = 0 < x1 - x0 <= 200_000 and 0 < y1 - y0 <= 200_000
+        self.tile_map.set_slide_bounds((x0, y0, x1, y1) if slide_sized else None)
+        bounds = getattr(microscope, "slide_bounds_um", None)
+        self.tile_map.set_tissue_bounds(tuple(bounds) if bounds is not None else None)
+        self.tile_map.set_overview(None)
+        overview = getattr(microscope, "overview", None)
+        if callable(overview) and bounds is not None:
+            bx0, by0, bx1, by1 = bounds
+            pixel = max(5.0, max(bx1 - bx0, by1 - by0) / 600.0)
+            margin = 0.08 * max(bx1 - bx0, by1 - by0)
+
+            def shown(image: Any) -> None:
+                h, w = image.shape[:2]
+                ox, oy = bx0 - margin, by0 - margin
+                self.tile_map.set_overview(image, (ox, oy, ox + w * pixel, oy + h * pixel))
+
+            self.worker.submit(
+                overview,
+                pixel,
+                margin,
+                on_result=shown,
+                on_error=lambda e: None,
+                label="slide overview",
+            )
+        self.tile_map.zoom_to_tissue()
 
     def _profile_objectives(self) -> list[str]:
         entries = getattr(self.profile, "objectives", None) or []
@@ -510,12 +545,18 @@ class MainWindow(QtWidgets.QMainWindow):
             group.addAction(act)
             act.triggered.connect(lambda _=False, n=name: self.connect_profile(n))
 
-    def run_wizard(self) -> None:
+    def run_wizard(self, first_start: bool = False) -> None:
+        """Open the hardware wizard; on a first start, cancelling it falls back to the
+        shipped simulator profile so the program is usable at once."""
         from slidescan.app.gui.wizard import HardwareWizard
 
         wizard = HardwareWizard(self, worker=self.worker)
         wizard.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
         wizard.profileSaved.connect(lambda name: self.connect_profile(name))
+        if first_start:
+            wizard.rejected.connect(
+                lambda: self.connect_profile("simulator") if self.microscope is None else None
+            )
         self.wizard = wizard
         wizard.open()
 
@@ -661,9 +702,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _run_file(self, path: str, mode: str, indices: list[int] | None = None) -> None:
         from slidescan.app.runner import ScanRunner
 
-        for win in self.review_windows:  # HDF5: no writer while this process holds a reader
-            if Path(win.path).resolve() == Path(path).resolve():
-                win.release_file()
+        self._release_reviews(path)
         try:
             if mode == "resume":
                 runner = ScanRunner.for_resume(path, self.microscope, self.relay)
@@ -675,7 +714,18 @@ class MainWindow(QtWidgets.QMainWindow):
         tiles = self._show_plan(runner.plan)
         self._launch(runner, len(tiles) if mode == "resume" else len(indices or []), path)
 
+    def _release_reviews(self, path: str | Path) -> None:
+        """Review windows of `path` let go of the file while this window's scan writes it.
+
+        HDF5 refuses a writer while this process holds a reader of the same file, and with
+        HDF5 2.0 two readers of one file in one process that refresh read wrong chunks (the
+        runner opens one at the end of a scan); they reload when the scan has finished."""
+        for win in self.review_windows:
+            if Path(win.path).resolve() == Path(path).resolve():
+                win.release_file()
+
     def _launch(self, runner: Any, total: int, path: str) -> None:
+        self._release_reviews(path)
         self.runner = runner
         self.scan_path = str(path)
         self._user_paused = False
@@ -868,21 +918,31 @@ class MainWindow(QtWidgets.QMainWindow):
             self.open_review(path)
 
     def open_review(self, path: str) -> QtWidgets.QWidget | None:
+        """A review window for scan file `path` (the existing one if it is open already)."""
         from slidescan.app.gui.review import ReviewWindow
 
+        for win in self.review_windows:
+            if Path(win.path).resolve() == Path(path).resolve():
+                win.raise_()
+                win.activateWindow()
+                return win
         try:
             win = ReviewWindow(path, rescan=self.rescan, settings=self.settings)
         except Exception as exc:
             self._show_error("Review", f"Cannot open {path}:\n{exc}")
             return None
         win.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
-        win.destroyed.connect(
-            lambda *_: self.review_windows.remove(win) if win in self.review_windows else None
-        )
+        win.destroyed.connect(lambda *_: self._forget_review(win))
         self.review_windows.append(win)
         self.scanFinished.connect(win.scan_finished)
+        if self.runner is not None and Path(self.scan_path).resolve() == Path(path).resolve():
+            win.release_file()  # this window is writing it: reload when the scan ends
         win.show()
         return win
+
+    def _forget_review(self, win: QtWidgets.QWidget) -> None:
+        if win in self.review_windows:
+            self.review_windows.remove(win)
 
     def open_log_folder(self) -> None:
         folder = log_dir()

@@ -159,17 +159,22 @@ class ScanPanel(QtWidgets.QWidget):
         grid_row.addWidget(self.cols)
         grid_row.addWidget(QtWidgets.QLabel("cols"))
         self.region_edits = [QtWidgets.QDoubleSpinBox() for _ in range(4)]
-        region_row = QtWidgets.QHBoxLayout()
-        for name, box in zip(("x0", "y0", "x1", "y1"), self.region_edits, strict=True):
-            box.setRange(-1e7, 1e7)
+        region_row = QtWidgets.QGridLayout()
+        for i, (name, box) in enumerate(
+            zip(("x0", "y0", "x1", "y1"), self.region_edits, strict=True)
+        ):
+            box.setRange(-1e6, 1e6)
             box.setDecimals(0)
+            box.setSuffix(" µm")
+            box.setButtonSymbols(QtWidgets.QAbstractSpinBox.ButtonSymbols.NoButtons)
             box.setToolTip(f"region {name} (µm)")
-            region_row.addWidget(box)
+            region_row.addWidget(QtWidgets.QLabel(name), i // 2, 2 * (i % 2))
+            region_row.addWidget(box, i // 2, 2 * (i % 2) + 1)
         self.draw_button = QtWidgets.QPushButton("Draw")
         self.draw_button.setCheckable(True)
         self.draw_button.setToolTip("Draw the scan region on the tile map (or Shift+drag there)")
         self.draw_button.toggled.connect(self.drawRegionToggled)
-        region_row.addWidget(self.draw_button)
+        region_row.addWidget(self.draw_button, 0, 4, 2, 1)
         self.overlap = QtWidgets.QSpinBox()
         self.overlap.setRange(0, 50)
         self.overlap.setValue(10)

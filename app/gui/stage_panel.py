@@ -239,7 +239,7 @@ class StagePanel(QtWidgets.QWidget):
             label.setAlignment(
                 QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
             )
-            label.setMinimumWidth(100)
+            label.setMinimumWidth(84)
             readout.addWidget(name)
             readout.addWidget(label, 1)
             readout.addSpacing(8)
@@ -298,14 +298,14 @@ class StagePanel(QtWidgets.QWidget):
         goto_row = QtWidgets.QHBoxLayout()
         for axis, box in self.goto.items():
             box.setDecimals(2 if axis == "z" else 1)
-            box.setRange(-1e7, 1e7)
-            box.setSuffix(" µm")
-            box.setToolTip(f"target {axis}")
+            box.setRange(-1e6, 1e6)
+            box.setButtonSymbols(QtWidgets.QAbstractSpinBox.ButtonSymbols.NoButtons)
+            box.setToolTip(f"target {axis} (µm)")
             box.setKeyboardTracking(False)
             goto_row.addWidget(QtWidgets.QLabel(axis.upper()))
             goto_row.addWidget(box, 1)
         self.goto_button = QtWidgets.QPushButton("Go")
-        self.goto_button.setToolTip("Move to the position in the fields")
+        self.goto_button.setToolTip("Move to the position in the fields (µm)")
         self.goto_button.clicked.connect(self._go)
         self.here_button = QtWidgets.QToolButton()
         self.here_button.setText("⟲")
@@ -356,7 +356,7 @@ class StagePanel(QtWidgets.QWidget):
         )
         for axis, box in self.goto.items():
             lo, hi = lim.range(axis)
-            box.setRange(max(lo, -1e7), min(hi, 1e7))
+            box.setRange(max(lo, -1e6), min(hi, 1e6))
         if controller.position is not None:
             self.show_position(controller.position)
 

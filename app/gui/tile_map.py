@@ -99,6 +99,19 @@ class TileMap(pg.PlotWidget):
         self.slide_item.setVisible(False)
         self.addItem(self.slide_item)
 
+        self.overview_item = pg.ImageItem()
+        self.overview_item.setZValue(-5)
+        self.overview_item.setOpacity(0.85)
+        self.overview_item.setVisible(False)
+        self.addItem(self.overview_item)
+        self.tissue_item = QtWidgets.QGraphicsRectItem()
+        self.tissue_item.setPen(
+            pg.mkPen((150, 150, 150), width=1, style=QtCore.Qt.PenStyle.DashLine)
+        )
+        self.tissue_item.setZValue(-4)
+        self.tissue_item.setVisible(False)
+        self.addItem(self.tissue_item)
+
         self.overlay = pg.ImageItem()
         self.overlay.setZValue(5)
         self.overlay.setOpacity(0.6)
@@ -147,12 +160,34 @@ class TileMap(pg.PlotWidget):
         self.slide_item.setRect(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
         self.slide_item.setVisible(True)
 
+    def set_tissue_bounds(self, bounds: tuple[float, float, float, float] | None) -> None:
+        """The area of the slide that holds tissue (dashed), where known."""
+        self.tissue_item.setVisible(bounds is not None)
+        if bounds is not None:
+            x0, y0, x1, y1 = bounds
+            self.tissue_item.setRect(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
+
+    def set_overview(
+        self, image: np.ndarray | None, rect: tuple[float, float, float, float] | None = None
+    ) -> None:
+        """A low-resolution picture of the slide (macro camera, simulator) under the tiles;
+        `rect` is (x0, y0, x1, y1) in um of the image's outer edges."""
+        if image is None or rect is None:
+            self.overview_item.setVisible(False)
+            return
+        x0, y0, x1, y1 = rect
+        self.overview_item.setImage(image, levels=(0, 255) if image.dtype == np.uint8 else None)
+        self.overview_item.setRect(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
+        self.overview_item.setVisible(True)
+
     def show_all(self) -> None:
         """Zoom to the slide, the plan and the field of view."""
         rects = []
         if self._slide is not None:
             x0, y0, x1, y1 = self._slide
             rects.append(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
+        if self.tissue_item.isVisible():
+            rects.append(self.tissue_item.rect())
         for g in self._geometry.values():
             rects.append(QtCore.QRectF(g.x_um - g.w_um / 2, g.y_um - g.h_um / 2, g.w_um, g.h_um))
         if self.fov_item.isVisible():
@@ -163,6 +198,13 @@ class TileMap(pg.PlotWidget):
         for r in rects[1:]:
             total = total.united(r)
         self.viewbox.setRange(total, padding=0.05)
+
+    def zoom_to_tissue(self) -> None:
+        """Zoom to the tissue area where it is known, else to everything."""
+        if self.tissue_item.isVisible():
+            self.viewbox.setRange(self.tissue_item.rect(), padding=0.08)
+        else:
+            self.show_all()
 
     def zoom_to_plan(self) -> None:
         if not self._geometry:
