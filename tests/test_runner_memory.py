@@ -26,7 +26,9 @@ class _Null:
         pass
 
 
-def _peak_bytes(tmp_path, rows: int, cols: int) -> int:
+def _measure(tmp_path, rows: int, cols: int) -> tuple[int, int]:
+    """(peak, retained) traced bytes of one scan; retained = still allocated after the run
+    (garbage collected, runner still alive): the per-tile bookkeeping a leak would show in."""
     scope = fake_scope(hw=HW)
     plan = plan_for(tmp_path, rows=rows, cols=cols, hw=HW).model_copy(
         update={"output": str(tmp_path / f"m{rows}x{cols}.h5")}
@@ -37,21 +39,26 @@ def _peak_bytes(tmp_path, rows: int, cols: int) -> int:
     runner.start()
     fin = runner.wait(300)
     _, peak = tracemalloc.get_traced_memory()
+    gc.collect()
+    retained, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert fin.reason is FinishReason.COMPLETED and fin.summary["tiles_done"] == rows * cols
-    return peak
+    del runner
+    return peak, retained
 
 
 @pytest.mark.slow
 def test_peak_memory_does_not_grow_with_tiles(tmp_path):
-    _peak_bytes(tmp_path, 2, 2)  # warm-up: lazy imports and caches are not the scan's growth
-    small = _peak_bytes(tmp_path, 5, 10)  # 50 tiles
-    large = _peak_bytes(tmp_path, 20, 25)  # 500 tiles
-    per_tile = (large - small) / 450
+    _measure(tmp_path, 2, 2)  # warm-up: lazy imports and caches are not the scan's growth
+    small, kept_small = _measure(tmp_path, 5, 10)  # 50 tiles
+    large, kept_large = _measure(tmp_path, 20, 25)  # 500 tiles
+    per_tile = (kept_large - kept_small) / 450
     print(
-        f"peak traced memory: 50 tiles {small / 1e6:.2f} MB, 500 tiles {large / 1e6:.2f} MB "
-        f"({per_tile:.0f} B per extra tile; one frame is {FRAME_BYTES / 1e3:.0f} kB)"
+        f"peak traced memory: 50 tiles {small / 1e6:.2f} MB, 500 tiles {large / 1e6:.2f} MB; "
+        f"retained {per_tile:.0f} B per extra tile (one frame is {FRAME_BYTES / 1e3:.0f} kB)"
     )
-    # Had frames been kept, 450 more tiles would add 450 frames (350 MB here).
-    assert large < small + FRAME_BYTES  # the same peak, within one frame
-    assert per_tile < 2048  # bookkeeping only: a few hundred bytes per tile
+    # Frames in flight are bounded (queue + the one being taken + the one being written); which
+    # of them coexist at the peak depends on thread timing, hence the margin of two frames. Had
+    # frames been kept, 450 more tiles would add 450 frames (350 MB here).
+    assert large < small + 2 * FRAME_BYTES
+    assert per_tile < 1024  # bookkeeping only: planned tiles, predictor points
