@@ -134,7 +134,8 @@ def test_focus_map_from_survey_points_predicts_the_focal_surface(small_sim):
 @pytest.mark.parametrize(("method", "mae_max"), [("zsweep", 0.2), ("brent", 0.2)])
 def test_twenty_position_accuracy_at_20x(method, mae_max):
     """The benchmark of the task: default simulator at 20x/0.75, 20 tissue positions, hints
-    within +/- 5 um. Measured by hand (default 1024 px frames): z-sweep MAE 0.027 um."""
+    within +/- 5 um. Measured by hand (1024 px frames, 3 um section): z-sweep MAE 0.005 um,
+    p95 0.013, 22 frames; Brent MAE 0.009 um, p95 0.026, 15 frames."""
     sim = build_simulator(SimConfig(objective="20x/0.75", seed=0))
     stats = measure(get_method(method), sim, tissue_positions(sim, 20), seed=0)
     print(method, stats)
