@@ -284,9 +284,17 @@ def _writer_entry(**kw: Any) -> list[dict[str, Any]]:
     return [run_writer_bench(**kw)]
 
 
-#: name -> function(**options) -> rows. "all" runs them in this order. Add "render" here.
+def _render_entry(**kw: Any) -> list[dict[str, Any]]:
+    """Simulator render time per 1024x1024 RGB frame (hardware/sim/benchmark.py)."""
+    from slidescan.hardware.sim.benchmark import render_benchmark
+
+    return [{"benchmark": "render", **render_benchmark(**kw)}]
+
+
+#: name -> function(**options) -> rows. "all" runs them in this order.
 BENCHMARKS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "scan": _scan_entry,
     "writer": _writer_entry,
     "memory": run_memory_bench,
+    "render": _render_entry,
 }

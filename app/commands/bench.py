@@ -21,6 +21,7 @@ _OPTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     },
     "writer": lambda a: {"n_tiles": a.writer_tiles},
     "memory": lambda a: {"tile_counts": (a.memory_tiles // 10, a.memory_tiles)},
+    "render": lambda a: {"objective": a.objective, "size": a.render_size, "repeats": 10},
 }
 
 
@@ -35,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "tiles/s in hardware time and its ratio to the profile's physical bound (one XY "
             "move plus one exposure per tile), compute per tile, focus MAE, frames per tile, "
             "peak memory. writer: MB/s writing uncompressed tiles through the scan file "
-            "writer, fsync'd. memory: peak memory of a short and a 10x longer scan."
+            "writer, fsync'd. memory: peak memory of a short and a 10x longer scan. "
+            "render: milliseconds per simulated RGB frame (cold, new field, new z, same z) "
+            "and CPU time per frame."
         ),
     )
     p.add_argument(
@@ -60,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--writer-tiles", type=int, default=48, help="2048x2048 RGB tiles to write (48)")
     p.add_argument(
         "--memory-tiles", type=int, default=500, help="longer memory-benchmark scan (500)"
+    )
+    p.add_argument(
+        "--render-size", type=int, default=1024, help="frame side for the render benchmark (1024)"
     )
     p.add_argument("--json", action="store_true", help="print every result as JSON")
     p.set_defaults(func=run)
