@@ -138,8 +138,10 @@ def test_focus_surface_interpolates_a_plane(qtbot):
     np.testing.assert_allclose(grid, expected, atol=1e-5)
     plot = FocusSurfacePlot()
     qtbot.addWidget(plot)
-    plot.set_points(x.ravel(), y.ravel(), z)
-    assert plot.n_points == 9 and plot.image.image.shape == (96, 96)
+    plot.set_points(x.ravel(), y.ravel(), z)  # interpolated off the GUI thread
+    qtbot.waitUntil(lambda: plot.updated == 1, timeout=5000)
+    assert plot.n_points == 9 and plot.image.image.shape == (64, 64)
+    assert plot.colorbar.levels() == pytest.approx((z.min(), z.max()))
 
 
 def test_stage_controller_clamps_to_soft_limits_off_gui_thread(qtbot):

@@ -1,8 +1,11 @@
-"""GUI benchmarks: live-view display rate for big frames.
+"""GUI benchmarks: live-view display rate for big frames, event-loop stalls during a scan.
 
 `live_view_fps` feeds a `LiveView` from a source that always has a new frame ready (the fastest
 camera imaginable) and counts the frames actually painted per second of wall time, window shown
-at a realistic size. Run it with `python -m slidescan.app.gui.bench` (offscreen or under Xvfb).
+at a realistic size. `scan_stalls` runs a scan on the simulator from the main window and
+reports the `StallMonitor` figures (the longest event-loop gap, wall clock, and the GUI
+thread's own CPU time in its busiest turn). Run them with `python -m slidescan.app.gui.bench`
+(offscreen or under Xvfb).
 """
 
 from __future__ import annotations
@@ -88,18 +91,88 @@ def live_view_fps(
     }
 
 
+def scan_stalls(
+    camera_px: int = 1024,
+    rows: int = 3,
+    cols: int = 3,
+    method: str = "zsweep",
+    window: tuple[int, int] = (1600, 1000),
+) -> dict[str, Any]:
+    """Scan `rows` x `cols` tiles of the simulator from a shown `MainWindow`; stall figures."""
+    import tempfile
+    from pathlib import Path
+
+    from slidescan.app.gui.main_window import MainWindow
+    from slidescan.app.gui.settings import gui_settings
+    from slidescan.app.gui.stall import StallMonitor
+    from slidescan.hardware.sim import SimConfig, build_simulator
+
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        raise RuntimeError("scan_stalls needs a QApplication")
+    work = Path(tempfile.mkdtemp(prefix="slidescan-bench-"))
+    settings = gui_settings(work / "gui.ini")
+    settings.setValue("camera/live", "false")
+    win = MainWindow(settings=settings)
+    win.resize(*window)
+    win.show()
+    win.set_microscope(
+        build_simulator(SimConfig(camera={"width": camera_px, "height": camera_px})), "simulator"
+    )
+
+    def spin(until: Any, timeout_s: float) -> None:
+        end = time.perf_counter() + timeout_s
+        while not until() and time.perf_counter() < end:
+            app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
+
+    spin(lambda: win.stage_controller is not None and win.stage_controller.position is not None, 60)
+    win.worker.wait_idle(60)
+    p = win.scan_panel
+    p.rows.setValue(rows)
+    p.cols.setValue(cols)
+    p.mode_grid.setChecked(True)
+    p.method.setCurrentText(method)
+    p.output.setText(str(work / "scan.h5"))
+    done: list[Any] = []
+    win.scanFinished.connect(done.append)
+    monitor = StallMonitor(5)
+    monitor.start()
+    t0 = time.perf_counter()
+    win.start_scan()
+    spin(lambda: bool(done), 3600)
+    monitor.stop()
+    elapsed = time.perf_counter() - t0
+    win.close()
+    return {
+        "camera_px": camera_px,
+        "tiles": rows * cols,
+        "method": method,
+        "scan_wall_s": elapsed,
+        "tiles_per_s": rows * cols / elapsed,
+        "platform": QtWidgets.QApplication.platformName(),
+        **monitor.summary(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("what", nargs="?", choices=("live", "stalls", "all"), default="all")
+    parser.add_argument("--size", type=int, default=2048, help="live-view frame size (px)")
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--camera", type=int, default=1024, help="simulator frame size (px)")
+    parser.add_argument("--tiles", type=int, default=3, help="scan is N x N tiles")
     args = parser.parse_args()
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-    results = [
-        live_view_fps(args.size, 1, "uint16", args.seconds),
-        live_view_fps(args.size, 1, "uint8", args.seconds),
-        live_view_fps(args.size, 3, "uint8", args.seconds),
-    ]
-    print(json.dumps(results, indent=2))
+    results: dict[str, Any] = {}
+    if args.what in ("live", "all"):
+        results["live_view"] = [
+            live_view_fps(args.size, 1, "uint16", args.seconds),
+            live_view_fps(args.size, 1, "uint8", args.seconds),
+            live_view_fps(args.size, 3, "uint8", args.seconds),
+        ]
+    if args.what in ("stalls", "all"):
+        results["scan_stalls"] = scan_stalls(args.camera, args.tiles, args.tiles)
+    print(json.dumps(results, indent=2, default=str))
     app.quit()
 
 

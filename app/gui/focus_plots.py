@@ -9,12 +9,18 @@ the slide with the tile centres on top.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+
 import numpy as np
 from PySide6 import QtCore, QtWidgets
 from scipy.interpolate import griddata
 
 from slidescan.app.events import FocusDone
 from slidescan.app.gui._pg import FOCUS_CMAP, pg
+
+log = logging.getLogger(__name__)
 
 _Z_LABEL = "z (µm)"
 
@@ -114,20 +120,33 @@ class FocusCurvePlot(pg.PlotWidget):
         return text
 
 
+def _spans_an_area(pts: np.ndarray) -> bool:
+    """True unless the points are (nearly) collinear, so a Delaunay triangulation exists.
+    (Plain arithmetic: no LAPACK call, whose threads can stall a busy GUI thread.)"""
+    if len(pts) < 3:
+        return False
+    d = pts - pts[0]
+    far = d[np.argmax(np.einsum("ij,ij->i", d, d))]
+    size = float(np.hypot(*far))
+    if size == 0:
+        return False
+    cross = np.abs(d[:, 0] * far[1] - d[:, 1] * far[0])
+    return bool(cross.max() > 1e-6 * size * size)
+
+
 def interpolate_surface(
     x: np.ndarray,
     y: np.ndarray,
     z: np.ndarray,
     bounds: tuple[float, float, float, float],
-    size: int = 96,
+    size: int = 64,
 ) -> np.ndarray:
     """Focus z on a (size, size) grid over `bounds` (x0, y0, x1, y1): linear, nearest outside."""
     x0, y0, x1, y1 = bounds
     gx, gy = np.meshgrid(np.linspace(x0, x1, size), np.linspace(y0, y1, size))
     pts = np.column_stack([x, y])
     near = griddata(pts, z, (gx, gy), method="nearest")
-    distinct = np.unique(pts, axis=0)
-    if len(distinct) >= 3 and np.linalg.matrix_rank(distinct - distinct.mean(0)) == 2:
+    if _spans_an_area(pts):
         lin = griddata(pts, z, (gx, gy), method="linear")
         near = np.where(np.isfinite(lin), lin, near)
     return near.astype(np.float32)
@@ -135,6 +154,8 @@ def interpolate_surface(
 
 class FocusSurfacePlot(pg.PlotWidget):
     """Heat map of the focus z over the slide from the tiles focused so far."""
+
+    _computed = QtCore.Signal(object)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -159,8 +180,14 @@ class FocusSurfacePlot(pg.PlotWidget):
         self._y: list[float] = []
         self._z: list[float] = []
         self.bounds: tuple[float, float, float, float] | None = None
+        self._busy = False
+        self._again = False
+        self._generation = 0
+        self.updated = 0  # surfaces shown so far (tests wait on it)
+        self._computed.connect(self._show)
 
     def clear_points(self) -> None:
+        self._generation += 1  # a surface still being computed is for the old points
         self._x.clear()
         self._y.clear()
         self._z.clear()
@@ -188,7 +215,12 @@ class FocusSurfacePlot(pg.PlotWidget):
         return len(self._z)
 
     def redraw(self) -> None:
+        """Interpolate on a background thread (scipy's triangulation can take tens of ms on a
+        busy machine); the GUI thread only puts the result on screen."""
         if not self._z:
+            return
+        if self._busy:
+            self._again = True
             return
         x, y, z = np.array(self._x), np.array(self._y), np.array(self._z)
         if self.bounds is not None:
@@ -199,15 +231,43 @@ class FocusSurfacePlot(pg.PlotWidget):
             bx0, bx1 = bx0 - 1, bx1 + 1
         if by1 - by0 < 1e-6:
             by0, by1 = by0 - 1, by1 + 1
-        grid = interpolate_surface(x, y, z, (bx0, by0, bx1, by1))
+        bounds = (float(bx0), float(by0), float(bx1), float(by1))
+        generation = self._generation
+        self._busy = True
+        self._again = False
+
+        def work() -> None:
+            try:
+                grid = interpolate_surface(x, y, z, bounds)
+            except Exception:  # a degenerate set of points: show them without a surface
+                log.debug("focus surface interpolation failed", exc_info=True)
+                grid = None
+            with contextlib.suppress(RuntimeError):  # the plot may have been closed meanwhile
+                self._computed.emit((generation, x, y, z, bounds, grid))
+
+        threading.Thread(target=work, name="focus-surface", daemon=True).start()
+
+    def _show(self, result: tuple) -> None:
+        generation, x, y, z, (bx0, by0, bx1, by1), grid = result
+        self._busy = False
+        if generation != self._generation:
+            if self._z:
+                self.redraw()
+            return
         lo, hi = float(z.min()), float(z.max())
         if hi - lo < 0.1:
             lo, hi = (lo + hi) / 2 - 0.05, (lo + hi) / 2 + 0.05
-        self.image.setImage(grid, autoLevels=False)
-        self.image.setRect(QtCore.QRectF(bx0, by0, bx1 - bx0, by1 - by0))
+        if grid is not None:
+            self.image.setImage(grid, autoLevels=False)
+            self.image.setRect(QtCore.QRectF(bx0, by0, bx1 - bx0, by1 - by0))
         self.colorbar.setLevels((lo, hi))
         self.points.setData(x, y)
         self.setTitle(
-            f"focus surface: {len(z)} tiles, z {lo:.2f} to {hi:.2f} µm (range {z.max() - z.min():.2f} µm)",
+            f"focus surface: {len(z)} tiles, z {lo:.2f} to {hi:.2f} µm (range {hi - lo:.2f} µm)"
+            if len(z) > 1
+            else "focus surface: 1 tile",
             size="9pt",
         )
+        self.updated += 1
+        if self._again:
+            self.redraw()

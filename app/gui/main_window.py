@@ -101,12 +101,20 @@ class MainWindow(QtWidgets.QMainWindow):
         self.live = LiveView()
         self.live.moveRequested.connect(self._move_to_xy)
         self.live.snapRequested.connect(self.snap)
-        self.live.fpsChanged.connect(lambda fps: self.fps_label.setText(f"{fps:.1f} fps"))
+        self.live.fpsChanged.connect(self._show_fps)
         self.live_button = QtWidgets.QPushButton("Live")
         self.live_button.setCheckable(True)
         self.live_button.setToolTip("Start / stop the live camera stream (L)")
         self.live_button.toggled.connect(self.set_live)
         self.live.toolbar.insertWidget(0, self.live_button)
+        self.exposure = QtWidgets.QDoubleSpinBox()
+        self.exposure.setRange(0.01, 10000.0)
+        self.exposure.setDecimals(2)
+        self.exposure.setSuffix(" ms")
+        self.exposure.setToolTip("Camera exposure")
+        self.exposure.setKeyboardTracking(False)
+        self.exposure.valueChanged.connect(self._set_exposure)
+        self.live.toolbar.insertWidget(3, self.exposure)
         self.setCentralWidget(self.live)
 
         # -- docks -----------------------------------------------------------------------------
@@ -150,6 +158,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.scan_panel.stopRequested.connect(self.stop_scan)
         self.scan_panel.drawRegionToggled.connect(self.tile_map.set_draw_mode)
         self.scan_panel.objective.currentTextChanged.connect(self._objective_changed)
+        self._preview_timer = QtCore.QTimer(self)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(150)
+        self._preview_timer.timeout.connect(self._preview_plan)
+        self.scan_panel.planChanged.connect(self._plan_edited)
+        self._map_shows_scan = False  # the map holds a scan's tiles: keep them until an edit
 
         self.docks: dict[str, QtWidgets.QDockWidget] = {}
         self._add_dock("Stage", self.stage_panel, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -180,6 +194,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.views.add("curve", self._draw_focus, 250)
         self.views.add("live", self.live.poll, 100)
         self.views.add("surface", self.focus_surface.redraw, 1000)
+        # while scanning, the live view shows the scan's newest frame (focus shots too) at 4 Hz
+        self._scan_view_timer = QtCore.QTimer(self)
+        self._scan_view_timer.setInterval(250)
+        self._scan_view_timer.timeout.connect(lambda: self.views.mark("live"))
 
         # -- status bar ------------------------------------------------------------------------
         self.stage_label = QtWidgets.QLabel("stage: --")
@@ -427,6 +445,8 @@ class MainWindow(QtWidgets.QMainWindow):
         shape = tuple(cam.shape)
         pixel = float(microscope.optics.pixel_size_um)
         self._fov = (shape[1] * pixel, shape[0] * pixel)
+        with QtCore.QSignalBlocker(self.exposure):
+            self.exposure.setValue(float(cam.exposure_ms))
         kind = "RGB" if len(shape) == 3 else "mono"
         self.camera_label.setText(
             f"camera {shape[1]}×{shape[0]} {kind} {cam.dtype}, {pixel:.3f} µm/px"
@@ -508,7 +528,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.worker.submit(close, label="close microscope")
 
     def _set_hardware_enabled(self, on: bool) -> None:
-        for w in (self.live_button, self.live.snap_button, self.scan_panel.start_button):
+        for w in (
+            self.live_button,
+            self.live.snap_button,
+            self.scan_panel.start_button,
+            self.exposure,
+        ):
             w.setEnabled(on)
         for a in (self.act_snap, self.act_live, self.act_start, *self.act_jog):
             a.setEnabled(on)
@@ -587,6 +612,24 @@ class MainWindow(QtWidgets.QMainWindow):
         cam = self.microscope.camera
         self.worker.submit(cam.start_stream if on else cam.stop_stream, label="live stream")
 
+    def _show_fps(self, fps: float) -> None:
+        if self.scan_active:
+            self.fps_label.setText("view: scan frames")
+        elif self.live_button.isChecked():
+            self.fps_label.setText(f"{fps:.1f} fps")
+        else:
+            self.fps_label.setText("live off")
+
+    def _set_exposure(self, ms: float) -> None:
+        cam = self.microscope.camera if self.microscope is not None else None
+        if cam is None or self.scan_active or abs(float(cam.exposure_ms) - ms) < 1e-9:
+            return
+
+        def apply() -> None:
+            cam.exposure_ms = float(ms)
+
+        self.worker.submit(apply, label="set exposure")
+
     def snap(self) -> None:
         if self.microscope is None:
             return
@@ -614,6 +657,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stage_label.setText(f"X {p.x:.1f}  Y {p.y:.1f}  Z {p.z:.2f} µm")
         if self._fov[0] > 0:
             self.tile_map.set_fov(p.x, p.y, *self._fov)
+        if not self._map_shows_scan and self.scan_panel.mode_grid.isChecked():
+            self._preview_timer.start()  # the planned grid follows the stage
 
     # ----------------------------------------------------------------------------------------
     # scanning
@@ -625,10 +670,19 @@ class MainWindow(QtWidgets.QMainWindow):
     def _region_drawn(self, x0: float, y0: float, x1: float, y1: float) -> None:
         self.scan_panel.set_region(x0, y0, x1, y1)
         self.scan_panel.draw_button.setChecked(False)
-        if self.microscope is not None and self._fov[0] > 0:
+        if not self.scan_active:
+            self._map_shows_scan = False
             self._preview_plan()
 
+    def _plan_edited(self) -> None:
+        if not self.scan_active:
+            self._map_shows_scan = False
+            self._preview_timer.start()
+
     def _preview_plan(self) -> None:
+        """Show the tiles the scan panel would take (not while a scan shows its own)."""
+        if self.scan_active or self._map_shows_scan or self.microscope is None or self._fov[0] <= 0:
+            return
         try:
             plan = self.build_plan(output="preview.h5")
         except ValueError:
@@ -726,11 +780,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _launch(self, runner: Any, total: int, path: str) -> None:
         self._release_reviews(path)
+        self._map_shows_scan = True
         self.runner = runner
         self.scan_path = str(path)
         self._user_paused = False
         self._scan_xyz = {}
         self.live.set_polling(False)  # the scheduler shows the scan's frames, a few per second
+        self._scan_view_timer.start()
         self.focus_surface.clear_points()
         self.scan_panel.reset_progress(total)
         self.scan_panel.set_state(RunnerState.RUNNING, "starting")
@@ -753,6 +809,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_start.setEnabled(not active and self.microscope is not None)
         self.stage_panel.set_moves_enabled(not active)
         self.act_resume_file.setEnabled(not active)
+        self.exposure.setEnabled(not active)
         for a in self.act_jog:
             a.setEnabled(not active)
 
@@ -899,6 +956,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stop_scan()
 
     def _scan_ended(self) -> None:
+        self._scan_view_timer.stop()
         self.scan_panel.set_state(None)
         self._set_scan_controls(False)
         self.live.set_polling(True)

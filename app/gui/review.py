@@ -118,6 +118,7 @@ class ReviewWindow(QtWidgets.QMainWindow):
         self._records: dict[int, np.void] = {}
         self._flags: dict[int, list[str]] = {}
         self._n_seen = -1
+        self._sort_set = False
 
         # -- views ------------------------------------------------------------------------------
         self.tile_map = TileMap()
@@ -356,6 +357,9 @@ class ReviewWindow(QtWidgets.QMainWindow):
                 if self._flags[idx]:
                     item.setForeground(pg.mkColor(220, 60, 40))
                 self.table.setItem(i, c, item)
+        if not self._sort_set:  # tile order first; later the person's choice is kept
+            self._sort_set = True
+            self.table.horizontalHeader().setSortIndicator(0, QtCore.Qt.SortOrder.AscendingOrder)
         self.table.setSortingEnabled(True)
         self.table.resizeColumnsToContents()
         self._apply_filter()

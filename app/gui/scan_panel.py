@@ -135,6 +135,8 @@ class ScanPanel(QtWidgets.QWidget):
     resumeRequested = QtCore.Signal()
     stopRequested = QtCore.Signal()
     drawRegionToggled = QtCore.Signal(bool)
+    #: The region, grid or overlap changed: the owner may preview the tiles.
+    planChanged = QtCore.Signal()
 
     def __init__(
         self, objectives: list[str], methods: list[str], parent: QtWidgets.QWidget | None = None
@@ -295,6 +297,9 @@ class ScanPanel(QtWidgets.QWidget):
         self._method_changed(self.method.currentText())
         self._strategy_changed()
         self.set_state(None)
+        for box in (self.rows, self.cols, self.overlap, *self.region_edits):
+            box.valueChanged.connect(self.planChanged)
+        self.mode_grid.toggled.connect(self.planChanged)
 
     # -- form helpers --------------------------------------------------------------------------
     def set_objectives(self, objectives: list[str]) -> None:

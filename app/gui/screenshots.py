@@ -86,7 +86,9 @@ def run(out: Path, rows: int, cols: int, profile: str, size: tuple[int, int]) ->
     win.focus_tabs.setCurrentIndex(0)
     _wait(app, lambda: False, 1.5)
     out.mkdir(parents=True, exist_ok=True)
+    monitor.stop()  # grabbing and encoding the screenshot is not the application's stall
     _save(win, out / "main-window.png")
+    monitor.resume()
     if not _wait(app, lambda: bool(done), 900):
         raise RuntimeError("the scan did not finish")
     monitor.stop()

@@ -43,6 +43,11 @@ class StallMonitor(QtCore.QObject):
     def stop(self) -> None:
         self._timer.stop()
 
+    def resume(self) -> None:
+        """Continue after `stop()` keeping the figures so far (skip a known pause)."""
+        self._last = None
+        self._timer.start()
+
     def summary(self) -> dict[str, float]:
         return {
             "max_stall_ms": self.max_stall_ms,

@@ -114,7 +114,7 @@ class TileMap(pg.PlotWidget):
 
         self.overlay = pg.ImageItem()
         self.overlay.setZValue(5)
-        self.overlay.setOpacity(0.6)
+        self.overlay.setOpacity(0.5)
         self.overlay.setVisible(False)
         self.addItem(self.overlay)
         self.colorbar = pg.ColorBarItem(
@@ -320,7 +320,7 @@ class TileMap(pg.PlotWidget):
         self.overlay.setRect(QtCore.QRectF(x0, y0, step_x * cols, step_y * rows))
         self.colorbar.setColorMap(cmap)
         self.colorbar.setLevels((lo, hi))
-        self.colorbar.axis.setLabel(label)
+        self.colorbar.getAxis("left").setLabel(label)  # where ColorBarItem puts its label
         self.overlay.setVisible(True)
         self.colorbar.setVisible(True)
 

@@ -1,0 +1,66 @@
+"""The main window on the optical simulator (small frames): a 3 x 3 scan started from the GUI,
+and the review of its file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6 import QtCore
+
+from slidescan.app.events import FinishReason
+from slidescan.app.gui.main_window import MainWindow
+from slidescan.app.gui.settings import gui_settings
+from slidescan.app.gui.stall import StallMonitor
+from slidescan.app.store import ScanReader
+from slidescan.hardware.sim import SimConfig, build_simulator
+
+pytestmark = pytest.mark.gui
+
+
+def test_scan_on_the_simulator_from_the_gui(qtbot, tmp_path):
+    settings = gui_settings(tmp_path / "gui.ini")
+    settings.setValue("camera/live", "false")
+    win = MainWindow(settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    sim = build_simulator(SimConfig(seed=3, camera={"width": 96, "height": 96}))
+    win.set_microscope(sim, "simulator-small")
+    qtbot.waitUntil(lambda: win.stage_controller.position is not None, timeout=30000)
+    qtbot.waitUntil(lambda: win.tile_map.overview_item.isVisible(), timeout=30000)
+    assert win.tile_map.tissue_item.isVisible() and win.tile_map.slide_item.isVisible()
+    # centre of the tissue, by the map: double-click there moves the stage
+    x0, y0, x1, y1 = sim.slide_bounds_um
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    win.tile_map.moveRequested.emit(cx, cy)
+    qtbot.waitUntil(lambda: abs(win.stage_controller.position.x - cx) < 1, timeout=10000)
+    p = win.scan_panel
+    p.rows.setValue(3)
+    p.cols.setValue(3)
+    p.mode_grid.setChecked(True)
+    out = tmp_path / "sim.h5"
+    p.output.setText(str(out))
+    monitor = StallMonitor(5)
+    monitor.start()
+    with qtbot.waitSignal(win.scanFinished, timeout=240000) as done:
+        qtbot.mouseClick(p.start_button, QtCore.Qt.MouseButton.LeftButton)
+    monitor.stop()
+    ev = done.args[0]
+    assert ev.reason is FinishReason.COMPLETED, ev.message
+    assert monitor.max_busy_ms < 50, monitor.summary()
+    with ScanReader(out) as r:
+        assert r.status == "completed" and r.n_planned == 9
+        cur = r.current()
+        assert sorted(cur["index"]) == list(range(9))
+        taken = cur[~cur["skipped"]]
+        assert len(taken) >= 7  # the middle of the section is tissue
+        err = np.abs(taken["z_um"] - taken["true_focus_um"])
+        assert np.all(np.isfinite(err)) and err.max() < 0.41  # half the DOF of 20x/0.75
+        assert r.image(int(np.flatnonzero(~r.tiles["skipped"])[0])).shape == (96, 96, 3)
+        assert r.verify() == []
+    assert win.tile_map.thumbnail_count == 9
+    assert win.live.frame is not None and win.live.frame.image.shape == (96, 96, 3)
+    review = win.open_review(str(out))
+    assert review.n_tiles == 9 and review.flagged() == []
+    review.select_tile(int(taken["index"][0]))
+    assert review.viewer.image.shape == (96, 96, 3)
+    review.close()
