@@ -108,21 +108,31 @@ def _texture(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_difference_is_taken_in_float_not_wrapped_uint8():
-    a = np.full((64, 64), 200, np.uint8)
-    b = np.full((64, 64), 100, np.uint8)
-    a[::2] = 150  # some structure so the patch is not glass
+    a = np.random.default_rng(0).integers(150, 250, (64, 64)).astype(np.uint8)
+    b = a - np.uint8(100)  # darker everywhere
     spec = InputSpec(patch_px=32, bin=1, pixel_size_um=0.5, colour="grey", min_patch_std=0.0)
     pp = patch_pairs(a, b, spec)
+    # intensities are relative to one brightness for both frames (the pair's mean, estimated
+    # on a subsampled grid)
+    r, c = pp.origins[0]
+    a0, b0 = a[r : r + 32, c : c + 32], b[r : r + 32, c : c + 32]
+    brightness = a0[0, 0] / pp.pairs[0, 0, 0, 0, 0]
+    assert brightness == pytest.approx(0.5 * (a.mean() + b.mean()), rel=0.02)
+    assert np.allclose(pp.pairs[0, 0, 0] * brightness, a0, atol=1e-3)
+    assert np.allclose(pp.pairs[0, 1, 0] * brightness, b0, atol=1e-3)
     x = network_input(pp.pairs, spec)
     diff = x[:, 1]
     # uint8 100 - 200 would wrap to +156; the float difference is negative everywhere
     assert np.all(diff < 0)
-    sigma = (0.5 * (pp.pairs[:, 0] + pp.pairs[:, 1])).std(axis=(2, 3))[:, 0]
-    expected = (b[:32, :32].astype(float) - a[:32, :32]) / 255.0 / sigma[0]
-    assert np.allclose(diff[0], expected, atol=1e-5)
+    mean_frame = 0.5 * (pp.pairs[:, 0] + pp.pairs[:, 1])
+    mu, sigma = mean_frame.mean(axis=(2, 3))[:, 0], mean_frame.std(axis=(2, 3))[:, 0]
+    expected = (b0.astype(float) - a0) / brightness / sigma[0]
+    assert np.allclose(diff[0], expected, atol=1e-4)
     # the first channel is the first frame standardised with the pair's mean-frame statistics
-    mu = (0.5 * (pp.pairs[:, 0] + pp.pairs[:, 1])).mean(axis=(2, 3))[:, 0]
-    assert np.allclose(x[0, 0], (a[:32, :32] / 255.0 - mu[0]) / sigma[0], atol=1e-5)
+    assert np.allclose(x[0, 0], (a0 / brightness - mu[0]) / sigma[0], atol=1e-4)
+    # and exposure does not matter: a brighter copy gives the same network input
+    pp2 = patch_pairs(a.astype(np.uint16) * 16, b.astype(np.uint16) * 16, spec)
+    assert np.allclose(network_input(pp2.pairs, spec), x, atol=1e-5)
 
 
 def test_patches_rank_tissue_and_drop_glass():

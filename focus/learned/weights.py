@@ -16,6 +16,7 @@ Shipped weights live in `slidescan/resources/models/`, one file per objective.
 from __future__ import annotations
 
 import importlib.resources
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ class DiffCNNMeta(BaseModel):
     # optics and acquisition
     objective: str
     na: float
+    #: NA range the training data covered (None: only `na`)
+    na_range: tuple[float, float] | None = None
+    immersion_n: float = 1.0
     delta_um: float = Field(gt=0, description="z step between the two shots")
     offset_um: float = Field(gt=0, description="default distance of the first shot below the hint")
     # target
@@ -75,12 +79,21 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: DiffCNNMeta)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    # Plain JSON types only (numpy scalars, str subclasses such as torch's version string
+    # would not load with weights_only=True).
+    plain = json.loads(json.dumps(meta.model_dump(mode="json"), default=_plain))
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {"format": FORMAT, "version": VERSION, "state_dict": state, "meta": meta.model_dump()}, tmp
-    )
+    torch.save({"format": FORMAT, "version": VERSION, "state_dict": state, "meta": plain}, tmp)
     tmp.replace(path)
     return path
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
 
 
 def load_checkpoint(path: str | Path) -> tuple[MobileNetV2, DiffCNNMeta]:

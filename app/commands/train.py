@@ -1,0 +1,181 @@
+"""`slidescan train diffcnn ...`: train a learned focus model on simulator data.
+
+Each learned method that can be trained adds one sub-command here; diffcnn is the
+difference-image CNN (slidescan.app.train_diffcnn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from slidescan.app.cli import CliError, print_json
+
+DEFAULT_TISSUE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tissue"
+
+
+def _user_dir(kind: str) -> Path:
+    import platformdirs
+
+    if kind == "cache":
+        return Path(platformdirs.user_cache_dir("slidescan")) / "diffcnn"
+    return Path(platformdirs.user_data_dir("slidescan")) / "models"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a learned focus model on simulator data",
+        description="Train a learned focus model on data rendered by the optical simulator.",
+    )
+    p.set_defaults(func=_no_model)
+    sub = p.add_subparsers(dest="train_model", metavar="MODEL", parser_class=type(p))
+    d = sub.add_parser(
+        "diffcnn",
+        help="the difference-image CNN (Dastidar & Ethirajan)",
+        description=(
+            "Render frame pairs with the simulator (randomised specimens, optics and camera; "
+            "cached), train the difference-image MobileNetV2 in two phases (std-weighted, then "
+            "also distance-weighted smooth L1), and write the weights and a model card. "
+            "Progress goes to stderr; a training state is saved after every epoch so --resume "
+            "continues an interrupted run."
+        ),
+    )
+    d.add_argument("--objective", default="20x/0.75", help="objective (default 20x/0.75)")
+    d.add_argument("--epochs", type=int, default=14, help="training epochs (default 14)")
+    d.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
+    d.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the weights, model card and training state "
+        "(default: the user data folder's slidescan/models)",
+    )
+    d.add_argument("--resume", action="store_true", help="continue from the saved state")
+    d.add_argument("--samples", type=int, default=4000, help="training frame pairs (default 4000)")
+    d.add_argument(
+        "--val-samples", type=int, default=400, help="validation frame pairs (default 400)"
+    )
+    d.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
+    d.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    d.add_argument("--workers", type=int, default=2, help="processes rendering data (default 2)")
+    d.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
+    d.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    d.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="folder for the rendered data cache (default: the user cache folder)",
+    )
+    d.add_argument(
+        "--tissue",
+        type=Path,
+        default=None,
+        help=f"folder of the real tissue PNGs (default {DEFAULT_TISSUE})",
+    )
+    d.add_argument(
+        "--holdout-stacks",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="instead of training: write held-out evaluation focus stacks (specimens and "
+        "optics never trained on) into DIR, for `slidescan focus eval`",
+    )
+    d.add_argument(
+        "--stage-preset", default=None, help="with --holdout-stacks: simulated stage preset"
+    )
+    d.add_argument(
+        "--positions", type=int, default=4, help="with --holdout-stacks: stacks per file"
+    )
+    d.add_argument("--json", action="store_true", help="print a JSON summary")
+    d.set_defaults(func=_diffcnn)
+
+
+def _no_model(args: argparse.Namespace) -> int:
+    raise CliError("train: choose a model to train: diffcnn (see slidescan train --help)")
+
+
+def _diffcnn(args: argparse.Namespace) -> int:
+    from slidescan.app import train_diffcnn as td
+    from slidescan.hardware.optics import OBJECTIVES
+
+    if args.objective not in OBJECTIVES:
+        raise CliError(
+            f"train diffcnn: unknown objective {args.objective!r}; known: {', '.join(OBJECTIVES)}"
+        )
+    for name in ("epochs", "samples", "val_samples", "workers", "batch_size", "positions"):
+        if getattr(args, name) < 1:
+            raise CliError(f"train diffcnn: --{name.replace('_', '-')} must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise CliError("train diffcnn: --threads must be at least 1")
+    if not args.lr > 0:
+        raise CliError("train diffcnn: --lr must be positive")
+    tissue = args.tissue or DEFAULT_TISSUE
+    if not tissue.is_dir():
+        raise CliError(
+            f"train diffcnn: real tissue images not found at {tissue} (give --tissue DIR)",
+            code=1,
+        )
+    progress = not args.json
+
+    def log(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr)
+
+    if args.holdout_stacks is not None:
+        summaries = td.write_holdout_stacks(
+            args.holdout_stacks,
+            args.objective,
+            tissue,
+            positions=args.positions,
+            seed=args.seed,
+            stage=args.stage_preset,
+            progress=progress,
+        )
+        if args.json:
+            print_json({"stacks": summaries})
+        else:
+            for s in summaries:
+                print(f"{s['file']}: {s['stacks']} stacks of {s['planes']} planes ({s['name']})")
+        return 0
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError("train diffcnn: --device cuda, but torch sees no CUDA GPU", code=1)
+    req = td.TrainRequest(
+        objective=args.objective,
+        epochs=args.epochs,
+        device=args.device,
+        out=args.out or _user_dir("models"),
+        resume=args.resume,
+        samples=args.samples,
+        val_samples=args.val_samples,
+        seed=args.seed,
+        threads=args.threads,
+        workers=args.workers,
+        cache_dir=args.cache or _user_dir("cache"),
+        tissue_dir=tissue,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        progress=progress,
+        command=td.describe_command(),
+    )
+    try:
+        summary = td.train(req, log=log)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(f"train diffcnn: {exc}", code=1) from None
+    if args.json:
+        print_json(summary)
+    else:
+        v = summary["val"]
+        print(
+            f"wrote {summary['weights']} ({summary['weights_mb']:.2f} MB) and "
+            f"{summary['model_card']}\n"
+            f"held-out validation: tile MAE {v['tile_mae_um']:.3f} um, "
+            f"p95 {v['tile_p95_um']:.3f} um over {v['tiles']} pairs "
+            f"({summary['total_s']:.0f} s)"
+        )
+    return 0
