@@ -66,6 +66,8 @@ def test_wizard_creates_a_simulator_profile(qtbot, worker):
     with qtbot.waitSignal(wiz.profileSaved) as saved:
         finish(qtbot, wiz)
     assert saved.args == ["wizard-sim"]
+    preview = wiz.save_page.preview.toPlainText()  # the TOML the person saw before saving
+    assert 'type = "sim"' in preview and "[simulator" in preview
     assert (user_profile_dir() / "wizard-sim.toml").is_file()
     prof = load_profile("wizard-sim")
     assert prof.is_simulated and prof.description == "made by the wizard"

@@ -29,6 +29,16 @@ from slidescan.hardware.base import Frame, Position
 FrameSource = Callable[[], Frame | None]
 
 
+class _CountingImageItem(pg.ImageItem):
+    """An ImageItem that counts its paints (the live view's real display rate)."""
+
+    paints = 0
+
+    def paint(self, p, *args) -> None:  # noqa: ANN001 - Qt signature
+        self.paints += 1
+        super().paint(p, *args)
+
+
 def auto_levels(
     image: np.ndarray, low_pct: float = 0.1, high_pct: float = 99.9
 ) -> tuple[float, float]:
@@ -74,7 +84,7 @@ class LiveView(QtWidgets.QWidget):
         self.view = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.view.disableAutoRange()
         self.view.sigRangeChanged.connect(self._on_range_changed)
-        self.image = pg.ImageItem()
+        self.image = _CountingImageItem()
         self.image.setLevels((0, 255))
         self.view.addItem(self.image)
         self.histogram = pg.HistogramLUTItem(image=self.image, levelMode="mono")
@@ -162,6 +172,11 @@ class LiveView(QtWidgets.QWidget):
     @property
     def fps(self) -> float:
         return self._fps
+
+    @property
+    def paints(self) -> int:
+        """How often the image has been painted on screen."""
+        return self.image.paints
 
     def poll(self) -> None:
         if self._source is None:

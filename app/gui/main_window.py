@@ -888,7 +888,7 @@ class MainWindow(QtWidgets.QMainWindow):
         thumbs, self._pending_thumbs = self._pending_thumbs, {}
         for ev in thumbs.values():
             self.tile_map.add_tile_image(
-                ev.index, ev.x_um, ev.y_um, ev.width_um, ev.height_um, ev.thumbnail
+                ev.index, ev.x_um, ev.y_um, ev.width_um, ev.height_um, ev.thumbnail, dim=ev.skipped
             )
         t = self._pending_tile
         if t is not None:

@@ -283,7 +283,13 @@ class ReviewWindow(QtWidgets.QMainWindow):
         for idx, row in self._rows.items():
             rec = self._records[idx]
             self.tile_map.add_tile_image(
-                idx, float(rec["x_um"]), float(rec["y_um"]), fw, fh, r.thumbnail(row)
+                idx,
+                float(rec["x_um"]),
+                float(rec["y_um"]),
+                fw,
+                fh,
+                r.thumbnail(row),
+                dim=bool(rec["skipped"]),
             )
             if not rec["skipped"]:
                 quality = (

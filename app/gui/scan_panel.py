@@ -260,8 +260,9 @@ class ScanPanel(QtWidgets.QWidget):
         for b in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
             buttons.addWidget(b)
         self.progress = QtWidgets.QProgressBar()
-        self.progress.setFormat("%v / %m tiles")
+        self.progress.setMaximum(1)
         self.progress.setValue(0)
+        self.progress.setFormat("no scan yet")
         self.rate_label = QtWidgets.QLabel("")
         self.state_label = QtWidgets.QLabel("idle")
         self.warnings = QtWidgets.QListWidget()
@@ -459,6 +460,7 @@ class ScanPanel(QtWidgets.QWidget):
         self.state_label.setText(f"{text}: {message}" if message else text)
 
     def reset_progress(self, total: int) -> None:
+        self.progress.setFormat("%v / %m tiles")
         self.progress.setMaximum(max(1, total))
         self.progress.setValue(0)
         self.rate_label.setText("")

@@ -227,6 +227,7 @@ class StagePanel(QtWidgets.QWidget):
     ) -> None:
         super().__init__(parent)
         self.controller: StageController | None = None
+        self._goto_filled = False
 
         self.pos_labels = {a: QtWidgets.QLabel("--") for a in AXES}
         readout = QtWidgets.QHBoxLayout()
@@ -341,6 +342,7 @@ class StagePanel(QtWidgets.QWidget):
         if self.controller is not None:
             self.controller.positionChanged.disconnect(self.show_position)
         self.controller = controller
+        self._goto_filled = False
         self.setEnabled(controller is not None)
         if controller is None:
             for label in self.pos_labels.values():
@@ -378,6 +380,9 @@ class StagePanel(QtWidgets.QWidget):
             self.controller.jog(dz=sz * self.z_step_um * factor)
 
     def show_position(self, p: Position) -> None:
+        if not self._goto_filled:  # start the go-to fields where the stage is
+            self._goto_filled = True
+            self.copy_position()
         self.pos_labels["x"].setText(f"{p.x:.1f} µm")
         self.pos_labels["y"].setText(f"{p.y:.1f} µm")
         self.pos_labels["z"].setText(f"{p.z:.2f} µm")

@@ -239,9 +239,17 @@ class TileMap(pg.PlotWidget):
         self._update_overlay()
 
     def add_tile_image(
-        self, index: int, x_um: float, y_um: float, w_um: float, h_um: float, image: np.ndarray
+        self,
+        index: int,
+        x_um: float,
+        y_um: float,
+        w_um: float,
+        h_um: float,
+        image: np.ndarray,
+        dim: bool = False,
     ) -> None:
-        """Show a thumbnail in the tile's footprint (replacing an earlier one)."""
+        """Show a thumbnail in the tile's footprint (replacing an earlier one); `dim` for a
+        tile that was looked at but not taken (empty glass)."""
         item = self._thumbs.get(index)
         if item is None:
             item = pg.ImageItem()
@@ -251,6 +259,7 @@ class TileMap(pg.PlotWidget):
         levels = (0, 255) if image.dtype == np.uint8 else None
         item.setImage(image, levels=levels, autoLevels=levels is None)
         item.setRect(QtCore.QRectF(x_um - w_um / 2, y_um - h_um / 2, w_um, h_um))
+        item.setOpacity(0.35 if dim else 1.0)
         if index not in self._geometry:
             self._geometry[index] = TileGeometry(index, -1, -1, x_um, y_um, w_um, h_um)
 

@@ -71,6 +71,15 @@ def stage_test(stage: Any, move: bool) -> str:
     return "\n".join(lines)
 
 
+def _without_none(value: Any) -> Any:
+    """TOML has no null: what is None means 'the default' and is left out (as save does)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return value
+
+
 def _err(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         e = exc.errors()[0]
@@ -571,10 +580,8 @@ class SavePage(QtWidgets.QWizardPage):
         try:
             import tomli_w
 
-            from slidescan.hardware.profile import _drop_none
-
             prof = wiz.build_profile()
-            self.preview.setPlainText(tomli_w.dumps(_drop_none(prof.model_dump(mode="json"))))
+            self.preview.setPlainText(tomli_w.dumps(_without_none(prof.model_dump(mode="json"))))
             self.error.setText("")
         except Exception as exc:
             self.preview.setPlainText("")
