@@ -188,3 +188,34 @@ def test_start_errors_are_dialogs(qtbot, window, tmp_path, tissue_dir):
     qtbot.waitUntil(lambda: window.last_dialog is not None, timeout=10000)
     assert "exists" in window.last_dialog.text()
     assert window.runner is None and window.scan_panel.start_button.isEnabled()
+
+
+def test_keyboard_jogs_and_double_click_moves_within_limits(qtbot, window, tissue_dir):
+    from PySide6 import QtCore
+
+    m = fake_microscope(tissue_dir)
+    connect(qtbot, window, m)
+    window.activateWindow()
+    window.live.graphics.setFocus()
+    sp = window.stage_panel
+    sp.xy_step.setCurrentIndex(sp.xy_step.findData(100.0))
+    sp.z_step.setCurrentIndex(sp.z_step.findData(1.0))
+    x0, z0 = m.stage.position().x, m.stage.position().z
+    qtbot.keyClick(window.live.graphics, QtCore.Qt.Key.Key_Right)
+    qtbot.waitUntil(lambda: abs(m.stage.position().x - (x0 + 100)) < 1e-6, timeout=5000)
+    qtbot.keyClick(window.live.graphics, QtCore.Qt.Key.Key_PageUp)
+    qtbot.waitUntil(lambda: abs(m.stage.position().z - (z0 + 1)) < 1e-6, timeout=5000)
+    # Shift+PgUp is ten steps; the z soft limit (+30) stops it
+    for _ in range(4):
+        qtbot.keyClick(
+            window.live.graphics, QtCore.Qt.Key.Key_PageUp, QtCore.Qt.KeyboardModifier.ShiftModifier
+        )
+    qtbot.waitUntil(lambda: m.stage.position().z == 30.0, timeout=5000)
+    assert all(c.get("z", 0) <= 30.0 for c in m.stage.commands)
+    # a double-click on the map (or the live image) centres the stage there
+    window.tile_map.moveRequested.emit(1234.0, -567.0)
+    qtbot.waitUntil(
+        lambda: m.stage.position().x == 1234.0 and m.stage.position().y == -567.0, timeout=5000
+    )
+    window.tile_map.moveRequested.emit(99999.0, 0.0)  # beyond the soft limit: stops at 5000
+    qtbot.waitUntil(lambda: m.stage.position().x == 5000.0, timeout=5000)

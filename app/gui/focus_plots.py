@@ -9,11 +9,12 @@ the slide with the tile centres on top.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
+import weakref
 
 import numpy as np
+import shiboken6
 from PySide6 import QtCore, QtWidgets
 from scipy.interpolate import griddata
 
@@ -152,10 +153,30 @@ def interpolate_surface(
     return near.astype(np.float32)
 
 
+class _Bridge(QtCore.QObject):
+    """Carries results from worker threads to the GUI thread. It lives as long as the program,
+    so a thread never emits on an object that the GUI thread may be deleting (a plot closed
+    while its surface is being computed); the slot checks the plot is still there."""
+
+    done = QtCore.Signal(object, object)  # weakref to the plot, result
+    _instance: _Bridge | None = None
+
+    @classmethod
+    def instance(cls) -> _Bridge:
+        if cls._instance is None:
+            cls._instance = cls()
+            cls._instance.done.connect(cls._deliver)
+        return cls._instance
+
+    @staticmethod
+    def _deliver(ref: weakref.ref, result: tuple) -> None:
+        plot = ref()
+        if plot is not None and shiboken6.isValid(plot):
+            plot._show(result)
+
+
 class FocusSurfacePlot(pg.PlotWidget):
     """Heat map of the focus z over the slide from the tiles focused so far."""
-
-    _computed = QtCore.Signal(object)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -184,7 +205,6 @@ class FocusSurfacePlot(pg.PlotWidget):
         self._again = False
         self._generation = 0
         self.updated = 0  # surfaces shown so far (tests wait on it)
-        self._computed.connect(self._show)
 
     def clear_points(self) -> None:
         self._generation += 1  # a surface still being computed is for the old points
@@ -233,6 +253,8 @@ class FocusSurfacePlot(pg.PlotWidget):
             by0, by1 = by0 - 1, by1 + 1
         bounds = (float(bx0), float(by0), float(bx1), float(by1))
         generation = self._generation
+        ref = weakref.ref(self)
+        _Bridge.instance()  # created here, on the GUI thread
         self._busy = True
         self._again = False
 
@@ -242,8 +264,7 @@ class FocusSurfacePlot(pg.PlotWidget):
             except Exception:  # a degenerate set of points: show them without a surface
                 log.debug("focus surface interpolation failed", exc_info=True)
                 grid = None
-            with contextlib.suppress(RuntimeError):  # the plot may have been closed meanwhile
-                self._computed.emit((generation, x, y, z, bounds, grid))
+            _Bridge.instance().done.emit(ref, (generation, x, y, z, bounds, grid))
 
         threading.Thread(target=work, name="focus-surface", daemon=True).start()
 

@@ -75,9 +75,11 @@ class MainWindow(QtWidgets.QMainWindow):
             QtWidgets.QMainWindow.DockOption.AnimatedDocks
             | QtWidgets.QMainWindow.DockOption.AllowTabbedDocks
         )
-        self.worker = DeviceWorker(parent=self)
+        # No Qt parent for the two objects other threads emit on: Python owns them, so the
+        # threads holding a reference (a job, a runner) keep them alive even if the window goes.
+        self.worker = DeviceWorker()
         self.worker.failed.connect(self._worker_failed)
-        self.relay = EventRelay(self)
+        self.relay = EventRelay()
         self.relay.event.connect(self.on_scan_event)
 
         self.microscope: Any = None

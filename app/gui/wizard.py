@@ -618,7 +618,7 @@ class HardwareWizard(QtWidgets.QWizard):
         self.setWizardStyle(QtWidgets.QWizard.WizardStyle.ClassicStyle)
         self.setMinimumSize(720, 560)
         self._own_worker = worker is None
-        self.worker = worker or DeviceWorker(parent=self)
+        self.worker = worker or DeviceWorker()
         self.stage_page = StagePage(self.worker)
         self.camera_page = CameraPage(self.worker)
         self.objectives_page = ObjectivesPage()
