@@ -64,3 +64,33 @@ def test_scan_on_the_simulator_from_the_gui(qtbot, tmp_path):
     review.select_tile(int(taken["index"][0]))
     assert review.viewer.image.shape == (96, 96, 3)
     review.close()
+
+
+def test_profile_connects_and_objective_switch_reopens_it(qtbot, tmp_path):
+    from slidescan.hardware.profile import load_profile, save_profile, user_profile_dir
+
+    prof = load_profile("simulator").model_copy(deep=True)
+    prof.simulator = {**(prof.simulator or {}), "camera": {"width": 64, "height": 64}}
+    save_profile(prof, "gui-small-sim")
+    settings = gui_settings(tmp_path / "gui.ini")
+    settings.setValue("camera/live", "false")
+    win = MainWindow(settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        with qtbot.waitSignal(win.microscopeChanged, timeout=60000):
+            win.connect_profile("gui-small-sim")
+        assert win.microscope.optics.objective.name == "20x/0.75"  # the profile's default
+        assert win._fov == pytest.approx((64 * 0.325, 64 * 0.325))
+        assert "gui-small-sim" in win.profile_label.text()
+        names = [
+            win.scan_panel.objective.itemText(i) for i in range(win.scan_panel.objective.count())
+        ]
+        assert names == [o.name for o in prof.objectives]
+        with qtbot.waitSignal(win.microscopeChanged, timeout=60000):
+            win.scan_panel.objective.setCurrentText("10x/0.30")
+        assert win.microscope.optics.objective.name == "10x/0.30"
+        assert win._fov == pytest.approx((64 * 0.65, 64 * 0.65))
+        assert settings.value("profile/last") == "gui-small-sim"
+    finally:
+        (user_profile_dir() / "gui-small-sim.toml").unlink()

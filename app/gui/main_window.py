@@ -95,6 +95,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._user_paused = False
         self._live_wanted = True
         self._scan_xyz: dict[str, float] = {}
+        self._last_objective = ""  # the objective last used (settings), preferred on connect
         self._closed = False
         self._quit_after_scan = False
         self._fov = (0.0, 0.0)
@@ -354,6 +355,7 @@ class MainWindow(QtWidgets.QMainWindow):
         scan = read_json(s, "scan/settings")
         if isinstance(scan, dict):
             self.scan_panel.apply_settings(scan)
+            self._last_objective = str(scan.get("objective", ""))
         overlay = str(s.value("map/overlay", "none"))
         if overlay in OVERLAYS:
             self.overlay_combo.setCurrentText(overlay)
@@ -388,15 +390,21 @@ class MainWindow(QtWidgets.QMainWindow):
     # hardware
     # ----------------------------------------------------------------------------------------
     def connect_profile(self, name: str, objective: str | None = None) -> None:
-        """Open profile `name` on the worker; a failure offers the wizard or the simulator."""
+        """Open profile `name` on the worker (with `objective`, else the one last used when the
+        profile has it, else its default); a failure offers the wizard or the simulator."""
         from slidescan.hardware.profile import load_profile, open_microscope
 
         self.statusBar().showMessage(f"connecting to {name} …")
         self.profile_label.setText(f"connecting {name} …")
 
+        preferred = self._last_objective
+
         def job() -> tuple[Any, Any]:
             prof = load_profile(name)
-            return prof, open_microscope(prof, objective=objective)
+            names = [o.name for o in prof.objectives]
+            # the objective asked for, else the one last used if this microscope has it
+            chosen = objective or (preferred if preferred in names else None)
+            return prof, open_microscope(prof, objective=chosen)
 
         self._release_microscope()
         self.worker.submit(
@@ -443,6 +451,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.scan_panel.set_objectives(objectives)
             if objective:
                 self.scan_panel.objective.setCurrentText(objective)
+                self._last_objective = objective
         cam = microscope.camera
         shape = tuple(cam.shape)
         pixel = float(microscope.optics.pixel_size_um)
