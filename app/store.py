@@ -599,18 +599,27 @@ class ScanReader:
         self._f.close()
 
     def refresh(self) -> int:
-        """See tiles written since opening (SWMR); returns the committed count."""
-        self._f["committed"].refresh()
-        for name in _TILE_DATASETS:
-            self._f[f"tiles/{name}"].refresh()
-        self._f["survey"].refresh()
-        n = int(self._f["committed"][()])
-        self._n = min(n, *(self._f[f"tiles/{k}"].shape[0] for k in _TILE_DATASETS))
-        self._rec = self._f["tiles/records"][: self._n]  # small: read once per refresh
-        self._images = self._f["tiles/images"]
-        self._thumbs = self._f["tiles/thumbnails"]
-        self._curve_z = self._f["tiles/curve_z_um"]
-        self._curve_v = self._f["tiles/curve_values"]
+        """See tiles written since opening (SWMR); returns the committed count.
+
+        Each dataset is opened ONCE and the same handle is refreshed every time: with HDF5 2.0
+        and h5py 3.16, refreshing a second handle of a dataset while an older one is open makes
+        every read of it return the first chunk (tests/test_store.py guards this).
+        """
+        if not hasattr(self, "_ds"):
+            self._ds = {name: self._f[f"tiles/{name}"] for name in _TILE_DATASETS}
+            self._committed_ds = self._f["committed"]
+            self._survey_ds = self._f["survey"]
+            self._images = self._ds["images"]
+            self._thumbs = self._ds["thumbnails"]
+            self._curve_z = self._ds["curve_z_um"]
+            self._curve_v = self._ds["curve_values"]
+        self._committed_ds.refresh()
+        for ds in self._ds.values():
+            ds.refresh()
+        self._survey_ds.refresh()
+        n = int(self._committed_ds[()])
+        self._n = min(n, *(ds.shape[0] for ds in self._ds.values()))
+        self._rec = self._ds["records"][: self._n]  # small: read once per refresh
         return self._n
 
     @property
@@ -685,7 +694,7 @@ class ScanReader:
         return self._curve_z[i, :n], self._curve_v[i, :n]
 
     def survey(self) -> np.ndarray:
-        return self._f["survey"][:]
+        return self._survey_ds[:]
 
     def verify(self) -> list[int]:
         """Rows whose stored image does not match its checksum (should be empty)."""

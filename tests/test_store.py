@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -100,6 +104,58 @@ def test_reader_follows_a_file_being_written(tmp_path):
         np.testing.assert_array_equal(r.image(i), _image(i))
     w.close("completed")
     r.close()
+
+
+_WRITER_PROCESS = """
+import sys, time, pathlib
+import numpy as np
+from slidescan.app.plan import RectRegion, ScanPlan
+from slidescan.app.store import ScanWriter, TileRecord
+
+path, compression, gate = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+plan = ScanPlan(region=RectRegion(x0=0, y0=0, x1=200, y1=150), output=path,
+                compression=compression)
+tiles = plan.tiles(64, 48)
+w = ScanWriter.create(path, plan, tiles, (48, 64), np.uint8, pixel_size_um=1.0, profile={})
+def image(i):
+    return np.full((48, 64), 20 * (i + 1), np.uint8) + np.arange(64, dtype=np.uint8)
+for i, t in enumerate(tiles[:6]):
+    if i == 3:
+        pathlib.Path(str(gate) + ".ready").touch()
+        while not gate.exists():
+            time.sleep(0.02)
+    w.append(TileRecord(t.index, t.row, t.col, t.x_um, t.y_um, 1.0), image(i))
+w.close("completed")
+"""
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_refresh_reads_every_tile_of_a_file_another_process_writes(tmp_path, compression):
+    """HDF5 2.0 / h5py 3.16: refreshing a fresh handle of a dataset while an older handle is
+    open makes every read return the first chunk. The reader keeps one handle per dataset;
+    this reads every image and thumbnail back after refreshes while another process writes."""
+    path, gate = tmp_path / "live.h5", tmp_path / "go"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER_PROCESS, str(path), compression, str(gate)]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not Path(str(gate) + ".ready").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "writer did not start"
+            time.sleep(0.02)
+        with ScanReader(path) as r:
+            for expected in (3, 6):
+                assert r.refresh() == expected
+                firsts = [int(r.image(i)[0, 0]) for i in range(expected)]
+                assert firsts == [20 * (i + 1) for i in range(expected)]
+                means = [float(r.thumbnail(i).mean()) for i in range(expected)]
+                assert means == sorted(means) and len(set(means)) == expected
+                if expected == 3:
+                    gate.touch()
+                    assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_skipped_tiles_store_no_image(tmp_path):
