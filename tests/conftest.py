@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# One OpenMP/BLAS thread for torch and numpy in tests: on a 2-core machine that is also running
+# the simulator's FFT threads, torch's spinning OpenMP pool made a 7 s training test take 230 s.
+# Tests assert behaviour, never speed (speed is measured by `slidescan bench`).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SLIDESCAN_SHARED_DATA", REPO.parent / "shared" / "data"))
