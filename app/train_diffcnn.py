@@ -41,9 +41,13 @@ import numpy as np
 from slidescan.focus.learned.preprocess import InputSpec, patch_pairs
 
 #: Bump when the data recipe changes so stale caches are not reused.
-DATA_VERSION = 2
+DATA_VERSION = 3
 REAL_TRAIN_IMAGES = ("ki67_nanozoomer_0.227um.png", "ki67_olympus-vs_0.346um.png")
 REAL_HOLDOUT_IMAGES = ("he_nanozoomer_0.227um.png",)
+#: Generic textures from scikit-image's bundled images, used as extra training specimens at
+#: random scales: the physics that relates two defocused frames holds for any absorbing
+#: texture, and variety keeps the network from keying on the look of a few tissues.
+TEXTURE_IMAGES = ("gravel.png", "grass.png", "brick.png", "cell.png", "rocket.jpg", "coffee.png")
 #: Assumed pixel size of scikit-image's IHC sample (nuclei ~20 px across, ~8 um).
 SKIMAGE_IHC_PIXEL_UM = 0.4
 HOLDOUT_SEED_BASE = 1_000_000
@@ -163,10 +167,18 @@ def sample_scene(index: int, split: str, seed: int, recipe: Recipe, tissue_dir: 
     rng = np.random.default_rng(ss)
     sim_seed = int(rng.integers(0, HOLDOUT_SEED_BASE))
     if split == "train":
-        kind = rng.choice(["he", "ihc", "real"], p=[0.4, 0.3, 0.3])
+        kind = rng.choice(["he", "ihc", "real", "texture"], p=[0.3, 0.25, 0.25, 0.2])
         if kind == "real":
             name = REAL_TRAIN_IMAGES[int(rng.integers(len(REAL_TRAIN_IMAGES)))]
-            specimen, label = _image_specimen(tissue_dir / name, rng), name
+            # the image's own scale jittered: other cell sizes, other intrinsic sharpness
+            nominal = float(name.rsplit("_", 1)[1].removesuffix("um.png"))
+            pixel = nominal * float(rng.uniform(0.8, 1.5))
+            specimen, label = _image_specimen(tissue_dir / name, rng, pixel), name
+        elif kind == "texture":
+            name = TEXTURE_IMAGES[int(rng.integers(len(TEXTURE_IMAGES)))]
+            path = skimage_data_path(name)
+            pixel = float(rng.uniform(0.12, 0.35))
+            specimen, label = _image_specimen(path, rng, pixel), f"texture {name}"
         else:
             specimen, label = _procedural_specimen(str(kind), rng), f"procedural {kind}"
         coverslip = float(rng.uniform(-15.0, 15.0))
@@ -220,14 +232,19 @@ def sample_scene(index: int, split: str, seed: int, recipe: Recipe, tissue_dir: 
     )
 
 
-def skimage_ihc_path() -> Path:
-    """The file behind `skimage.data.immunohistochemistry()` (ships in the wheel)."""
+def skimage_data_path(name: str) -> Path:
+    """A sample image bundled in the scikit-image wheel (no download)."""
     import skimage
 
-    path = Path(skimage.__file__).parent / "data" / "ihc.png"
+    path = Path(skimage.__file__).parent / "data" / name
     if not path.is_file():
-        raise FileNotFoundError(f"scikit-image's IHC sample not found at {path}")
+        raise FileNotFoundError(f"scikit-image's sample {name} not found at {path}")
     return path
+
+
+def skimage_ihc_path() -> Path:
+    """The file behind `skimage.data.immunohistochemistry()`."""
+    return skimage_data_path("ihc.png")
 
 
 def _set_na(sim: Any, na: float) -> None:
@@ -551,7 +568,10 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
             "val_pairs": int(len(np.unique(val_data.tile))),
             "val_patches": len(val_data),
             "train_specimens": "procedural H&E and IHC (seeds < 1e6), "
-            + ", ".join(REAL_TRAIN_IMAGES),
+            + ", ".join(REAL_TRAIN_IMAGES)
+            + " (pixel size jittered x0.8-1.5), scikit-image textures "
+            + ", ".join(TEXTURE_IMAGES)
+            + " (0.12-0.35 um/px)",
             "val_specimens": f"{REAL_HOLDOUT_IMAGES[0]}, skimage ihc, procedural (seeds >= 1e6)",
             "train_cache": str(train_path.name),
             "val_cache": str(val_path.name),
@@ -628,8 +648,9 @@ floating-point difference of the two, both standardised per channel with the pai
 statistics, and regresses y = z_focus - z. Up to {spec.max_patches} patches with the most
 tissue are combined by a std-weighted median; their spread is the confidence. Trained range:
 y in [{meta.y_min_um:g}, {meta.y_max_um:g}] um (the upper shot at least
-{meta.y_min_um - meta.delta_um:g} um below focus). Default first shot: hint - {meta.offset_um:g} um for hints
-within +/-5 um.
+{meta.y_min_um - meta.delta_um:g} um below focus). The first shot goes
+y_min + 0.5 um + range below the hint: {meta.offset_um:g} um for hints within +/-5 um (`focus
+eval`), {meta.y_min_um + 1.5:g} um for the method's default 1 um range in scans.
 
 ## Model
 

@@ -312,7 +312,7 @@ class ToyScope:
 
 
 def test_method_two_shots_below_one_move_one_final_frame(tmp_path):
-    weights = _constant_checkpoint(tmp_path / "c.pt", 6.0)
+    weights = _constant_checkpoint(tmp_path / "c.pt", 4.0)
     method = DiffCNNFocus(weights=weights, margin_um=0.5)
     scope = ToyScope(focus_um=1.0, z=3.0)
     result = method.focus(scope, FocusHint(z_um=3.0, range_um=5.0))
@@ -320,12 +320,12 @@ def test_method_two_shots_below_one_move_one_final_frame(tmp_path):
     z1 = 3.0 - offset
     assert scope.snaps[:2] == pytest.approx([z1, z1 + 2.0])
     assert result.ok and result.frames == 3 and len(scope.snaps) == 3
-    assert result.z_um == pytest.approx(z1 + 6.0)
+    assert result.z_um == pytest.approx(z1 + 4.0)
     assert scope.snaps[2] == pytest.approx(result.z_um)
     assert result.final_frame is not None
     assert result.curve.kind == "prediction"
     assert result.curve.z_um.tolist() == pytest.approx([z1, z1 + 2.0])
-    assert result.curve.values.tolist() == pytest.approx([z1 + 6.0] * 2)
+    assert result.curve.values.tolist() == pytest.approx([z1 + 4.0] * 2)
     # Backlash: the first shot was approached from below (overshoot), every later move went up.
     assert scope.moves[0] < z1 and np.all(np.diff(scope.moves[1:]) > 0)
     assert result.hardware_s == pytest.approx(scope.t)
@@ -367,10 +367,33 @@ def test_method_takes_a_second_pair_when_patches_disagree(tmp_path, monkeypatch)
     result = method.focus(scope, FocusHint(z_um=0.0, range_um=5.0))
     z1 = -8.0
     est = z1 + 7.0
-    z1b = est - method.offset_for(max(3 * 0.8, 1.0))
+    z1b = est - method.offset_for(max(2 * 0.8, 1.0))
     assert result.ok and result.frames == 5 and result.extra["pairs"] == 2
     assert scope.snaps[2] == pytest.approx(z1b)
     assert result.z_um == pytest.approx(z1b + 4.0)
+
+
+def test_method_refines_a_far_pair_with_a_second_pair_near_focus(tmp_path, monkeypatch):
+    weights = _constant_checkpoint(tmp_path / "c.pt", 6.0)
+    method = DiffCNNFocus(weights=weights, max_pairs=2, fallback=None, trust_within_um=6.0)
+    answers = iter(
+        [
+            PairPrediction(9.0, 0.1, 0.04, 0.96, 8, 0.0),  # confident, but far from focus
+            PairPrediction(4.2, 0.1, 0.04, 0.96, 8, 0.0),
+        ]
+    )
+    monkeypatch.setattr(method.predictor, "predict", lambda *a, **k: next(answers))
+    scope = ToyScope(z=0.0)
+    result = method.focus(scope, FocusHint(z_um=0.0, range_um=5.0))
+    est = -8.0 + 9.0
+    z1b = est - (2.5 + 0.5 + 0.75)  # y_min + margin + max(2 stderr, 0.75)
+    assert result.ok and result.frames == 5
+    assert scope.snaps[2] == pytest.approx(z1b)
+    assert result.z_um == pytest.approx(z1b + 4.2)
+    # trusting any distance, the same first answer ends the search
+    answers = iter([PairPrediction(9.0, 0.1, 0.04, 0.96, 8, 0.0)])
+    method.trust_within_um = math.inf
+    assert method.focus(ToyScope(z=0.0), FocusHint(z_um=0.0, range_um=5.0)).frames == 3
 
 
 def test_method_reports_failure_on_empty_glass(tmp_path):

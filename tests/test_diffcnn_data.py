@@ -12,6 +12,7 @@ from slidescan.app.train_diffcnn import (
     HOLDOUT_SEED_BASE,
     REAL_HOLDOUT_IMAGES,
     REAL_TRAIN_IMAGES,
+    TEXTURE_IMAGES,
     Recipe,
     _set_na,
     data_key,
@@ -32,7 +33,8 @@ def test_training_and_validation_use_disjoint_specimens_and_optics():
     train, val = _scenes("train"), _scenes("val")
     train_images = {Path(s.config["specimen"].get("image_path", "")).name for s in train}
     val_images = {Path(s.config["specimen"].get("image_path", "")).name for s in val}
-    assert train_images - {""} <= set(REAL_TRAIN_IMAGES)
+    assert train_images - {""} <= set(REAL_TRAIN_IMAGES) | set(TEXTURE_IMAGES)
+    assert set(REAL_TRAIN_IMAGES) <= train_images
     assert not (val_images & set(REAL_TRAIN_IMAGES))
     assert REAL_HOLDOUT_IMAGES[0] in val_images and "ihc.png" in val_images
     assert all(s.config["seed"] < HOLDOUT_SEED_BASE for s in train)
@@ -49,6 +51,7 @@ def test_training_and_validation_use_disjoint_specimens_and_optics():
     # randomised, not one setting
     assert len({round(s.na, 3) for s in train}) > 30
     assert len({s.config["specimen"]["kind"] for s in train}) == 2
+    assert any(s.label.startswith("texture") for s in train)
 
 
 def test_scenes_are_reproducible_from_the_seed():

@@ -131,16 +131,23 @@ class DiffCNNPredictor:
         self.path = path
         self.meta: DiffCNNMeta = meta
         self.spec = meta.spec
-        self.model = fuse_conv_bn(model).eval()
+        # Batch norm folded into the convolutions and NHWC layout: together about 2x faster
+        # on a CPU than the training graph, same outputs.
+        self.model = fuse_conv_bn(model).eval().to(memory_format=torch.channels_last)
         self.tolerance_um = float(tolerance_um)
         self.max_patches = max_patches
         self.threads = threads
+        # The first forward pass allocates and picks kernels (tens of ms); do it here, not
+        # inside the first tile's focus.
+        p, n = self.spec.patch_px, max_patches or self.spec.max_patches
+        self.predict_patches(np.zeros((n, 2, self.spec.colour_channels, p, p), np.float32))
 
     def predict_patches(self, pairs: np.ndarray) -> np.ndarray:
         """(N, 2, C, P, P) intensity pairs -> (N,) distances in um."""
         if len(pairs) == 0:
             return np.zeros(0)
         x = torch.from_numpy(network_input(pairs, self.spec))
+        x = x.contiguous(memory_format=torch.channels_last)
         saved = torch.get_num_threads()
         if self.threads is not None and self.threads != saved:
             torch.set_num_threads(self.threads)
@@ -190,6 +197,8 @@ class DiffCNNFocus:
     - `range_um`: how far off a hint may be when it does not say (`FocusHint.range_um`).
     - `margin_um`: extra distance kept between the upper shot and the nearest possible focus.
     - `min_confidence`: below this a pair is not trusted (another pair, then a sweep).
+    - `trust_within_um`: a pair further from focus than this (model um) only places a second
+      pair close to focus, where the network is most accurate (None: trust any distance).
     - `max_pairs`: pairs before falling back to a sweep.
     - `fallback`: the method used when the CNN is not trusted (default a short `ZSweep`);
       None disables it (the result is then `ok=False` with the best estimate).
@@ -207,7 +216,7 @@ class DiffCNNFocus:
         weights: str | Path | None = None,
         *,
         objective: str = DEFAULT_OBJECTIVE,
-        range_um: float = 5.0,
+        range_um: float = 1.0,
         margin_um: float = 0.5,
         min_confidence: float = 0.5,
         max_pairs: int = 2,
@@ -217,6 +226,7 @@ class DiffCNNFocus:
         max_patches: int | None = None,
         na_scaling: bool = True,
         threads: int | None = 1,
+        trust_within_um: float | None = 4.5,
     ) -> None:
         if not (math.isfinite(range_um) and range_um > 0):
             raise ValueError(f"range_um must be a positive number, got {range_um}")
@@ -226,6 +236,7 @@ class DiffCNNFocus:
             raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
         self.predictor = DiffCNNPredictor(weights, objective, tolerance_um, max_patches, threads)
         self.na_scaling = bool(na_scaling)
+        self.trust_within_um = math.inf if trust_within_um is None else float(trust_within_um)
         self.meta = self.predictor.meta
         self.range_um = float(range_um)
         self.margin_um = float(margin_um)
@@ -255,6 +266,17 @@ class DiffCNNFocus:
 
     def in_trained_range(self, distance_um: float) -> bool:
         return self.meta.y_min_um - 0.25 <= distance_um <= self.meta.y_max_um + 0.25
+
+    def _trusted(self, pred: PairPrediction) -> bool:
+        """Use this pair's prediction: patches agree, inside the trained range, and close
+        enough to focus (`trust_within_um`) for one pair to be accurate. A prediction at the
+        very bottom of the range may come from a pair that straddles focus: not trusted."""
+        return (
+            pred.ok
+            and self.meta.y_min_um + 0.25 <= pred.distance_um <= self.meta.y_max_um + 0.25
+            and pred.distance_um <= self.trust_within_um
+            and pred.confidence >= self.min_confidence
+        )
 
     def axial_scale(self, device: FocusDevice) -> float:
         """Device um per model um along z.
@@ -321,14 +343,14 @@ class DiffCNNFocus:
             shot_pred += [z_est, z_est]
             if not pred.ok:
                 break  # no tissue in the field: another pair will not find any
-            if self.in_trained_range(pred.distance_um) and pred.confidence >= self.min_confidence:
+            if self._trusted(pred):
                 break
             # Not trusted: place the next pair around the estimate, with its uncertainty as
             # the range (in model um). Out of range, the model only says "further than it was
             # trained for" (or "too close"): take the nearest trained distance, full range.
             lo, hi = self.meta.y_min_um, self.meta.y_max_um
             if self.in_trained_range(pred.distance_um):
-                r = max(3.0 * pred.stderr_um, 1.0)
+                r = max(2.0 * pred.stderr_um, 0.75)
             else:
                 r = range_um / scale
             start = m1.z_um + scale * (
@@ -336,11 +358,7 @@ class DiffCNNFocus:
             )
 
         z_first, last = pairs[-1]
-        trusted = (
-            last.ok
-            and self.in_trained_range(last.distance_um)
-            and last.confidence >= self.min_confidence
-        )
+        trusted = self._trusted(last)
         curve = FocusCurve(
             np.array(shots, float), np.array(shot_pred, float), kind="prediction", label="diffcnn"
         )
@@ -382,6 +400,8 @@ class DiffCNNFocus:
             why = "no tissue in the field at the second pair"
         elif not self.in_trained_range(last.distance_um):
             why = f"prediction {last.distance_um:.2f} um outside the trained range"
+        elif last.confidence >= self.min_confidence:
+            why = f"still {last.distance_um:.2f} um from focus after {len(pairs)} pairs"
         else:
             why = f"patches disagree (confidence {last.confidence:.2f})"
         if last.ok and self.in_trained_range(last.distance_um):

@@ -1,0 +1,120 @@
+"""The shipped diffcnn weights on the simulator, the registry entry, and `slidescan train`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from slidescan.app.cli import main
+from slidescan.focus.learned.diffcnn import DiffCNNFocus, DiffCNNPredictor
+from slidescan.focus.learned.weights import load_checkpoint, shipped_weights_path
+from slidescan.focus.protocol import FocusHint
+from slidescan.focus.registry import get_method
+
+SHIPPED = shipped_weights_path("20x/0.75")
+
+
+def test_shipped_weights_are_small_and_self_describing():
+    assert SHIPPED.is_file(), f"shipped weights missing: {SHIPPED}"
+    assert SHIPPED.stat().st_size < 5e6
+    model, meta = load_checkpoint(SHIPPED)
+    assert meta.objective == "20x/0.75" and meta.na == 0.75
+    assert meta.delta_um > 0 and meta.y_min_um - meta.delta_um > 0  # both shots below focus
+    assert meta.trained["seed"] == 0 and "slidescan train diffcnn" in meta.trained["command"]
+    assert SHIPPED.with_suffix(".md").is_file()  # the model card
+
+
+def test_registry_builds_diffcnn_with_shipped_weights_and_params(tmp_path):
+    method = get_method("diffcnn")
+    assert method.name == "diffcnn" and method.predictor.path == SHIPPED
+    assert get_method("diffcnn", max_pairs=1, min_confidence=0.3).max_pairs == 1
+
+
+@pytest.fixture(scope="module")
+def held_out_sim(tissue_dir):
+    """A simulator on the real H&E image, which the shipped model was never trained on."""
+    from slidescan.hardware.sim import SimConfig, build_simulator
+
+    config = SimConfig(
+        seed=11,
+        specimen={"kind": "image", "image_path": tissue_dir / "he_nanozoomer_0.227um.png"},
+        camera={"width": 384, "height": 384},
+        optics={"fft_workers": 1},
+    )
+    return build_simulator(config)
+
+
+def test_shipped_model_reads_the_distance_to_focus_on_unseen_tissue(held_out_sim):
+    sim = held_out_sim
+    predictor = DiffCNNPredictor()
+    x, y = 25_000.0, 10_000.0
+    z_focus = sim.true_focus_um(x, y)
+    rng = np.random.default_rng(0)
+    delta = predictor.meta.delta_um
+    errors = []
+    for distance in (3.5, 6.0, 9.0):
+        z1 = z_focus - distance
+        a = sim.render(x, y, z1, rng=rng)
+        b = sim.render(x, y, z1 + delta, rng=rng)
+        pred = predictor.predict(a, b, sim.optics.pixel_size_um)
+        assert pred.n_patches >= 4
+        errors.append(pred.distance_um - distance)
+    # Physics, not a lookup: near focus it is accurate, and the farther the pair the larger
+    # the distance it reports.
+    assert abs(errors[0]) < 0.5
+    assert all(abs(e) < 1.5 for e in errors)
+
+
+def test_method_focuses_the_simulator_in_three_frames(held_out_sim):
+    sim = held_out_sim
+    x, y = 25_500.0, 9_500.0
+    sim.move_xy(x, y)
+    z_focus = sim.true_focus_um(x, y)
+    method = DiffCNNFocus()
+    result = method.focus(sim, FocusHint(z_um=z_focus + 1.0, range_um=2.0))
+    assert result.ok, result.message
+    assert abs(result.z_um - z_focus) < 0.4
+    assert result.frames in (3, 5)
+    assert result.final_frame is not None
+    lo, hi = sim.z_limits
+    assert lo <= result.z_um <= hi
+
+
+@dataclass
+class _Optics:
+    na: float
+    immersion_n: float = 1.0
+
+
+@dataclass
+class _Device:
+    optics: _Optics
+
+
+def test_axial_scale_stretches_distances_for_an_untrained_na():
+    method = DiffCNNFocus()
+    assert method.axial_scale(_Device(_Optics(0.75))) == 1.0
+    s = method.axial_scale(_Device(_Optics(0.50)))
+    expected = math.tan(math.asin(0.75)) / math.tan(math.asin(0.50))
+    assert s == pytest.approx(expected)
+    assert DiffCNNFocus(na_scaling=False).axial_scale(_Device(_Optics(0.5))) == 1.0
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+def test_train_help_and_errors(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "diffcnn", "--help"])
+    assert e.value.code == 0
+    assert "--resume" in capsys.readouterr().out
+    assert main(["train"]) == 2
+    assert "choose a model" in capsys.readouterr().err
+    assert main(["train", "diffcnn", "--objective", "63x/1.4"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown objective" in err and err.count("\n") == 1
+    assert main(["train", "diffcnn", "--epochs", "0"]) == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+    assert main(["train", "diffcnn", "--tissue", "/nonexistent/tissue"]) == 1
+    assert "not found" in capsys.readouterr().err
