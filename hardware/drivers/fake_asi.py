@@ -42,24 +42,14 @@ class FakeAsi(FakeController):
         self.travel = float(opts.get("travel", "1e6"))
         self.pos = {a: 0.0 for a in AXES}
         self.move: LinearMove | None = None
-        self.rx = bytearray()
         self.error_code = 4
 
     def feed(self, data: bytes, now: float) -> None:
-        self.rx += data
-        while True:
-            ends = [i for i in (self.rx.find(b"\r"), self.rx.find(b"\n")) if i >= 0]
-            if not ends:
-                return
-            i = min(ends)
-            raw = bytes(self.rx[:i]).decode("ascii", "replace").strip()
-            del self.rx[: i + 1]
-            if raw:
-                self.lines_received.append(raw)
-                try:
-                    self.emit(self._execute(raw.upper(), now) + "\r\n")
-                except _Refused as exc:
-                    self.emit(f":N-{exc.code}\r\n")
+        for raw in self._take_lines(data):
+            try:
+                self.emit(self._execute(raw.upper(), now) + "\r\n")
+            except _Refused as exc:
+                self.emit(f":N-{exc.code}\r\n")
 
     def _execute(self, line: str, now: float) -> str:
         if line in ("/", "STATUS"):

@@ -68,22 +68,12 @@ class FakePrior(FakeController):
         self.comp = opts.get("comp", "0") == "1"
         self.xy = _Channel(("x", "y"), float(opts.get("xy_speed", "10000")) * self.speedup)
         self.z = _Channel(("z",), float(opts.get("z_speed", "1000")) * self.speedup)
-        self.rx = bytearray()
         self.commands: list[str] = []
 
     # -- host bytes ------------------------------------------------------------------------------
     def feed(self, data: bytes, now: float) -> None:
-        self.rx += data
-        while True:
-            ends = [i for i in (self.rx.find(b"\r"), self.rx.find(b"\n")) if i >= 0]
-            if not ends:
-                return
-            i = min(ends)
-            raw = bytes(self.rx[:i]).decode("ascii", "replace").strip()
-            del self.rx[: i + 1]
-            if raw:
-                self.lines_received.append(raw)
-                self._execute(raw, now)
+        for raw in self._take_lines(data):
+            self._execute(raw, now)
 
     def _reply(self, text: str) -> None:
         self.emit(text + "\r")

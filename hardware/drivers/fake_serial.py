@@ -30,7 +30,7 @@ import collections
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -93,6 +93,7 @@ class FakeController(abc.ABC):
         self.vanished = False
         self.received = bytearray()  # every byte the host sent, for tests
         self.lines_received: list[str] = []
+        self.rx = bytearray()  # host bytes not yet framed into a line
         self._fault: str | None = None
         self._fault_after = 0.02
         self._fault_at: float | None = None
@@ -104,6 +105,21 @@ class FakeController(abc.ABC):
     @abc.abstractmethod
     def feed(self, data: bytes, now: float) -> None:
         """Bytes written by the host."""
+
+    def _take_lines(self, data: bytes) -> Iterator[str]:
+        """Append host bytes to `self.rx` and yield each complete non-blank line (CR or LF ends
+        a line), stripped and recorded in `lines_received`. Partial lines stay buffered."""
+        self.rx += data
+        while True:
+            ends = [i for i in (self.rx.find(b"\r"), self.rx.find(b"\n")) if i >= 0]
+            if not ends:
+                return
+            i = min(ends)
+            raw = bytes(self.rx[:i]).decode("ascii", "replace").strip()
+            del self.rx[: i + 1]
+            if raw:
+                self.lines_received.append(raw)
+                yield raw
 
     @abc.abstractmethod
     def advance(self, now: float) -> None:
