@@ -41,7 +41,7 @@ import numpy as np
 from slidescan.focus.learned.preprocess import InputSpec, patch_pairs
 
 #: Bump when the data recipe changes so stale caches are not reused.
-DATA_VERSION = 3
+DATA_VERSION = 4
 REAL_TRAIN_IMAGES = ("ki67_nanozoomer_0.227um.png", "ki67_olympus-vs_0.346um.png")
 REAL_HOLDOUT_IMAGES = ("he_nanozoomer_0.227um.png",)
 #: Generic textures from scikit-image's bundled images, used as extra training specimens at
@@ -69,7 +69,7 @@ class Recipe:
     y_min_um: float = 2.5
     y_max_um: float = 14.0
     #: fraction of pairs drawn close to focus (y in [y_min, near_max]); the rest span the range
-    near_fraction: float = 0.5
+    near_fraction: float = 0.6
     near_max_um: float = 6.5
     spec: InputSpec = InputSpec(patch_px=64, bin=1, max_patches=12)
     camera_px: int = 512
@@ -206,6 +206,7 @@ def sample_scene(index: int, split: str, seed: int, recipe: Recipe, tissue_dir: 
         "specimen": specimen,
         "optics": {
             "psf": "pupil",
+            "na": na,
             "coverslip_error_um": coverslip,
             "chromatic_shift_um": chroma,
             "fft_workers": 1,
@@ -252,28 +253,6 @@ def skimage_ihc_path() -> Path:
     return skimage_data_path("ihc.png")
 
 
-def _set_na(sim: Any, na: float) -> None:
-    """Render with numerical aperture `na` (same objective otherwise).
-
-    `SimConfig` takes the NA from the objective table; to vary it within the objective's
-    class this gives the renderer's OTF table a defocus model with the new NA before anything
-    is rendered (the table's frequency grid depends on pixel size and field only).
-    """
-    renderer = sim.renderer
-    otf = renderer.otf
-    model = otf.model
-    if not dataclasses.is_dataclass(model) or not hasattr(model, "na"):
-        raise RuntimeError("the simulator's defocus model has no NA to vary")
-    if abs(model.na - na) < 1e-9:
-        return
-    model = dataclasses.replace(model, na=na)
-    otf.model = model
-    renderer.model = model
-    lookup = getattr(otf, "_lookup", None)
-    if lookup is not None and hasattr(lookup, "cache_clear"):
-        lookup.cache_clear()
-
-
 @dataclass
 class SceneData:
     pairs: np.ndarray  # (N, 2, C, P, P) float16
@@ -290,7 +269,6 @@ def render_scene(scene: Scene, recipe: Recipe) -> SceneData:
     t0 = time.perf_counter()
     rng = np.random.default_rng(scene.seed)
     sim = build_simulator(SimConfig.model_validate(scene.config))
-    _set_na(sim, scene.na)
     x0, y0, x1, y1 = sim.slide_bounds_um
     fw, fh = sim.field_of_view_um
     j = recipe.jitter_px

@@ -14,7 +14,6 @@ from slidescan.app.train_diffcnn import (
     REAL_TRAIN_IMAGES,
     TEXTURE_IMAGES,
     Recipe,
-    _set_na,
     data_key,
     recipe_for,
     render_scene,
@@ -100,6 +99,7 @@ def test_rendered_pairs_are_labelled_by_distance_to_focus():
 
 
 def test_numerical_aperture_can_be_varied_within_the_class():
+    """The public `optics.na` override of SimConfig (what training randomises)."""
     from slidescan.hardware.sim import SimConfig, build_simulator
 
     def blurred_contrast(na: float) -> float:
@@ -108,10 +108,10 @@ def test_numerical_aperture_can_be_varied_within_the_class():
                 seed=2,
                 specimen={"tissue_shape": "fill"},
                 camera={"width": 96, "height": 96, "noise": False},
-                optics={"fft_workers": 1},
+                optics={"fft_workers": 1, "na": na},
             )
         )
-        _set_na(sim, na)
+        assert sim.optics.na == na  # what a focus method reads follows the override
         x, y = 25_000.0, 10_000.0
         img = sim.render(x, y, sim.true_focus_um(x, y) - 4.0, noise=False).astype(float)
         return float(np.abs(np.diff(img, axis=1)).mean())

@@ -140,3 +140,15 @@ def test_render_benchmark_reports_figures():
     for key in ("cold_ms", "cold_field_ms", "warm_new_z_ms", "warm_same_z_ms", "sensor_ms"):
         assert out[key] > 0
     assert out["otf_cache"]["misses"] > 0 and out["otf_cache"]["hits"] > 0
+
+
+def test_na_override_is_validated_and_reaches_the_optics():
+    import pydantic
+
+    from slidescan.hardware.sim import SimConfig, build_simulator
+
+    sim = build_simulator(SimConfig(optics={"na": 0.70}, camera={"width": 32, "height": 32}))
+    assert sim.optics.na == 0.70
+    assert build_simulator(SimConfig(camera={"width": 32, "height": 32})).optics.na == 0.75
+    with pytest.raises(pydantic.ValidationError, match="below the immersion index"):
+        SimConfig(optics={"na": 1.2})

@@ -110,6 +110,11 @@ class SimOpticsConfig(_Model):
     #: "pupil": scalar pupil (Debye) model with the exact defocus phase, sign-aware with
     #: aberrations; "gaussian": fast Gaussian blur model, symmetric in defocus (sign-blind).
     psf: Literal["pupil", "gaussian"] = "pupil"
+    #: Numerical aperture of this particular objective when it differs from its catalogue
+    #: value (objectives of one class vary, and a stopped-down or aged lens has less); None:
+    #: the catalogue NA of `objective`. Everything optical follows it: the PSF, the focal
+    #: shift into the medium and the `optics.na` a focus method reads.
+    na: float | None = Field(default=None, gt=0, lt=1.6)
     sensor_pixel_um: float = Field(default=6.5, gt=0, le=50)
     wavelengths_um: tuple[float, float, float] = RGB_WAVELENGTHS_UM
     #: Cover-glass thickness minus the thickness the objective is corrected for (um); adds
@@ -309,3 +314,13 @@ class SimConfig(_Model):
     @classmethod
     def _stage(cls, v: Any) -> Any:
         return _stage_from_any(v)
+
+    @model_validator(mode="after")
+    def _na_below_immersion(self) -> SimConfig:
+        n = OBJECTIVES[self.objective].immersion_n
+        if self.optics.na is not None and not self.optics.na < n:
+            raise ValueError(
+                f"optics.na {self.optics.na} must be below the immersion index {n} of "
+                f"{self.objective}"
+            )
+        return self

@@ -14,13 +14,14 @@ noise, direct renders), so changing one part's settings never reshuffles another
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from slidescan.hardware.clock import VirtualClock
 from slidescan.hardware.microscope import Microscope
-from slidescan.hardware.optics import OpticalPath, get_objective
+from slidescan.hardware.optics import Objective, OpticalPath, get_objective
 from slidescan.hardware.sim.camera import SensorModel, SimCamera
 from slidescan.hardware.sim.config import SimConfig
 from slidescan.hardware.sim.noise import derive_seed
@@ -46,8 +47,16 @@ def make_specimen(config: SimConfig, pixel_size_um: float) -> Specimen:
     return ProceduralSpecimen(config.specimen, config.seed)
 
 
-def make_defocus_model(config: SimConfig) -> DefocusModel:
+def sim_objective(config: SimConfig) -> Objective:
+    """The configured objective, with `optics.na` overriding its catalogue NA when given."""
     objective = get_objective(config.objective)
+    if config.optics.na is not None and config.optics.na != objective.na:
+        objective = dataclasses.replace(objective, na=float(config.optics.na))
+    return objective
+
+
+def make_defocus_model(config: SimConfig) -> DefocusModel:
+    objective = sim_objective(config)
     if config.optics.psf == "gaussian":
         return GaussianModel(objective.na, objective.immersion_n)
     return PupilModel(
@@ -63,7 +72,7 @@ class SimulatedMicroscope(Microscope):
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        objective = get_objective(config.objective)
+        objective = sim_objective(config)
         optics = OpticalPath(
             objective,
             sensor_pixel_um=config.optics.sensor_pixel_um,
