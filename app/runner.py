@@ -589,8 +589,13 @@ class ScanRunner:
         self._emit(TileStarted(tile.index, self._total, tile.row, tile.col, tile.x_um, tile.y_um))
         hw0 = float(m.now())
         compute = 0.0
-        m.move_xy(tile.x_um, tile.y_um)
         hint_z, source = self._predict(tile.x_um, tile.y_um)
+        pre_z = self._approach_z(hint_z)
+        if pre_z is None:
+            m.move_xy(tile.x_um, tile.y_um)
+        else:
+            m.move_xyz(tile.x_um, tile.y_um, pre_z)
+            self.guard.forget()
         rec = TileRecord(
             index=tile.index,
             row=tile.row,
@@ -689,6 +694,22 @@ class ScanRunner:
             )
         )
         return _Item(tile, rec, final.image, None, fov), frames, rec.tile_hardware_s, compute
+
+    def _approach_z(self, hint_z: float) -> float | None:
+        """Where Z goes during the XY move to a tile, so the tile's first exposure needs only
+        a short upward move: below the quick look (tissue detection) or the focus map's z by
+        the guard's overshoot, else where the focus method asks (`approach_z`). None: Z stays
+        (a method that does not say). Always clamped to the soft limits."""
+        if self.plan.tissue.enabled or self._surface is not None:
+            return self.guard.clamp(hint_z - self.guard.overshoot_um)[0]
+        ask = getattr(self.focus_method, "approach_z", None)
+        if ask is None:
+            return None
+        try:
+            z = float(ask(self.microscope, FocusHint(hint_z, self.plan.focus.range_um, "")))
+        except Exception:  # a method's wish is an optimisation: never a reason to stop
+            return None
+        return self.guard.clamp(z)[0] if math.isfinite(z) else None
 
     def _run_focus(self, tile: Tile, hint_z: float, source: str) -> FocusResult:
         hint = FocusHint(hint_z, self.plan.focus.range_um, source)

@@ -136,11 +136,31 @@ class FocusResult:
 
 @runtime_checkable
 class FocusMethod(Protocol):
-    """Every focus method, classical or learned, has one entry point."""
+    """Every focus method, classical or learned, has one entry point.
+
+    A method may also offer `approach_z(device, hint) -> float | None`: where Z should be when
+    `focus` starts (None: no preference). The scan runner then moves Z there together with the
+    XY move to the tile, so the method's first position costs no time of its own; `focus`
+    must still work from wherever Z is (it never assumes the runner did this).
+    """
 
     name: str
 
     def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult: ...
+
+
+def z_play_um(device: object) -> float | None:
+    """The focus drive's uncompensated play in um, if the device says (optional attribute
+    `z_backlash_um`: 0 for a drive without play or one that compensates itself, None or absent
+    when unknown). A bad value counts as unknown."""
+    try:
+        play = getattr(device, "z_backlash_um", None)
+        if play is None:
+            return None
+        play = float(play)
+    except (TypeError, ValueError):
+        return None
+    return play if math.isfinite(play) and play >= 0 else None
 
 
 def depth_of_field_um(na: float, immersion_n: float = 1.0, wavelength_um: float = 0.55) -> float:

@@ -15,13 +15,17 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from slidescan.focus.protocol import FocusDevice, FocusError, FrameLike
+from slidescan.focus.protocol import FocusDevice, FocusError, FrameLike, z_play_um
 
 Approach = Literal["below", "above", "none"]
 
 #: Default distance (um) past a target on the approach side: more than a focus drive's
 #: backlash (0.5-3 um on a stepper-driven fine focus; the simulator's low-cost stage has 3 um).
 DEFAULT_OVERSHOOT_UM = 5.0
+
+#: Extra distance past a drive's *stated* play (um): the play of a real drive is measured, and
+#: varies a little with load and wear.
+PLAY_MARGIN_UM = 0.5
 
 #: Positions closer than this (um) count as the same.
 Z_TOLERANCE_UM = 1e-6
@@ -37,13 +41,24 @@ class GuardedMove:
     commands: tuple[float, ...]
 
 
+def default_overshoot_um(device: FocusDevice) -> float:
+    """How far past a target to start the approach on this device: its stated play plus
+    `PLAY_MARGIN_UM`, nothing on a drive without play (or one that compensates itself), and
+    `DEFAULT_OVERSHOOT_UM` when the device does not say."""
+    play = z_play_um(device)
+    if play is None:
+        return DEFAULT_OVERSHOOT_UM
+    return play + PLAY_MARGIN_UM if play > 0 else 0.0
+
+
 class ZGuard:
     """Clamp every Z target to the soft limits and approach it from one side.
 
     `approach="below"` (the default) makes every move end upwards; `"above"` makes it end
     downwards; `"none"` moves directly (for drives without backlash). `overshoot_um` (default
-    `DEFAULT_OVERSHOOT_UM`) is how far past the target the approach starts. `moves` counts the
-    commands sent to the device and `commanded` records them in order.
+    `default_overshoot_um(device)`: the drive's stated play plus a margin, 0 without play,
+    `DEFAULT_OVERSHOOT_UM` when unknown) is how far past the target the approach starts.
+    `moves` counts the commands sent to the device and `commanded` records them in order.
     """
 
     def __init__(
@@ -53,7 +68,7 @@ class ZGuard:
         approach: Approach = "below",
     ) -> None:
         if overshoot_um is None:
-            overshoot_um = DEFAULT_OVERSHOOT_UM
+            overshoot_um = default_overshoot_um(device)
         if not (math.isfinite(overshoot_um) and overshoot_um >= 0):
             raise ValueError(f"overshoot_um must be a finite number >= 0, got {overshoot_um}")
         if approach not in ("below", "above", "none"):
@@ -68,6 +83,10 @@ class ZGuard:
     @property
     def moves(self) -> int:
         return len(self.commanded)
+
+    def forget(self) -> None:
+        """Something else moved Z: the next move must not assume the guard's last approach."""
+        self._settled_at = None
 
     @property
     def limits(self) -> tuple[float, float]:

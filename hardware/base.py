@@ -205,6 +205,16 @@ class StageBase(abc.ABC):
         self.move_timeout_s = move_timeout_s
         self._last_target: dict[str, float] = {}
 
+    @property
+    def z_play_um(self) -> float | None:
+        """Mechanical play of the focus drive that callers must take up themselves, in um.
+
+        0 when this stage already approaches every Z target from below (software compensation
+        on); None when unknown, so a focus method assumes the worst (`focus.safety`). Stages
+        that know their play (the simulator) override this.
+        """
+        return 0.0 if self.backlash_um.get("z", 0.0) > 0 else None
+
     # -- native-unit hooks -------------------------------------------------------------------
     @abc.abstractmethod
     def _read_native(self) -> dict[str, float]:

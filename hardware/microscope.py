@@ -39,6 +39,12 @@ class Microscope:
     def get_z(self) -> float:
         return self.stage.position().z
 
+    @property
+    def z_backlash_um(self) -> float | None:
+        """Play of the focus drive a focus method must take up (see `StageBase.z_play_um`)."""
+        play = getattr(self.stage, "z_play_um", None)
+        return None if play is None else float(play)
+
     def snap(self) -> Frame:
         return self.camera.snap()
 
@@ -48,6 +54,11 @@ class Microscope:
     # -- convenience -------------------------------------------------------------------------
     def move_xy(self, x_um: float, y_um: float) -> None:
         self.stage.move_to(x=x_um, y=y_um, wait=True)
+
+    def move_xyz(self, x_um: float, y_um: float, z_um: float) -> None:
+        """One move of all three axes together: Z travels while the stage crosses to the next
+        field, so a focus method's first position costs no extra time."""
+        self.stage.move_to(x=x_um, y=y_um, z=z_um, wait=True)
 
     def close(self) -> None:
         for dev in (self.camera, self.stage):

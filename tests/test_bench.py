@@ -7,7 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from slidescan.app.bench import grid_shape, physical_bound_s, run_scan_bench, run_writer_bench
+from slidescan.app.bench import (
+    grid_shape,
+    physical_bound_s,
+    run_scan_bench,
+    run_writer_bench,
+    three_exposure_bound_s,
+)
 from slidescan.app.cli import main
 from slidescan.app.plan import Tile
 
@@ -29,6 +35,23 @@ def test_physical_bound_is_mean_move_plus_one_frame():
     assert calls == [{"x": 100, "y": 0}, {"x": 0, "y": 50}]
     no_model = SimpleNamespace(stage=object(), camera=SimpleNamespace(exposure_ms=10.0))
     assert physical_bound_s(no_model, tiles) == pytest.approx(0.010)
+
+
+def test_three_exposure_bound_adds_two_frames_two_z_steps_and_the_play():
+    def move_duration_s(**d):
+        return sum(0.001 * abs(v) for v in d.values()) + (0.01 if "z" in d else 0.0)
+
+    tiles = [Tile(0, 0, 0, 0, 0), Tile(1, 0, 1, 100, 0)]
+    cam = SimpleNamespace(frame_time_ms=8.0, exposure_ms=10.0)
+    stage = SimpleNamespace(move_duration_s=move_duration_s, z_play_um=3.0)
+    scope = SimpleNamespace(stage=stage, camera=cam)
+    b = three_exposure_bound_s(scope, tiles, dz_um=2.0)
+    base = 0.1 / 2 + 0.008  # the no-focus bound: mean XY move + one frame
+    assert b["strict_s"] == pytest.approx(base + 2 * 0.008 + 2 * (0.002 + 0.01))
+    assert b["with_play_s"] == pytest.approx(b["strict_s"] + 0.003 + 0.01)
+    no_play = SimpleNamespace(stage=SimpleNamespace(move_duration_s=move_duration_s), camera=cam)
+    b0 = three_exposure_bound_s(no_play, tiles, dz_um=2.0)
+    assert b0["with_play_s"] == b0["strict_s"] == pytest.approx(b["strict_s"])
 
 
 def test_writer_bench_reports_throughput(tmp_path):

@@ -103,3 +103,46 @@ def test_snap_at_moves_then_snaps():
     frame, move = ZGuard(dev).snap_at(2.0)
     assert move.z_um == 2.0
     assert frame.meta["defocus_um"] == 0.0
+
+
+class _Drive(FakeFocusDevice):
+    def __init__(self, play, **kw):
+        super().__init__(**kw)
+        self.z_backlash_um = play
+
+
+def test_default_overshoot_follows_the_drives_stated_play():
+    from slidescan.focus.safety import DEFAULT_OVERSHOOT_UM, PLAY_MARGIN_UM
+
+    assert ZGuard(_Drive(3.0, z0=10.0)).overshoot_um == 3.0 + PLAY_MARGIN_UM
+    assert ZGuard(FakeFocusDevice(z0=10.0)).overshoot_um == DEFAULT_OVERSHOOT_UM  # unknown
+    assert ZGuard(_Drive("garbage", z0=10.0)).overshoot_um == DEFAULT_OVERSHOOT_UM
+    assert ZGuard(_Drive(-1.0, z0=10.0)).overshoot_um == DEFAULT_OVERSHOOT_UM
+    # no play: a downward target is one direct move, and sitting at it needs none
+    free = ZGuard(_Drive(0.0, z0=10.0))
+    assert free.move_to(4.0).commands == (4.0,)
+    assert ZGuard(_Drive(0.0, z0=4.0)).move_to(4.0).commands == ()
+    # an explicit overshoot still wins
+    assert ZGuard(_Drive(0.0, z0=10.0), overshoot_um=2.0).move_to(4.0).commands == (2.0, 4.0)
+
+
+def test_simulated_stage_states_the_play_its_own_compensation_leaves():
+    from slidescan.hardware.sim import SimConfig, build_simulator
+
+    def play(**stage):
+        cfg = SimConfig(stage=stage, camera={"width": 16, "height": 16})
+        return build_simulator(cfg).z_backlash_um
+
+    assert play(preset="commercial") == 0.0
+    assert play(preset="lowcost") == 3.0
+    assert play(preset="lowcost", compensate_z_um=5.0) == 0.0
+
+
+def test_a_real_stage_states_no_play_only_when_it_compensates_itself():
+    from slidescan.hardware.base import StageBase
+
+    class Stage(StageBase):
+        _read_native = _move_native = _wait_native = _stop_native = lambda *a: None
+
+    assert Stage().z_play_um is None  # unknown: focus methods assume the worst
+    assert Stage(backlash_um={"z": 5.0}).z_play_um == 0.0  # the stage approaches from below

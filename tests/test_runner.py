@@ -483,3 +483,56 @@ def test_focusmap_survey_resumes_where_it_stopped(tmp_path):
         assert sorted(t["index"]) == list(range(12)) and set(t["method"]) == {b"focusmap"}
         # the truth is a plane: the fitted map is exact
         np.testing.assert_allclose(t["z_um"], t["true_focus_um"], atol=1e-6)
+
+
+class Prepositioned(FixedMethod):
+    """Asks the runner to bring Z to `hint - below` during the XY move; records where Z was
+    when `focus` began and how many stage moves the tile had made by then."""
+
+    def __init__(self, scope: Microscope, below: float | None = 3.0, fail: bool = False):
+        super().__init__(scope)
+        self.below = below
+        self.broken = fail
+        self.z_at_start: list[float] = []
+        self.moves_at_start: list[int] = []
+        self.returned: list[float] = []
+
+    def approach_z(self, device, hint):
+        if self.broken:
+            raise RuntimeError("no idea")
+        return hint.z_um - self.below
+
+    def focus(self, device, hint) -> FocusResult:
+        self.z_at_start.append(device.get_z())
+        self.moves_at_start.append(device.stage.moves)
+        result = super().focus(device, hint)
+        self.returned.append(result.z_um)
+        return result
+
+
+def test_z_moves_to_the_methods_approach_point_together_with_xy(tmp_path):
+    scope = fake_scope()
+    method = Prepositioned(scope, below=3.0)
+    fin = run(ScanRunner(plan_for(tmp_path, rows=2, cols=3), scope, method=method))
+    assert fin.reason is FinishReason.COMPLETED
+    np.testing.assert_allclose(method.z_at_start, np.array(method.hints) - 3.0, atol=1e-9)
+    # per tile: the runner's move to the returned z for the final frame (this method takes
+    # none), then a single command that moves XY and Z together to the next tile
+    assert np.diff(method.moves_at_start).tolist() == [2] * (len(method.hints) - 1)
+
+
+def test_approach_point_is_clamped_and_a_failing_wish_is_ignored(tmp_path):
+    scope = fake_scope()
+    method = Prepositioned(scope, below=500.0)  # far below the soft limit
+    fin = run(ScanRunner(plan_for(tmp_path, rows=1, cols=2), scope, method=method))
+    assert fin.reason is FinishReason.COMPLETED
+    assert min(scope.stage.z_commands) >= Z_LIMITS[0]
+    assert method.z_at_start[0] == Z_LIMITS[0]
+
+    (tmp_path / "b").mkdir()
+    scope = fake_scope()
+    broken = Prepositioned(scope, fail=True)
+    fin = run(ScanRunner(plan_for(tmp_path / "b", rows=1, cols=2), scope, method=broken))
+    assert fin.reason is FinishReason.COMPLETED and broken.calls == 2
+    # no wish: Z stays where the previous tile's final frame left it
+    assert broken.z_at_start[1] == pytest.approx(broken.returned[0], abs=1e-9)

@@ -302,12 +302,30 @@ class DiffCNNFocus:
         return trained / math.tan(math.asin(na / n))
 
     # -- one tile ----------------------------------------------------------------------------
+    def _guard(self, device: FocusDevice) -> ZGuard:
+        if self.overshoot_um is None:
+            return ZGuard(device)
+        return ZGuard(device, overshoot_um=self.overshoot_um)
+
+    def _range(self, hint: FocusHint) -> float:
+        r = hint.range_um
+        return float(r) if r is not None and math.isfinite(r) and r > 0 else self.range_um
+
+    def _first_shot(self, guard: ZGuard, device: FocusDevice, hint: FocusHint) -> float:
+        """z of the first shot: far enough below the (clamped) hint for its range."""
+        scale = self.axial_scale(device)
+        hint_z, _ = guard.clamp(hint.z_um)
+        return hint_z - scale * self.offset_for(self._range(hint) / scale)
+
+    def approach_z(self, device: FocusDevice, hint: FocusHint) -> float:
+        """Where Z should be when `focus` starts: the first shot's overshoot point below it,
+        so the first move of the tile is a short upward one (the runner moves Z there during
+        the XY move). Clamped to the soft limits."""
+        guard = self._guard(device)
+        return guard.clamp(self._first_shot(guard, device, hint) - guard.overshoot_um)[0]
+
     def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
-        guard = (
-            ZGuard(device)
-            if self.overshoot_um is None
-            else ZGuard(device, overshoot_um=self.overshoot_um)
-        )
+        guard = self._guard(device)
         hw_start = float(device.now())
         compute_s = 0.0
         frames = 0
@@ -315,15 +333,11 @@ class DiffCNNFocus:
         scale = self.axial_scale(device)  # device um per model um
         delta = self.delta_um * scale
         hint_z, hint_clamped = guard.clamp(hint.z_um)
-        range_um = (
-            float(hint.range_um)
-            if hint.range_um is not None and math.isfinite(hint.range_um) and hint.range_um > 0
-            else self.range_um
-        )
+        range_um = self._range(hint)
         shots: list[float] = []
         shot_pred: list[float] = []
         pairs: list[tuple[float, PairPrediction]] = []
-        start = hint_z - scale * self.offset_for(range_um / scale)
+        start = self._first_shot(guard, device, hint)
         clamped = hint_clamped
         for _ in range(self.max_pairs):
             f1, m1 = guard.snap_at(start)

@@ -227,6 +227,12 @@ class SimStage(StageBase):
                 self._mech[a] = self._cmd[a]
                 self._err[a] = 0.0
 
+    @property
+    def z_play_um(self) -> float | None:
+        """The Z play the drive really has, less what the stage's own compensation takes up."""
+        play = self.config.z_backlash_um
+        return 0.0 if self.config.compensate_z_um >= play else play
+
     def move_duration_s(self, **deltas_um: float) -> float:
         """Time a relative move of the given axes would take, settling included."""
         duration, settle = 0.0, 0.0
