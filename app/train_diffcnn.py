@@ -693,6 +693,7 @@ def write_holdout_stacks(
     z_max: float = 8.0,
     z_step: float = 0.25,
     stage: str | None = None,
+    na: float | None = None,
     coverslip_error_um: float = 18.0,
     chromatic_shift_um: tuple[float, float, float] = (0.35, 0.0, -0.35),
     progress: bool = True,
@@ -700,7 +701,8 @@ def write_holdout_stacks(
     """Focus-stack files of held-out specimens with held-out optics, for `slidescan focus eval`.
 
     One file per specimen: the real H&E image, scikit-image's IHC image, and procedural H&E
-    and IHC with a seed above the training range.
+    and IHC with a seed above the training range. `na` overrides the objective's NA (the
+    simulator's `optics.na`), for a robustness set with an aperture never trained on.
     """
     from slidescan.app.commands.stack import synthesise
     from slidescan.hardware.sim import SimConfig
@@ -727,6 +729,7 @@ def write_holdout_stacks(
             "seed": HOLDOUT_SEED_BASE + seed,
             "specimen": specimen,
             "optics": {
+                "na": na,
                 "coverslip_error_um": coverslip_error_um,
                 "chromatic_shift_um": chromatic_shift_um,
             },

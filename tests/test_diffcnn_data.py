@@ -118,3 +118,24 @@ def test_numerical_aperture_can_be_varied_within_the_class():
 
     # a smaller aperture blurs less at the same defocus
     assert blurred_contrast(0.70) > blurred_contrast(0.80)
+
+
+def test_holdout_stacks_can_use_an_aperture_never_trained_on(tmp_path, tissue_dir):
+    from slidescan.app.train_diffcnn import write_holdout_stacks
+    from slidescan.hardware.stackfile import open_stacks
+
+    out = write_holdout_stacks(
+        tmp_path,
+        "20x/0.75",
+        tissue_dir,
+        positions=1,
+        size=32,
+        z_min=-1.0,
+        z_max=0.0,
+        z_step=1.0,
+        na=0.85,
+        progress=False,
+    )
+    assert len(out) == 4
+    with open_stacks(tmp_path / "holdout_he_procedural.h5") as f:
+        assert f.optics.na == pytest.approx(0.85)

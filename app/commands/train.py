@@ -88,6 +88,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument(
         "--positions", type=int, default=4, help="with --holdout-stacks: stacks per file"
     )
+    d.add_argument(
+        "--na",
+        type=float,
+        default=None,
+        help="with --holdout-stacks: numerical aperture of this particular objective "
+        "(default: the objective's catalogue NA), e.g. 0.85 for a setting never trained on",
+    )
     d.add_argument("--json", action="store_true", help="print a JSON summary")
     d.set_defaults(func=_diffcnn)
 
@@ -111,6 +118,11 @@ def _diffcnn(args: argparse.Namespace) -> int:
         raise CliError("train diffcnn: --threads must be at least 1")
     if not args.lr > 0:
         raise CliError("train diffcnn: --lr must be positive")
+    if args.na is not None and not 0 < args.na < OBJECTIVES[args.objective].immersion_n:
+        raise CliError(
+            f"train diffcnn: --na must lie between 0 and the immersion index "
+            f"{OBJECTIVES[args.objective].immersion_n:g}, got {args.na:g}"
+        )
     tissue = args.tissue or DEFAULT_TISSUE
     if not tissue.is_dir():
         raise CliError(
@@ -131,6 +143,7 @@ def _diffcnn(args: argparse.Namespace) -> int:
             positions=args.positions,
             seed=args.seed,
             stage=args.stage_preset,
+            na=args.na,
             progress=progress,
         )
         if args.json:
