@@ -5,16 +5,41 @@ on hardware), starts the stage at a hint drawn as `true focus + U(-hint_range, +
 (seeded), gives the method `FocusHint(z_um=hint, range_um=hint_range)` (None for a range of
 0: the method uses its default) and records:
 
-- error = returned z - the stack's true focus, in um, never clipped. A z outside the stack's
-  recorded range is scored like any other z and also counted as `out_of_range`.
+- error = scored z - the stack's true focus, in um, never clipped. The scored z is the z the
+  final image of the tile shows (`TrialRecord.z_um`); the z the method returned is kept as
+  `z_commanded_um`:
+  - a returned z outside the stack's recorded range is scored as returned (no image exists
+    there) and counted as `out_of_range`;
+  - a method that hands back its final frame (`FocusResult.final_frame`, as zsweep, brent and
+    diffcnn do) is scored at the true z that frame was served at (its `true_position_um`);
+  - otherwise the eval does what a scan does before its final capture: it moves the drive to
+    the returned z through a `ZGuard` (approach from below) and scores the true z it arrives
+    at. That move is not counted in the method's frames, moves or hardware seconds.
+  On an ideal stage (the default) the drive is where it was told, so this is the returned z
+  for every method whose final frame is taken where it says (all of ours). With `mechanics`
+  (steps, backlash, repeatability: `ReplayMechanics`) it is not: a method whose final move
+  comes from above lands up to the backlash too high and is scored there, and every final
+  image carries the step rounding and the repeatability error of its last move.
 - `ok=False` results are counted as failed and still scored at the z they returned.
 - A method that raises `FocusError` or a `HardwareError` (for example it asked for a z outside
   the stack), or returns a non-finite z, is a failed trial scored at the hint, the z a scan
-  would fall back to. Any other exception is a bug and propagates.
+  would fall back to (taken like any other returned z without a final frame). Any other
+  exception is a bug and propagates.
 - frames = snaps the replay camera served; hardware seconds = the replay's virtual clock
   (`ReplayTiming`: the one recorded in the file, else the default); compute seconds = wall
   time (`time.perf_counter`) around `method.focus`, which includes the replay's interpolation
   (about 0.2 ms per 512 x 512 RGB frame).
+
+Stage mechanics: each trial gets its own repeatability stream, seeded from the eval seed, the
+mechanics' seed, the stack id and the trial number, so a run is reproducible and every method
+draws from the same stream in the same trial. The drive starts at the hint as if it had
+arrived there moving down (`ReplayMechanics.arrived_from="above"`): the play is open and the
+carriage sits b above the reported z (plus the error of that move). Any move that ended
+downwards leaves a drive so, and it is the worst case for a method that assumes it knows how
+the drive got where it is.
+Backlash can put the true z up to b above the highest commanded z; the replay clamps it to the
+stack (counted as `true_z_clamps`), so stacks for a backlash eval should reach b above
+true focus + hint range + the method's search range.
 
 The summary gives MAE, median, p95 and max of |error|, the signed bias, and the fraction of
 trials within half the depth of field, DOF = `depth_of_field_um(na, n)` at 0.55 um.
@@ -22,8 +47,10 @@ trials within half the depth of field, DOF = `depth_of_field_um(na, n)` at 0.55 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,8 +64,9 @@ from slidescan.focus.protocol import (
     OpticsLike,
     depth_of_field_um,
 )
+from slidescan.focus.safety import ZGuard
 from slidescan.hardware.errors import HardwareError
-from slidescan.hardware.replay import ReplayMicroscope, ReplayTiming, timing_for
+from slidescan.hardware.replay import ReplayMechanics, ReplayMicroscope, ReplayTiming, timing_for
 from slidescan.hardware.stackfile import FocusStack
 
 #: Wavelength the depth-of-field threshold is computed at (um); `depth_of_field_um`'s default.
@@ -47,7 +75,10 @@ DOF_WAVELENGTH_UM = 0.55
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """One focus run on one stack. `z_um` is what was scored (see the module docstring)."""
+    """One focus run on one stack. `z_um` is what was scored, the z the final image shows;
+    `z_commanded_um` is the z the method returned (the hint when it failed without one); see
+    the module docstring. `true_z_clamps` counts moves whose true z the replay had to clamp to
+    the recorded range."""
 
     stack_id: str
     trial: int
@@ -65,6 +96,8 @@ class TrialRecord:
     compute_s: float
     confidence: float
     message: str = ""
+    z_commanded_um: float = math.nan
+    true_z_clamps: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +121,7 @@ class EvalSummary:
     hardware_s_mean: float
     compute_s_mean: float
     compute_s_median: float
+    true_z_clamps: int = 0
 
     @classmethod
     def of(cls, records: Sequence[TrialRecord], dof_um: float) -> EvalSummary:
@@ -118,6 +152,7 @@ class EvalSummary:
             hardware_s_mean=float(np.mean([r.hardware_s for r in records])),
             compute_s_mean=float(compute.mean()),
             compute_s_median=float(np.median(compute)),
+            true_z_clamps=sum(r.true_z_clamps for r in records),
         )
 
 
@@ -137,6 +172,14 @@ class EvalReport:
     params: dict[str, Any] = field(default_factory=dict)
     stacks_source: str = ""
     timing_source: str = "default"
+    mechanics: ReplayMechanics | None = None
+    stage: str = "ideal"
+
+    def stage_line(self) -> str:
+        """Which stage model the trials ran on, in words."""
+        if self.mechanics is None:
+            return f"{self.stage} (Z goes exactly where it is told)"
+        return f"{self.stage} ({self.mechanics.describe()})"
 
     def per_stack(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -169,6 +212,11 @@ class EvalReport:
             ),
             "timing": asdict(self.timing),
             "timing_source": self.timing_source,
+            "stage": {
+                "model": self.stage,
+                "description": self.stage_line(),
+                "mechanics": None if self.mechanics is None else self.mechanics.to_dict(),
+            },
             "summary": asdict(self.summary),
             "per_stack": self.per_stack(),
         }
@@ -185,6 +233,8 @@ class EvalReport:
             + (f" ({self.stacks_source})" if self.stacks_source else ""),
             f"hint: true focus + U(-{self.hint_range_um:g}, +{self.hint_range_um:g}) um, "
             f"seed {self.seed}",
+            f"stage: {self.stage_line()}"
+            + (f"; true z clamped to the stack {s.true_z_clamps} times" if s.true_z_clamps else ""),
             "",
             f"|error| um    MAE {s.mae_um:.3f}   median {s.median_abs_um:.3f}   "
             f"p95 {s.p95_abs_um:.3f}   max {s.max_abs_um:.3f}   "
@@ -249,11 +299,17 @@ def evaluate_method(
     timing: ReplayTiming | None = None,
     params: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
+    mechanics: ReplayMechanics | None = None,
+    stage: str | None = None,
+    timing_source: str | None = None,
 ) -> EvalReport:
     """Score `method` on every stack (`trials` runs each); see the module docstring.
 
     `stacks` is an open `StackFile` (its `optics` are used) or a sequence of `FocusStack`
     with `optics=` given. `progress(n)` is called after each trial with the trials done.
+    `mechanics` (default: an ideal stage) model the Z drive; each trial gets its own seed.
+    `stage` names the stage model in the report (default "ideal", or "custom" with mechanics)
+    and `timing_source` says where a given `timing` came from.
     """
     optics = optics if optics is not None else getattr(stacks, "optics", None)
     if optics is None:
@@ -262,9 +318,12 @@ def evaluate_method(
         raise ValueError(f"trials per stack must be at least 1, got {trials}")
     check_stacks(stacks, hint_range_um)
     if timing is None:
-        timing, timing_source = timing_for(stacks)
+        timing, found = timing_for(stacks)
+        timing_source = timing_source or found
     else:
-        timing_source = "given"
+        timing_source = timing_source or "given"
+    if stage is None:
+        stage = "ideal" if mechanics is None else "custom"
     dof = depth_of_field_um(optics.na, optics.immersion_n, DOF_WAVELENGTH_UM)
     name = str(getattr(method, "name", type(method).__name__))
     # All hint offsets are drawn up front, so trial (i, j) sees the same hint whatever the method.
@@ -278,8 +337,24 @@ def evaluate_method(
         lo, hi = stack.z_range_um
         for j in range(trials):
             hint = truth + float(offsets[i, j])
+            trial_mechanics = None
+            if mechanics is not None:
+                trial_mechanics = dataclasses.replace(
+                    mechanics, seed=trial_seed(seed, mechanics.seed, stack.id, j)
+                )
             records.append(
-                _run_trial(method, stack, optics, timing, truth, hint, hint_range_um, j, (lo, hi))
+                _run_trial(
+                    method,
+                    stack,
+                    optics,
+                    timing,
+                    truth,
+                    hint,
+                    hint_range_um,
+                    j,
+                    (lo, hi),
+                    trial_mechanics,
+                )
             )
             if progress is not None:
                 progress(len(records))
@@ -296,7 +371,18 @@ def evaluate_method(
         params=dict(params or {}),
         stacks_source=str(getattr(stacks, "path", "")),
         timing_source=timing_source,
+        mechanics=mechanics,
+        stage=stage,
     )
+
+
+def trial_seed(eval_seed: int, mechanics_seed: int, stack_id: str, trial: int) -> int:
+    """The repeatability seed of one trial: a hash of everything that names it, so trials
+    differ from one another and a rerun (or another method) meets the same draws."""
+    sequence = np.random.SeedSequence(
+        [int(eval_seed), int(mechanics_seed), zlib.crc32(stack_id.encode()), int(trial)]
+    )
+    return int(sequence.generate_state(1)[0])
 
 
 def _run_trial(
@@ -309,12 +395,14 @@ def _run_trial(
     hint_range_um: float,
     trial: int,
     z_range: tuple[float, float],
+    mechanics: ReplayMechanics | None = None,
 ) -> TrialRecord:
-    scope = ReplayMicroscope(stack, optics, timing=timing, start_z_um=hint)
+    scope = ReplayMicroscope(stack, optics, timing=timing, start_z_um=hint, mechanics=mechanics)
     range_um = hint_range_um if hint_range_um > 0 else None  # 0: say nothing, method default
     t_hw = scope.now()
     t0 = time.perf_counter()
     scored_at_hint = False
+    final_frame = None
     try:
         result = method.focus(scope, FocusHint(z_um=hint, range_um=range_um, source="eval"))
     except (FocusError, HardwareError) as exc:
@@ -326,25 +414,46 @@ def _run_trial(
         compute_s = time.perf_counter() - t0
         z, ok, conf = float(result.z_um), bool(result.ok), float(result.confidence)
         reported_frames, message = int(result.frames), str(result.message)
+        final_frame = getattr(result, "final_frame", None)
         if not math.isfinite(z):
-            scored_at_hint, ok, z = True, False, hint
+            scored_at_hint, ok, z, final_frame = True, False, hint, None
             message = f"returned a non-finite z ({result.z_um}); {message}".rstrip("; ")
+    # What the method spent, before the eval's own final move (if any).
+    frames, moves, hardware_s = scope.frames_taken, scope.moves, scope.now() - t_hw
     lo, hi = z_range
+    in_range = lo <= z <= hi
+    scored = _final_image_z(scope, stack, z, final_frame) if in_range else z
     return TrialRecord(
         stack_id=stack.id,
         trial=trial,
         true_focus_um=truth,
         hint_z_um=hint,
-        z_um=z,
-        error_um=z - truth,
+        z_um=scored,
+        error_um=scored - truth,
         ok=ok,
         scored_at_hint=scored_at_hint,
-        in_range=lo <= z <= hi,
-        frames=scope.frames_taken,
+        in_range=in_range,
+        frames=frames,
         reported_frames=reported_frames,
-        moves=scope.moves,
-        hardware_s=scope.now() - t_hw,
+        moves=moves,
+        hardware_s=hardware_s,
         compute_s=compute_s,
         confidence=conf,
         message=message,
+        z_commanded_um=z,
+        true_z_clamps=scope.replay_stage.true_z_clamps,
     )
+
+
+def _final_image_z(
+    scope: ReplayMicroscope, stack: FocusStack, z: float, final_frame: Any | None
+) -> float:
+    """The true z of the tile's final image (see the module docstring): where the method's own
+    final frame was served, else where a scan's guarded move to `z` really lands."""
+    meta = getattr(final_frame, "meta", None)
+    if isinstance(meta, dict) and meta.get("stack_id") == stack.id:
+        true_position = meta.get("true_position_um")
+        if true_position is not None:
+            return float(true_position[2])
+    ZGuard(scope).move_to(z)
+    return scope.true_z_um
