@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "microscope. Each trial starts at a hint = true focus + uniform(-range, +range) um "
             "(seeded). Reports |error| statistics (error = returned z - true focus, never "
             "clipped), the fraction within half the depth of field, failures, frames and "
-            "hardware (virtual clock) and compute (wall) seconds per trial."
+            "hardware (virtual clock) and compute (wall) seconds per trial. With --stage the "
+            "replayed Z drive has the steps, backlash, repeatability and motion timing of a "
+            "simulator stage preset, and a trial is scored at the true z of its final image."
         ),
     )
     e.add_argument("--mode", required=True, help="focus method name (see the error for a list)")
@@ -45,6 +47,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="method parameter (repeatable); VALUE is read as JSON when it parses, else text",
+    )
+    e.add_argument(
+        "--stage",
+        metavar="PRESET",
+        default=None,
+        help=(
+            "replay on the Z mechanics and motion timing of a simulator stage preset "
+            "(commercial, lowcost); default: an ideal stage with the file's recorded timing"
+        ),
     )
     e.add_argument("--json", action="store_true", help="print the full report as JSON")
     e.set_defaults(func=_eval)
@@ -93,6 +104,12 @@ def _eval(args: argparse.Namespace) -> int:
         raise CliError("focus eval: --trials must be at least 1")
     if not (math.isfinite(args.hint_range) and args.hint_range >= 0):
         raise CliError("focus eval: --hint-range must be a number >= 0")
+    if args.stage is not None:
+        from slidescan.hardware.replay import stage_preset_names
+
+        if args.stage not in stage_preset_names():
+            known = ", ".join(stage_preset_names())
+            raise CliError(f"focus eval: unknown --stage {args.stage!r}; known presets: {known}")
     params = parse_params(args.param)
     method = make_method(args.mode, params)
     try:
@@ -102,6 +119,7 @@ def _eval(args: argparse.Namespace) -> int:
     with stacks:
         try:
             check_stacks(stacks, args.hint_range)
+            stage_kw = _stage_model(args.stage, stacks)
         except ValueError as exc:
             raise CliError(f"focus eval: {exc}", code=1) from None
         total = len(stacks) * args.trials
@@ -119,6 +137,7 @@ def _eval(args: argparse.Namespace) -> int:
                 args.seed,
                 params=params,
                 progress=None if bar is None else lambda n: bar.update(n - bar.n),
+                **stage_kw,
             )
         except ValueError as exc:
             raise CliError(f"focus eval: {exc}", code=1) from None
@@ -130,3 +149,19 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         print(report.format_table())
     return 0
+
+
+def _stage_model(preset: str | None, stacks: Any) -> dict[str, Any]:
+    """`evaluate_method` keywords for `--stage`: none for the default ideal stage; else the
+    preset's Z mechanics and Z/light timing over the camera timing the file recorded."""
+    if preset is None:
+        return {}
+    from slidescan.hardware.replay import ReplayMechanics, ReplayTiming, timing_for
+
+    recorded, source = timing_for(stacks)
+    return {
+        "timing": ReplayTiming.from_stage_preset(preset, base=recorded),
+        "timing_source": f"{preset} stage, {source} camera",
+        "mechanics": ReplayMechanics.from_stage_preset(preset),
+        "stage": preset,
+    }
