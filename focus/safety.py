@@ -27,6 +27,11 @@ DEFAULT_OVERSHOOT_UM = 5.0
 #: varies a little with load and wear.
 PLAY_MARGIN_UM = 0.5
 
+#: Step rounding of a drive's reported z: within this of the guard's last target the drive is
+#: still where the guard put it; an approach from unknown history must travel at least the
+#: overshoot less this (or half the overshoot when that is smaller).
+APPROACH_SLACK_UM = 0.25
+
 #: Positions closer than this (um) count as the same.
 Z_TOLERANCE_UM = 1e-6
 
@@ -116,21 +121,26 @@ class ZGuard:
                 commands.append(target)
         else:
             sign = -1.0 if self.approach == "below" else 1.0
-            settled_here = (
-                at_target
-                and self._settled_at is not None
-                and abs(self._settled_at - target) <= Z_TOLERANCE_UM
+            # Distance travelled towards the target along the approach direction (> 0: the
+            # move ends the right way). A move ending the right way has taken up the play only
+            # if the guard itself brought the drive here that way (the reported z may differ
+            # from its last target by step rounding), or if it travels about an overshoot: a
+            # shorter one - down to a single sub-step nudge - may leave the play open.
+            travel = -sign * (target - current)
+            known = (
+                self._settled_at is not None
+                and abs(current - self._settled_at) <= APPROACH_SLACK_UM
             )
-            if not settled_here:
-                # Coming from the wrong side, or sitting at the target without knowing how the
-                # drive got there: step past the target on the approach side first.
-                wrong_side = sign * (target - current) > Z_TOLERANCE_UM
-                if wrong_side or at_target:
-                    pre, _ = self.clamp(target + sign * self.overshoot_um)
-                    if abs(pre - target) > Z_TOLERANCE_UM:
-                        commands.append(pre)
+            needed = self.overshoot_um - min(APPROACH_SLACK_UM, 0.5 * self.overshoot_um)
+            direct = travel >= -Z_TOLERANCE_UM and (known or travel >= needed)
+            if not direct:
+                pre, _ = self.clamp(target + sign * self.overshoot_um)
+                if abs(pre - current) > Z_TOLERANCE_UM and abs(pre - target) > Z_TOLERANCE_UM:
+                    commands.append(pre)
                 if commands or not at_target:
                     commands.append(target)
+            elif not at_target:
+                commands.append(target)
         for z in commands:
             lo, hi = self.limits
             if not lo <= z <= hi:  # defence in depth; clamp() makes this unreachable

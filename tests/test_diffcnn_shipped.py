@@ -83,6 +83,39 @@ def test_method_focuses_the_simulator_in_three_frames(held_out_sim):
     assert lo <= result.z_um <= hi
 
 
+@pytest.mark.parametrize("stage", ["commercial", "lowcost"])
+def test_from_its_approach_point_a_tile_is_three_short_upward_moves(tissue_dir, stage):
+    """What the scan runner does: Z goes to `approach_z` during the XY move; the method then
+    needs one move to the first shot (the play take-up, none without play), one to the second
+    shot and one to focus, all upward."""
+    from slidescan.hardware.sim import SimConfig, build_simulator
+
+    sim = build_simulator(
+        SimConfig(
+            seed=11,
+            stage=stage,
+            specimen={"kind": "image", "image_path": tissue_dir / "he_nanozoomer_0.227um.png"},
+            camera={"width": 256, "height": 256},
+            optics={"fft_workers": 1},
+        )
+    )
+    x, y = 25_500.0, 9_500.0
+    z_focus = sim.true_focus_um(x, y)
+    method = DiffCNNFocus()
+    hint = FocusHint(z_um=z_focus + 0.3, range_um=1.0)
+    pre = method.approach_z(sim, hint)
+    sim.stage.move_to(x=x, y=y, z=pre)
+    commanded: list[float] = []
+    move_z = sim.move_z
+    sim.move_z = lambda z: (commanded.append(z), move_z(z))[1]  # type: ignore[method-assign]
+    moves_before = sim.sim_stage.moves
+    result = method.focus(sim, hint)
+    assert result.ok and result.frames == 3, result.message
+    assert np.all(np.diff([pre, *commanded]) >= 0), commanded  # (a sub-step nudge is no move)
+    assert sim.sim_stage.moves - moves_before == (3 if sim.z_backlash_um > 0 else 2)
+    assert abs(sim.sim_stage.true_position().z - z_focus) < 0.45
+
+
 @dataclass
 class _Optics:
     na: float

@@ -146,3 +146,25 @@ def test_a_real_stage_states_no_play_only_when_it_compensates_itself():
 
     assert Stage().z_play_um is None  # unknown: focus methods assume the worst
     assert Stage(backlash_um={"z": 5.0}).z_play_um == 0.0  # the stage approaches from below
+
+
+def test_a_sub_step_nudge_up_does_not_count_as_an_approach_from_below():
+    """On a stepped drive whose play is open (it arrived from above), a target less than a
+    step above the reported z is a zero-step move: the guard must go down and come back, or
+    the frame is taken a whole play-width too high."""
+    from slidescan.hardware.sim import SimConfig, build_simulator
+
+    sim = build_simulator(
+        SimConfig(stage={"preset": "lowcost", "z_repeatability_um": 0.0}, camera={"width": 16})
+    )
+    st = sim.sim_stage
+    z0 = st.position().z
+    st.move_to(z=z0 + 10.0)
+    st.move_to(z=z0)  # downward: the carriage now sits `play` above the command
+    assert st.true_position().z == pytest.approx(z0 + 3.0, abs=1e-6)
+    guard = ZGuard(sim)
+    move = guard.move_to(z0 + 0.03)  # less than half a 0.1 um step above
+    assert len(move.commands) == 2 and move.commands[0] < z0 - 3.0
+    assert st.true_position().z == pytest.approx(z0, abs=0.06)
+    # once the guard has approached, a nudge is trusted (the play is taken up)
+    assert guard.move_to(z0 + 0.04).commands == (z0 + 0.04,)

@@ -511,13 +511,14 @@ class Prepositioned(FixedMethod):
 
 
 def test_z_moves_to_the_methods_approach_point_together_with_xy(tmp_path):
-    scope = fake_scope()
-    method = Prepositioned(scope, below=3.0)
+    scope = fake_scope()  # its stage does not state its play: the guard overshoots 5 um
+    method = Prepositioned(scope, below=6.0)
     fin = run(ScanRunner(plan_for(tmp_path, rows=2, cols=3), scope, method=method))
     assert fin.reason is FinishReason.COMPLETED
-    np.testing.assert_allclose(method.z_at_start, np.array(method.hints) - 3.0, atol=1e-9)
-    # per tile: the runner's move to the returned z for the final frame (this method takes
-    # none), then a single command that moves XY and Z together to the next tile
+    np.testing.assert_allclose(method.z_at_start, np.array(method.hints) - 6.0, atol=1e-9)
+    # per tile: the runner's move up to the returned z for the final frame (this method takes
+    # none; 6 um below it the play is surely taken up), then a single command that moves XY
+    # and Z together to the next tile
     assert np.diff(method.moves_at_start).tolist() == [2] * (len(method.hints) - 1)
 
 
