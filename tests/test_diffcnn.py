@@ -413,3 +413,32 @@ def test_inference_is_deterministic(tmp_path):
     assert p1.n_patches == 8
     assert np.array_equal(p1.patch_distance_um, p2.patch_distance_um)
     assert p1.distance_um == p2.distance_um
+
+
+def test_shipped_weights_follow_the_devices_objective(tmp_path, monkeypatch):
+    """With neither weights nor objective given, the method uses the shipped model for the
+    device's objective when there is one, else the default 20x/0.75 model."""
+    import slidescan.focus.learned.diffcnn as dc
+
+    files = {
+        "20x/0.75": _constant_checkpoint(tmp_path / "a.pt", 4.0, _meta(objective="20x/0.75")),
+        "20x/0.50": _constant_checkpoint(
+            tmp_path / "b.pt", 6.0, _meta(objective="20x/0.50", na=0.5)
+        ),
+    }
+    monkeypatch.setattr(dc, "shipped_weights_path", lambda o: files.get(o, tmp_path / "none.pt"))
+    method = DiffCNNFocus()
+    assert method.auto_objective and method.meta.objective == "20x/0.75"
+    low_na = ToyScope(optics=_Optics(na=0.5))
+    method.select_model(low_na)
+    assert method.meta.objective == "20x/0.50" and method.axial_scale(low_na) == 1.0
+    method.select_model(ToyScope(optics=_Optics(na=0.95, magnification=40.0)))  # none shipped
+    assert method.meta.objective == "20x/0.75"
+    method.select_model(ToyScope())
+    assert method.meta.objective == "20x/0.75"
+    # an explicit objective (or weights file) pins the model
+    pinned = DiffCNNFocus(objective="20x/0.75")
+    pinned.select_model(low_na)
+    assert pinned.meta.objective == "20x/0.75" and pinned.axial_scale(low_na) > 1.9
+    assert dc.device_objective(object()) is None
+    assert dc.device_objective(ToyScope(optics=_Optics(na=0.5))) == "20x/0.50"

@@ -194,6 +194,10 @@ class DiffCNNFocus:
 
     Parameters (all optional; the defaults come from the checkpoint):
     - `weights`: checkpoint path; default the shipped weights for `objective`.
+    - `objective`: whose shipped weights to use. None (the default): the device's objective
+      when weights are shipped for it (looked up on first use per objective), else 20x/0.75
+      with `na_scaling`. The active model is chosen at the start of each `focus` call, so one
+      instance serves one tile at a time.
     - `range_um`: how far off a hint may be when it does not say (`FocusHint.range_um`).
     - `margin_um`: extra distance kept between the upper shot and the nearest possible focus.
     - `min_confidence`: below this a pair is not trusted (another pair, then a sweep).
@@ -215,7 +219,7 @@ class DiffCNNFocus:
         self,
         weights: str | Path | None = None,
         *,
-        objective: str = DEFAULT_OBJECTIVE,
+        objective: str | None = None,
         range_um: float = 1.0,
         margin_um: float = 0.5,
         min_confidence: float = 0.5,
@@ -234,10 +238,16 @@ class DiffCNNFocus:
             raise ValueError(f"overshoot_um must be a number >= 0, got {overshoot_um}")
         if max_pairs < 1:
             raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
-        self.predictor = DiffCNNPredictor(weights, objective, tolerance_um, max_patches, threads)
+        self._predictor_args = (tolerance_um, max_patches, threads)
+        first = DiffCNNPredictor(weights, objective or DEFAULT_OBJECTIVE, *self._predictor_args)
+        #: choose shipped weights by the device's objective (neither weights nor objective given)
+        self.auto_objective = weights is None and objective is None
+        self._models: dict[str, DiffCNNPredictor] = {first.meta.objective: first}
+        self.default_objective = first.meta.objective
+        self.predictor = first
+        self.meta = first.meta
         self.na_scaling = bool(na_scaling)
         self.trust_within_um = math.inf if trust_within_um is None else float(trust_within_um)
-        self.meta = self.predictor.meta
         self.range_um = float(range_um)
         self.margin_um = float(margin_um)
         self.min_confidence = float(min_confidence)
@@ -301,6 +311,24 @@ class DiffCNNFocus:
         trained = math.tan(math.asin(self.meta.na / self.meta.immersion_n))
         return trained / math.tan(math.asin(na / n))
 
+    # -- which model -------------------------------------------------------------------------
+    def select_model(self, device: FocusDevice) -> DiffCNNPredictor:
+        """Make the model for this device's objective the active one (see `objective`)."""
+        if self.auto_objective:
+            name = device_objective(device)
+            model = self._models.get(name) if name is not None else None
+            if model is None and name is not None:
+                path = shipped_weights_path(name)
+                model = (
+                    DiffCNNPredictor(path, name, *self._predictor_args)
+                    if path.is_file()
+                    else self._models[self.default_objective]
+                )
+                self._models[name] = model
+            if model is not None:
+                self.predictor, self.meta = model, model.meta
+        return self.predictor
+
     # -- one tile ----------------------------------------------------------------------------
     def _guard(self, device: FocusDevice) -> ZGuard:
         if self.overshoot_um is None:
@@ -321,10 +349,12 @@ class DiffCNNFocus:
         """Where Z should be when `focus` starts: the first shot's overshoot point below it,
         so the first move of the tile is a short upward one (the runner moves Z there during
         the XY move). Clamped to the soft limits."""
+        self.select_model(device)
         guard = self._guard(device)
         return guard.clamp(self._first_shot(guard, device, hint) - guard.overshoot_um)[0]
 
     def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
+        self.select_model(device)
         guard = self._guard(device)
         hw_start = float(device.now())
         compute_s = 0.0
@@ -459,6 +489,23 @@ class DiffCNNFocus:
             final_frame=sub.final_frame,
             extra=extra,
         )
+
+
+def device_objective(device: object) -> str | None:
+    """The device objective's name ('20x/0.75'): the optics' own objective when it has one
+    (an NA override keeps the class name), else magnification and NA as a stack file records
+    them; None when the device does not say."""
+    optics = getattr(device, "optics", None)
+    name = getattr(getattr(optics, "objective", None), "name", None)
+    if isinstance(name, str) and name:
+        return name
+    try:
+        mag, na = float(optics.magnification), float(optics.na)  # type: ignore[union-attr]
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not (math.isfinite(mag) and math.isfinite(na) and mag > 0 and na > 0):
+        return None
+    return f"{mag:g}x/{na:.2f}"
 
 
 def _pixel_size(device: FocusDevice) -> float | None:
