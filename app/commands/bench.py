@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Benchmarks. scan: per focus method and stage timing profile, a simulated scan: "
             "tiles/s in hardware time and its ratio to the profile's physical bound (one XY "
-            "move plus one exposure per tile), compute per tile, focus MAE, frames per tile, "
+            "move plus one exposure per tile), hardware time over the three-exposure bound "
+            "(XY move, three exposures, two Z steps of the pair spacing; 'play' adds the move "
+            "that takes up Z backlash), compute per tile, focus MAE, frames per tile, "
             "peak memory. writer: MB/s writing uncompressed tiles through the scan file "
             "writer, fsync'd. memory: peak memory of a short and a 10x longer scan. "
             "render: milliseconds per simulated RGB frame (cold, new field, new z, same z) "
@@ -57,8 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--camera",
         default="256x256",
-        help="simulator camera WxH for the scan benchmark (256x256: hardware-time figures do "
-        "not depend on it, rendering time does)",
+        help="simulator camera WxH for the scan benchmark (256x256). It sets the field of view, "
+        "hence the XY step between tiles: a longer XY move hides more of the Z travel to a "
+        "method's approach point, so hardware-time ratios depend on it a little",
     )
     p.add_argument("--writer-tiles", type=int, default=48, help="2048x2048 RGB tiles to write (48)")
     p.add_argument(
