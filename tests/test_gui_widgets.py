@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PySide6 import QtCore
@@ -128,6 +130,40 @@ def test_focus_curve_plot_shows_choice_and_truth(qtbot):
     assert len(xs) == 21 and ys.max() == pytest.approx(1.0)
     assert plot.chosen.value() == pytest.approx(0.1) and plot.truth.isVisible()
     assert "error +0.10 µm" in FocusCurvePlot.describe(ev)
+
+
+def test_learned_focus_is_drawn_as_the_distance_each_shot_read(qtbot):
+    plot = FocusCurvePlot()
+    qtbot.addWidget(plot)
+    shots = np.array([-3.4, -1.4])
+    ev = FocusDone(
+        index=0,
+        method="diffcnn",
+        z_um=0.62,
+        hint_z_um=0.6,
+        frames=3,
+        confidence=0.8,
+        ok=True,
+        fallback="",
+        curve_z_um=shots,
+        curve_values=np.full(2, 0.62),  # the focus z the pair predicted, per shot
+        curve_kind="prediction",
+        shots_z_um=shots,
+        true_focus_um=0.5,
+    )
+    plot.show_focus(ev)
+    xs, ys = plot.curve.getData()
+    assert ys.tolist() == pytest.approx([4.02, 2.02])
+    ex, ey = plot.extrapolation.getData()
+    assert ex.tolist() == pytest.approx([-1.4, 0.62]) and ey.tolist() == pytest.approx([2.02, 0])
+    assert plot.zero.isVisible()
+    assert "distance to focus" in plot.getAxis("left").labelText
+    # a metric curve afterwards hides the learned extras
+    z = np.linspace(-2, 2, 9)
+    plot.show_focus(
+        dataclasses.replace(ev, curve_kind="metric", curve_z_um=z, curve_values=-(z**2))
+    )
+    assert not plot.zero.isVisible() and len(plot.extrapolation.getData()[0] or []) == 0
 
 
 def test_focus_surface_interpolates_a_plane(qtbot):

@@ -1,8 +1,9 @@
 """Focus plots: what the focus method measured on the current tile, and the focus surface.
 
-`FocusCurvePlot` draws a `FocusDone` event: the metric (or the learned prediction) against z,
-the z positions where frames were taken, the hint the method started from, the z it chose and,
-on the simulator, the true focus. `FocusSurfacePlot` interpolates the focus z of the tiles done
+`FocusCurvePlot` draws a `FocusDone` event: the metric against z (for a learned method, the
+distance to focus the network read at each shot, with its line extended to the zero it
+predicts), the z positions where frames were taken, the hint the method started from, the z
+it chose and, on the simulator, the true focus. `FocusSurfacePlot` interpolates the focus z of the tiles done
 so far onto a grid (linear inside their hull, nearest outside) and shows it as a heat map over
 the slide with the tile centres on top.
 """
@@ -33,7 +34,7 @@ class FocusCurvePlot(pg.PlotWidget):
         self.setLabel("left", "focus metric (a.u.)")
         self.showGrid(x=True, y=True, alpha=0.2)
         self.setMinimumSize(240, 180)
-        self.legend = self.addLegend(offset=(-10, 10), labelTextSize="8pt")
+        self.legend = self.addLegend(offset=(10, 10), labelTextSize="8pt")
         self.curve = self.plot(
             [],
             [],
@@ -43,6 +44,13 @@ class FocusCurvePlot(pg.PlotWidget):
             symbolBrush=(90, 170, 255),
             name="measured",
         )
+        # learned methods: from the last shot down to zero distance at the predicted focus
+        self.extrapolation = self.plot(
+            [], [], pen=pg.mkPen((90, 170, 255), width=1, style=QtCore.Qt.PenStyle.DashLine)
+        )
+        self.zero = pg.InfiniteLine(pos=0.0, angle=0, pen=pg.mkPen((120, 120, 120), width=1))
+        self.zero.setVisible(False)
+        self.addItem(self.zero, ignoreBounds=True)
         self.shots = pg.ScatterPlotItem(
             size=11, symbol="t1", brush=pg.mkBrush(255, 150, 40), pen=None, name="frames taken"
         )
@@ -79,13 +87,25 @@ class FocusCurvePlot(pg.PlotWidget):
         ok = np.isfinite(z) & np.isfinite(v)
         z, v = z[ok], v[ok]
         order = np.argsort(z, kind="stable")
-        self.curve.setData(z[order], v[order])
         prediction = ev.curve_kind == "prediction"
-        self.setLabel("left", "prediction (µm)" if prediction else "focus metric (a.u.)")
+        if prediction:
+            # the value is the focus z a shot's pair predicted: show what the network read,
+            # the distance up to it, which falls to zero at the predicted focus
+            v = v - z
+        self.curve.setData(z[order], v[order])
+        self.setLabel(
+            "left", "predicted distance to focus (µm)" if prediction else "focus metric (a.u.)"
+        )
+        self.zero.setVisible(prediction)
+        if prediction and z.size and np.isfinite(ev.z_um):
+            top = int(order[-1])
+            self.extrapolation.setData([z[top], ev.z_um], [v[top], 0.0])
+        else:
+            self.extrapolation.setData([], [])
         shots = np.asarray(ev.shots_z_um, dtype=float)
         shots = shots[np.isfinite(shots)]
         if shots.size:
-            base = float(v.min()) if v.size else 0.0
+            base = 0.0 if prediction else (float(v.min()) if v.size else 0.0)
             self.shots.setData(shots, np.full(shots.size, base))
         else:
             self.shots.setData([], [])

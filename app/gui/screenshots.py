@@ -41,7 +41,14 @@ def _save(widget: QtWidgets.QWidget, path: Path, max_bytes: int = 490_000) -> No
         indexed.save(str(path), "PNG", 0)
 
 
-def run(out: Path, rows: int, cols: int, profile: str, size: tuple[int, int]) -> dict[str, Any]:
+def run(
+    out: Path,
+    rows: int,
+    cols: int,
+    profile: str,
+    size: tuple[int, int],
+    focus: str | None = None,
+) -> dict[str, Any]:
     from slidescan.app.gui.app import ensure_app
     from slidescan.app.gui.main_window import MainWindow
     from slidescan.app.gui.settings import gui_settings
@@ -73,6 +80,10 @@ def run(out: Path, rows: int, cols: int, profile: str, size: tuple[int, int]) ->
     p.rows.setValue(rows)
     p.cols.setValue(cols)
     p.mode_grid.setChecked(True)
+    if focus is not None:
+        if p.method.findText(focus) < 0:
+            raise ValueError(f"unknown focus method {focus!r}")
+        p.method.setCurrentText(focus)
     p.output.setText(str(work / "scan.h5"))
     win.overlay_combo.setCurrentText("none")
     done: list[Any] = []
@@ -114,9 +125,10 @@ def main() -> None:
     parser.add_argument("--cols", type=int, default=5)
     parser.add_argument("--profile", default="simulator")
     parser.add_argument("--size", default="1600x1000")
+    parser.add_argument("--focus", default=None, help="focus method (default: the panel's)")
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
-    figures = run(args.out, args.rows, args.cols, args.profile, (w, h))
+    figures = run(args.out, args.rows, args.cols, args.profile, (w, h), args.focus)
     print(json.dumps(figures, indent=2, default=str))
 
 
