@@ -163,6 +163,7 @@ class _Session:
     def __init__(self, device: FocusDevice, metric_name: str, overshoot_um: float | None):
         self.device = device
         self.metric = get_metric(metric_name)
+        self.metric_name = metric_name
         self.guard = ZGuard(device, overshoot_um=overshoot_um)
         self.hw_start = float(device.now())
         self.compute_s = 0.0
@@ -194,6 +195,31 @@ class _Session:
 
     def hardware_s(self) -> float:
         return float(self.device.now()) - self.hw_start
+
+    def result(
+        self,
+        method: str,
+        z_um: float,
+        confidence: float,
+        ok: bool,
+        message: str,
+        final: FrameLike | None,
+        extra: dict[str, Any],
+    ) -> FocusResult:
+        """The session's FocusResult: its frames, clocks and metric curve, plus the verdict."""
+        return FocusResult(
+            z_um=float(z_um),
+            frames=self.frames,
+            hardware_s=self.hardware_s(),
+            compute_s=self.compute_s,
+            confidence=confidence,
+            curve=self.curve(self.metric_name),
+            method=method,
+            ok=ok,
+            message=message,
+            final_frame=final,
+            extra=extra,
+        )
 
 
 def _half_range(configured_um: float | None, hint: FocusHint, dof: float) -> float:
@@ -342,19 +368,7 @@ class ZSweep:
             "fit_quality": float(peak.quality),
             "prominence": float(prominence),
         }
-        return FocusResult(
-            z_um=float(z_best),
-            frames=s.frames,
-            hardware_s=s.hardware_s(),
-            compute_s=s.compute_s,
-            confidence=confidence,
-            curve=s.curve(self.metric),
-            method=self.name,
-            ok=ok,
-            message=message,
-            final_frame=final,
-            extra=extra,
-        )
+        return s.result(self.name, z_best, confidence, ok, message, final, extra)
 
 
 class BrentSearch:
@@ -477,18 +491,14 @@ class BrentSearch:
             confidence = 0.0
             message = f"no focus signal: the metric varies {100 * prominence:.1f}% over the range"
             final = None
-        return FocusResult(
-            z_um=float(z_best),
-            frames=s.frames,
-            hardware_s=s.hardware_s(),
-            compute_s=s.compute_s,
-            confidence=confidence,
-            curve=s.curve(self.metric),
-            method=self.name,
-            ok=ok,
-            message=message,
-            final_frame=final,
-            extra={
+        return s.result(
+            self.name,
+            z_best,
+            confidence,
+            ok,
+            message,
+            final,
+            {
                 "metric": self.metric,
                 "coarse_step_um": float(step),
                 "coarse_planes": int(coarse.size),
