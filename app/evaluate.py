@@ -43,6 +43,13 @@ true focus + hint range + the method's search range.
 
 The summary gives MAE, median, p95 and max of |error|, the signed bias, and the fraction of
 trials within half the depth of field, DOF = `depth_of_field_um(na, n)` at 0.55 um.
+
+A trial in which the method handed the tile to another method (diffcnn's z-sweep when it does
+not trust the CNN) is marked in `TrialRecord.fallback`, so a report can say how much of its
+accuracy the fallback bought. Held-out figures are pooled over several files, one per
+specimen (`PooledReport`): each file is evaluated exactly as it would be alone and the pooled
+summary is the summary of all their trials; files whose optics give different DOF thresholds
+are refused, because "within DOF/2" would then mean different things in one number.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,13 +80,23 @@ from slidescan.hardware.stackfile import FocusStack
 #: Wavelength the depth-of-field threshold is computed at (um); `depth_of_field_um`'s default.
 DOF_WAVELENGTH_UM = 0.55
 
+#: What a result's message says when the method handed the tile to another method.
+FELL_BACK = "fell back to"
+
+
+def eval_dof_um(optics: OpticsLike) -> float:
+    """The depth of field the eval judges "within DOF/2" by, for these optics."""
+    return depth_of_field_um(optics.na, optics.immersion_n, DOF_WAVELENGTH_UM)
+
 
 @dataclass(frozen=True)
 class TrialRecord:
     """One focus run on one stack. `z_um` is what was scored, the z the final image shows;
     `z_commanded_um` is the z the method returned (the hint when it failed without one); see
     the module docstring. `true_z_clamps` counts moves whose true z the replay had to clamp to
-    the recorded range."""
+    the recorded range. `fallback` names the method the focus method fell back to in this
+    trial ("" when it settled the tile itself): recorded here, from the result, so reports
+    never have to parse messages."""
 
     stack_id: str
     trial: int
@@ -98,6 +116,7 @@ class TrialRecord:
     message: str = ""
     z_commanded_um: float = math.nan
     true_z_clamps: int = 0
+    fallback: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +141,7 @@ class EvalSummary:
     compute_s_mean: float
     compute_s_median: float
     true_z_clamps: int = 0
+    fallbacks: int = 0
 
     @classmethod
     def of(cls, records: Sequence[TrialRecord], dof_um: float) -> EvalSummary:
@@ -153,6 +173,7 @@ class EvalSummary:
             compute_s_mean=float(compute.mean()),
             compute_s_median=float(np.median(compute)),
             true_z_clamps=sum(r.true_z_clamps for r in records),
+            fallbacks=sum(bool(r.fallback) for r in records),
         )
 
 
@@ -260,6 +281,164 @@ class EvalReport:
         return "\n".join(lines)
 
 
+def check_poolable(files: Sequence[tuple[str, float, float]]) -> None:
+    """Refuse to pool files whose optics give different "within DOF/2" thresholds (one number
+    would mix two yardsticks). `files` are (name, NA, immersion n); the error names every file
+    that differs from the first, with its threshold."""
+    if not files:
+        return
+    first, *rest = files
+    dof0 = depth_of_field_um(first[1], first[2], DOF_WAVELENGTH_UM)
+    odd = [
+        (name, na, n, dof)
+        for name, na, n in rest
+        if not math.isclose(dof := depth_of_field_um(na, n, DOF_WAVELENGTH_UM), dof0, rel_tol=1e-9)
+    ]
+    if odd:
+        shown = ", ".join(
+            f"{name} (NA {na:g}, n {n:g}: DOF/2 {dof / 2:.3f} um)" for name, na, n, dof in odd
+        )
+        raise ValueError(
+            f"cannot pool files with different optics: {first[0]} (NA {first[1]:g}, "
+            f"n {first[2]:g}: DOF/2 {dof0 / 2:.3f} um) but {shown}; evaluate them separately"
+        )
+
+
+def file_labels(paths: Sequence[str]) -> list[str]:
+    """Short row names for files: their names, or the paths as given where names collide
+    (the same specimen name in two folders)."""
+    names = [Path(p).name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [str(p) for p in paths]
+
+
+@dataclass
+class PooledReport:
+    """Several stack files (one per specimen) evaluated alike, each exactly as it would be
+    alone, and pooled: the held-out table model cards and the README quote.
+
+    `pooled` is `EvalSummary.of` over every trial of every file; `pooled_no_fallback` the same
+    over the trials the method settled itself (None when no trial fell back, or all did), so a
+    learned method's own accuracy is not hidden behind its fallback. Stack ids are only unique
+    within a file, so the pooled `stacks` counts (file, stack id) pairs.
+    """
+
+    files: list[EvalReport]
+    labels: list[str]
+    pooled: EvalSummary
+    pooled_no_fallback: EvalSummary | None
+
+    @classmethod
+    def of(cls, reports: Sequence[EvalReport], labels: Sequence[str] | None = None) -> PooledReport:
+        if not reports:
+            raise ValueError("no files to pool")
+        names = (
+            list(labels)
+            if labels is not None
+            else file_labels([r.stacks_source or f"file {k + 1}" for k, r in enumerate(reports)])
+        )
+        if len(names) != len(reports):
+            raise ValueError(f"{len(names)} labels for {len(reports)} files")
+        check_poolable(
+            [(name, r.na, r.immersion_n) for name, r in zip(names, reports, strict=True)]
+        )
+        dof = reports[0].summary.dof_um
+        tagged = [(k, r) for k, report in enumerate(reports) for r in report.records]
+        alone = [(k, r) for k, r in tagged if not r.fallback]
+        return cls(
+            files=list(reports),
+            labels=names,
+            pooled=_pooled_summary(tagged, dof),
+            pooled_no_fallback=(
+                _pooled_summary(alone, dof) if alone and len(alone) < len(tagged) else None
+            ),
+        )
+
+    def rows(self) -> list[tuple[str, EvalSummary]]:
+        """(name, summary) per table row: each file, "ALL", then "no fallback" if any."""
+        out = [(name, r.summary) for name, r in zip(self.labels, self.files, strict=True)]
+        out.append(("ALL", self.pooled))
+        if self.pooled_no_fallback is not None:
+            out.append(("no fallback", self.pooled_no_fallback))
+        return out
+
+    def to_dict(self, *, include_trials: bool = True) -> dict[str, Any]:
+        return {
+            "files": [r.to_dict(include_trials=include_trials) for r in self.files],
+            "pooled": asdict(self.pooled),
+            "pooled_no_fallback": (
+                None if self.pooled_no_fallback is None else asdict(self.pooled_no_fallback)
+            ),
+        }
+
+    def format_table(self) -> str:
+        first, s = self.files[0], self.pooled
+        stages = ", ".join(dict.fromkeys(r.stage_line() for r in self.files))
+        timings = ", ".join(dict.fromkeys(r.timing_source for r in self.files))
+        width = max(11, *(len(name) for name, _ in self.rows()))
+        head = (
+            f"{'file':<{width}}{'trials':>7}{'MAE um':>8}{'median':>8}{'p95':>8}{'max':>8}"
+            f"{'bias':>8}  {'within DOF/2':<18}{'frames':>7}{'hw s':>7}{'comp ms':>8}{'fallbacks':>10}"
+        )
+        lines = [
+            f"method {first.method}"
+            + (f" {first.params}" if first.params else "")
+            + f" on {len(self.files)} files, {s.stacks} stacks x {first.trials_per_stack} "
+            f"trials = {s.trials} trials",
+            f"hint: true focus + U(-{first.hint_range_um:g}, +{first.hint_range_um:g}) um, "
+            f"seed {first.seed} in every file (each file's trials are those of a run on it alone)",
+            f"stage: {stages}; {timings} timing",
+            f"within DOF/2: |error| <= {s.threshold_um:.3f} um (DOF {s.dof_um:.3f} um at "
+            f"{DOF_WAVELENGTH_UM} um, NA {first.na:g}, n {first.immersion_n:g})",
+            "",
+            head,
+        ]
+        for name, r in self.rows():
+            if name == "ALL":
+                lines.append("-" * len(head))
+            within = f"{100 * r.within_fraction:.1f} % (<= {r.threshold_um:.3f})"
+            lines.append(
+                f"{name:<{width}}{r.trials:>7d}{r.mae_um:>8.3f}{r.median_abs_um:>8.3f}"
+                f"{r.p95_abs_um:>8.3f}{r.max_abs_um:>8.3f}{r.bias_um:>+8.3f}  {within:<18}"
+                f"{r.frames_mean:>7.1f}{r.hardware_s_mean:>7.3f}{1000 * r.compute_s_median:>8.1f}"
+                f"{r.fallbacks:>10d}"
+            )
+        lines += [
+            "",
+            "|error| in um; frames and hardware s (virtual clock): mean per trial; comp ms: median "
+            "compute per trial; fallbacks: trials the method handed to another method",
+            f"failed {s.failed} ({s.scored_at_hint} scored at the hint), outside the stack "
+            f"{s.out_of_range}"
+            + (f", true z clamped to the stack {s.true_z_clamps} times" if s.true_z_clamps else ""),
+        ]
+        return "\n".join(lines)
+
+    def format_markdown(self) -> str:
+        """The rows as a GitHub markdown table, ready for a model card or the README."""
+        lines = [
+            "| file | trials | MAE um | median | p95 | max | bias | within DOF/2 | frames "
+            "| hardware s | compute ms (median) | fallbacks |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in self.rows():
+            shown = f"**{name}**" if name == "ALL" else name
+            lines.append(
+                f"| {shown} | {r.trials} | {r.mae_um:.3f} | {r.median_abs_um:.3f} "
+                f"| {r.p95_abs_um:.3f} | {r.max_abs_um:.3f} | {r.bias_um:+.3f} "
+                f"| {100 * r.within_fraction:.1f} % (<= {r.threshold_um:.2f}) "
+                f"| {r.frames_mean:.1f} | {r.hardware_s_mean:.3f} "
+                f"| {1000 * r.compute_s_median:.1f} | {r.fallbacks} |"
+            )
+        return "\n".join(lines)
+
+
+def _pooled_summary(tagged: Sequence[tuple[int, TrialRecord]], dof_um: float) -> EvalSummary:
+    """`EvalSummary.of` the records, counting stacks as (file, stack id) pairs."""
+    summary = EvalSummary.of([r for _, r in tagged], dof_um)
+    return dataclasses.replace(summary, stacks=len({(k, r.stack_id) for k, r in tagged}))
+
+
 def _stack_truth_and_range(stacks: Any, i: int) -> tuple[str, float | None, float, float]:
     """(id, true focus, z min, z max) of stack i, from metadata alone where the container can."""
     if hasattr(stacks, "z_um") and hasattr(stacks, "ids"):  # an open StackFile: no image reads
@@ -324,7 +503,7 @@ def evaluate_method(
         timing_source = timing_source or "given"
     if stage is None:
         stage = "ideal" if mechanics is None else "custom"
-    dof = depth_of_field_um(optics.na, optics.immersion_n, DOF_WAVELENGTH_UM)
+    dof = eval_dof_um(optics)
     name = str(getattr(method, "name", type(method).__name__))
     # All hint offsets are drawn up front, so trial (i, j) sees the same hint whatever the method.
     offsets = np.random.default_rng(seed).uniform(
@@ -403,6 +582,7 @@ def _run_trial(
     t0 = time.perf_counter()
     scored_at_hint = False
     final_frame = None
+    fallback = ""
     try:
         result = method.focus(scope, FocusHint(z_um=hint, range_um=range_um, source="eval"))
     except (FocusError, HardwareError) as exc:
@@ -415,6 +595,7 @@ def _run_trial(
         z, ok, conf = float(result.z_um), bool(result.ok), float(result.confidence)
         reported_frames, message = int(result.frames), str(result.message)
         final_frame = getattr(result, "final_frame", None)
+        fallback = fallback_of(result)
         if not math.isfinite(z):
             scored_at_hint, ok, z, final_frame = True, False, hint, None
             message = f"returned a non-finite z ({result.z_um}); {message}".rstrip("; ")
@@ -442,7 +623,24 @@ def _run_trial(
         message=message,
         z_commanded_um=z,
         true_z_clamps=scope.replay_stage.true_z_clamps,
+        fallback=fallback,
     )
+
+
+def fallback_of(result: Any) -> str:
+    """The method a focus result says it fell back to, "" when none: `extra["fallback"]` (set
+    by diffcnn), else the name after "fell back to" in the message (methods that only say so),
+    else "?" when the message says it fell back without naming what to."""
+    extra = getattr(result, "extra", None)
+    named = extra.get("fallback") if isinstance(extra, dict) else None
+    if named:
+        return str(named)
+    message = str(getattr(result, "message", "") or "")
+    _, found, rest = message.partition(FELL_BACK)
+    if not found:
+        return ""
+    words = rest.split()
+    return (words[0].strip(".,;:()") or "?") if words else "?"
 
 
 def _final_image_z(
