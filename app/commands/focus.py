@@ -1,4 +1,11 @@
-"""`slidescan focus eval`: score a focus method on a focus-stack file (see app/evaluate.py)."""
+"""`slidescan focus eval`: score a focus method on focus-stack files (see app/evaluate.py).
+
+One file gives the one-file report. Several files (one per specimen, as held-out sets are
+kept), or any folder, give one row per file and the rows pooled: the table model cards quote,
+made by one reproducible command instead of a script. Every file is evaluated exactly as it
+would be alone (the same seed, a freshly made method), so its row does not depend on which
+other files were in the set.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import argparse
 import json
 import math
 import sys
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from slidescan.app.cli import CliError, print_json
@@ -23,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser(
         "eval",
-        help="score a focus method on every stack of a focus-stack file",
+        help="score a focus method on every stack of one or more focus-stack files",
         description=(
             "Run focus method MODE on every stack of a focus-stack file through the stack-replay "
             "microscope. Each trial starts at a hint = true focus + uniform(-range, +range) um "
@@ -31,11 +40,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "clipped), the fraction within half the depth of field, failures, frames and "
             "hardware (virtual clock) and compute (wall) seconds per trial. With --stage the "
             "replayed Z drive has the steps, backlash, repeatability and motion timing of a "
-            "simulator stage preset, and a trial is scored at the true z of its final image."
+            "simulator stage preset, and a trial is scored at the true z of its final image. "
+            "With several files (or a folder) each file is evaluated exactly as it would be "
+            "alone, and the report has one line per file, the pooled line ALL and, when some "
+            "trials fell back to another method, a pooled line over those that did not; files "
+            "whose optics give different DOF/2 thresholds cannot be pooled."
         ),
     )
     e.add_argument("--mode", required=True, help="focus method name (see the error for a list)")
-    e.add_argument("--stacks", required=True, help="focus-stack file (.h5)")
+    e.add_argument(
+        "--stacks",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help=(
+            "focus-stack file (.h5) or folder (every *.h5 in it, sorted by name); give several "
+            "after one --stacks or repeat the flag: --stacks a.h5 b.h5 and --stacks a.h5 "
+            "--stacks b.h5 are the same"
+        ),
+    )
     e.add_argument(
         "--hint-range", type=float, default=5.0, help="hint error range, +- um (default 5)"
     )
@@ -57,7 +81,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(commercial, lowcost); default: an ideal stage with the file's recorded timing"
         ),
     )
-    e.add_argument("--json", action="store_true", help="print the full report as JSON")
+    out = e.add_mutually_exclusive_group()
+    out.add_argument(
+        "--json",
+        action="store_true",
+        help=(
+            "print the full report as JSON; with several files: {files: [each file's report], "
+            "pooled: summary, pooled_no_fallback: summary or null}"
+        ),
+    )
+    out.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the per-file and pooled rows as a GitHub markdown table (for model cards)",
+    )
     e.set_defaults(func=_eval)
 
 
@@ -98,7 +135,7 @@ def make_method(name: str, params: dict[str, Any]) -> Any:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from slidescan.app.evaluate import check_stacks, evaluate_method
+    from slidescan.app.evaluate import PooledReport, check_poolable, check_stacks, file_labels
 
     if args.trials < 1:
         raise CliError("focus eval: --trials must be at least 1")
@@ -111,44 +148,120 @@ def _eval(args: argparse.Namespace) -> int:
             known = ", ".join(stage_preset_names())
             raise CliError(f"focus eval: unknown --stage {args.stage!r}; known presets: {known}")
     params = parse_params(args.param)
-    method = make_method(args.mode, params)
-    try:
-        stacks = open_stacks(args.stacks)
-    except StackFileError as exc:
-        raise CliError(str(exc), code=1) from None
-    with stacks:
-        try:
-            check_stacks(stacks, args.hint_range)
-            stage_kw = _stage_model(args.stage, stacks)
-        except ValueError as exc:
-            raise CliError(f"focus eval: {exc}", code=1) from None
-        total = len(stacks) * args.trials
-        bar = None
-        if not args.json:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc=f"eval {args.mode}", unit="trial", file=sys.stderr)
-        try:
-            report = evaluate_method(
-                method,
-                stacks,
-                args.hint_range,
-                args.trials,
-                args.seed,
-                params=params,
-                progress=None if bar is None else lambda n: bar.update(n - bar.n),
-                **stage_kw,
-            )
-        except ValueError as exc:
-            raise CliError(f"focus eval: {exc}", code=1) from None
-        finally:
-            if bar is not None:
-                bar.close()
-    if args.json:
-        print_json(report.to_dict())
+    method = make_method(args.mode, params)  # a bad mode or parameter: refused before any file
+    paths, pooled = stack_paths(args.stacks)
+    pooled = pooled or args.markdown
+    labels = file_labels([str(p) for p in paths])
+    with ExitStack() as files:
+        opened = []
+        # Every file is opened and checked before any trial runs, so a bad file late in the
+        # list does not cost the evaluation of the others.
+        for path, label in zip(paths, labels, strict=True):
+            try:
+                stacks = files.enter_context(open_stacks(path))
+            except StackFileError as exc:
+                raise CliError(str(exc), code=1) from None
+            try:
+                check_stacks(stacks, args.hint_range)
+                stage_kw = _stage_model(args.stage, stacks)
+            except ValueError as exc:
+                where = f"{label}: " if len(paths) > 1 else ""
+                raise CliError(f"focus eval: {where}{exc}", code=1) from None
+            opened.append((label, stacks, stage_kw))
+        if pooled:
+            try:
+                check_poolable(
+                    [(label, s.optics.na, s.optics.immersion_n) for label, s, _ in opened]
+                )
+            except ValueError as exc:
+                raise CliError(f"focus eval: {exc}", code=1) from None
+        reports = _run_files(args, params, method, opened)
+    if pooled:
+        report = PooledReport.of(reports, labels)
+        if args.json:
+            print_json(report.to_dict())
+        elif args.markdown:
+            print(report.format_markdown())
+        else:
+            print(report.format_table())
+    elif args.json:
+        print_json(reports[0].to_dict())
     else:
-        print(report.format_table())
+        print(reports[0].format_table())
     return 0
+
+
+def stack_paths(items: list[str]) -> tuple[list[Path], bool]:
+    """The files `--stacks` names, in order: a file as given, a folder as every `*.h5` in it
+    sorted by name; and whether the output is pooled (more than one file, or any folder, so a
+    folder's report has the same shape however many files it holds). A folder without `.h5`
+    files, or a file named twice, is refused (it would be counted twice in the pool)."""
+    paths: list[Path] = []
+    folder = False
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.h5") if p.is_file())
+            if not found:
+                raise CliError(f"focus eval: folder {path} holds no .h5 files", code=1)
+            paths += found
+            folder = True
+        else:
+            paths.append(path)  # a missing or bad file is named when it is opened
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        key = path.resolve()
+        if key in seen:
+            raise CliError(f"focus eval: {path} is named twice in --stacks (as {seen[key]})")
+        seen[key] = path
+    return paths, folder or len(paths) > 1
+
+
+def _run_files(
+    args: argparse.Namespace,
+    params: dict[str, Any],
+    method: Any,
+    opened: list[tuple[str, Any, dict[str, Any]]],
+) -> list[Any]:
+    """Evaluate each open (label, file, stage keywords) as a one-file run would: the same seed
+    and a method of its own (`method` for the first, a fresh one for each other), so no state
+    a method keeps between calls leaks from one file into the next. One progress bar."""
+    from slidescan.app.evaluate import evaluate_method
+
+    bar = None
+    if not (args.json or args.markdown):
+        from tqdm import tqdm
+
+        total = sum(len(stacks) for _, stacks, _ in opened) * args.trials
+        bar = tqdm(total=total, desc=f"eval {args.mode}", unit="trial", file=sys.stderr)
+    reports = []
+    done = 0
+    try:
+        for k, (label, stacks, stage_kw) in enumerate(opened):
+            progress = None
+            if bar is not None:
+                progress = lambda n, base=done: bar.update(base + n - bar.n)  # noqa: E731
+            try:
+                reports.append(
+                    evaluate_method(
+                        method if k == 0 else make_method(args.mode, params),
+                        stacks,
+                        args.hint_range,
+                        args.trials,
+                        args.seed,
+                        params=params,
+                        progress=progress,
+                        **stage_kw,
+                    )
+                )
+            except ValueError as exc:
+                where = f"{label}: " if len(opened) > 1 else ""
+                raise CliError(f"focus eval: {where}{exc}", code=1) from None
+            done += len(stacks) * args.trials
+    finally:
+        if bar is not None:
+            bar.close()
+    return reports
 
 
 def _stage_model(preset: str | None, stacks: Any) -> dict[str, Any]:
