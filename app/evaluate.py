@@ -50,6 +50,16 @@ accuracy the fallback bought. Held-out figures are pooled over several files, on
 specimen (`PooledReport`): each file is evaluated exactly as it would be alone and the pooled
 summary is the summary of all their trials; files whose optics give different DOF thresholds
 are refused, because "within DOF/2" would then mean different things in one number.
+
+Per-slide calibration (a `SlideCalibrated` method with `calibrate_tiles > 0`, as diffcnn by
+default): a stack file is one slide and its stacks are fields of it. Before the trials on a
+stack the method's calibration is reset and it calibrates on the *other* stacks of the file
+(one tile each at a seeded hint, in file order after this stack, until it has kept
+`calibrate_tiles` or run out of other fields), then is frozen, so no scored trial ever
+calibrates on, or is calibrated by, the field it is scored on (leave-one-field-out). Those
+calibration tiles are reported apart (`EvalReport.calibration`), not in the summary; in a scan
+they are the first tiles of the slide. A file with one stack gives the method nothing to
+calibrate on: it runs uncalibrated (reset and frozen).
 """
 
 from __future__ import annotations
@@ -70,6 +80,7 @@ from slidescan.focus.protocol import (
     FocusHint,
     FocusMethod,
     OpticsLike,
+    SlideCalibrated,
     depth_of_field_um,
 )
 from slidescan.focus.safety import ZGuard
@@ -195,6 +206,29 @@ class EvalReport:
     timing_source: str = "default"
     mechanics: ReplayMechanics | None = None
     stage: str = "ideal"
+    #: per-slide calibration tiles run before each stack's trials (see the module docstring)
+    calibration_records: list[TrialRecord] = field(default_factory=list)
+    #: calibration tiles kept per stack (the method's own count after calibrating), by stack id
+    calibration_kept: dict[str, int] = field(default_factory=dict)
+
+    def calibration_line(self) -> str:
+        """How the method was calibrated, in words ("" when it was not)."""
+        if not self.calibration_kept:
+            return ""
+        if not self.calibration_records:
+            return (
+                "per-slide calibration: none (the file has one field to score and none to "
+                "calibrate on), the method ran uncalibrated"
+            )
+        kept = np.array(list(self.calibration_kept.values()), dtype=float)
+        recs = self.calibration_records
+        frames = np.mean([r.frames for r in recs]) if recs else 0.0
+        hw = np.mean([r.hardware_s for r in recs]) if recs else 0.0
+        return (
+            f"per-slide calibration on other fields of the same file: {kept.mean():.1f} tiles "
+            f"kept per stack (min {int(kept.min())}), {frames:.1f} frames and {hw:.3f} s per "
+            "calibration tile, not counted in the trials"
+        )
 
     def stage_line(self) -> str:
         """Which stage model the trials ran on, in words."""
@@ -240,6 +274,15 @@ class EvalReport:
             },
             "summary": asdict(self.summary),
             "per_stack": self.per_stack(),
+            "calibration": (
+                {
+                    "description": self.calibration_line(),
+                    "kept_per_stack": self.calibration_kept,
+                    "tiles": len(self.calibration_records),
+                }
+                if self.calibration_kept
+                else None
+            ),
         }
         if include_trials:
             d["trials"] = [asdict(r) for r in self.records]
@@ -256,6 +299,7 @@ class EvalReport:
             f"seed {self.seed}",
             f"stage: {self.stage_line()}"
             + (f"; true z clamped to the stack {s.true_z_clamps} times" if s.true_z_clamps else ""),
+            *([self.calibration_line()] if self.calibration_kept else []),
             "",
             f"|error| um    MAE {s.mae_um:.3f}   median {s.median_abs_um:.3f}   "
             f"p95 {s.p95_abs_um:.3f}   max {s.max_abs_um:.3f}   "
@@ -389,6 +433,7 @@ class PooledReport:
             f"hint: true focus + U(-{first.hint_range_um:g}, +{first.hint_range_um:g}) um, "
             f"seed {first.seed} in every file (each file's trials are those of a run on it alone)",
             f"stage: {stages}; {timings} timing",
+            *dict.fromkeys(r.calibration_line() for r in self.files if r.calibration_kept),
             f"within DOF/2: |error| <= {s.threshold_um:.3f} um (DOF {s.dof_um:.3f} um at "
             f"{DOF_WAVELENGTH_UM} um, NA {first.na:g}, n {first.immersion_n:g})",
             "",
@@ -510,33 +555,33 @@ def evaluate_method(
         -hint_range_um, hint_range_um, size=(len(stacks), trials)
     )
     records: list[TrialRecord] = []
-    for i in range(len(stacks)):
-        stack: FocusStack = stacks[i]
-        truth = float(stack.true_focus_um)  # type: ignore[arg-type]  # checked above
-        lo, hi = stack.z_range_um
-        for j in range(trials):
-            hint = truth + float(offsets[i, j])
-            trial_mechanics = None
-            if mechanics is not None:
-                trial_mechanics = dataclasses.replace(
-                    mechanics, seed=trial_seed(seed, mechanics.seed, stack.id, j)
+    calibration: list[TrialRecord] = []
+    kept: dict[str, int] = {}
+    calibrating = isinstance(method, SlideCalibrated) and method.calibrate_tiles > 0
+    try:
+        for i in range(len(stacks)):
+            stack: FocusStack = stacks[i]
+            if calibrating:
+                calibration += _calibrate(
+                    method, stacks, i, optics, timing, hint_range_um, seed, mechanics
                 )
-            records.append(
-                _run_trial(
-                    method,
-                    stack,
-                    optics,
-                    timing,
-                    truth,
-                    hint,
-                    hint_range_um,
-                    j,
-                    (lo, hi),
-                    trial_mechanics,
-                )
+                kept[stack.id] = method.calibration_count()
+            records += _stack_trials(
+                method,
+                stack,
+                optics,
+                timing,
+                offsets[i],
+                hint_range_um,
+                seed,
+                mechanics,
+                progress,
+                len(records),
             )
-            if progress is not None:
-                progress(len(records))
+    finally:
+        if calibrating:
+            method.calibration_frozen = False
+            method.reset_calibration()
     return EvalReport(
         method=name,
         hint_range_um=float(hint_range_um),
@@ -552,7 +597,102 @@ def evaluate_method(
         timing_source=timing_source,
         mechanics=mechanics,
         stage=stage,
+        calibration_records=calibration,
+        calibration_kept=kept,
     )
+
+
+#: Trial numbers of calibration tiles start here (their mechanics seeds differ from trials').
+CALIBRATION_TRIAL_BASE = 1_000_000
+
+
+def _calibrate(
+    method: Any,
+    stacks: Any,
+    i: int,
+    optics: OpticsLike,
+    timing: ReplayTiming,
+    hint_range_um: float,
+    seed: int,
+    mechanics: ReplayMechanics | None,
+) -> list[TrialRecord]:
+    """Reset the method's slide calibration and calibrate it on the stacks other than `i`
+    (one tile each, in file order after `i`), then freeze it. See the module docstring."""
+    method.reset_calibration()
+    method.calibration_frozen = False
+    n = len(stacks)
+    rng = np.random.default_rng([int(seed), 0xCA1, i])
+    out: list[TrialRecord] = []
+    for k in range(1, n):
+        if method.calibration_count() >= method.calibrate_tiles:
+            break
+        other: FocusStack = stacks[(i + k) % n]
+        truth = float(other.true_focus_um)  # type: ignore[arg-type]  # checked
+        hint = truth + float(rng.uniform(-hint_range_um, hint_range_um))
+        number = CALIBRATION_TRIAL_BASE + i * n + k
+        trial_mechanics = None
+        if mechanics is not None:
+            trial_mechanics = dataclasses.replace(
+                mechanics, seed=trial_seed(seed, mechanics.seed, other.id, number)
+            )
+        out.append(
+            _run_trial(
+                method,
+                other,
+                optics,
+                timing,
+                truth,
+                hint,
+                hint_range_um,
+                number,
+                other.z_range_um,
+                trial_mechanics,
+            )
+        )
+    method.calibration_frozen = True
+    return out
+
+
+def _stack_trials(
+    method: FocusMethod,
+    stack: FocusStack,
+    optics: OpticsLike,
+    timing: ReplayTiming,
+    offsets: Any,
+    hint_range_um: float,
+    seed: int,
+    mechanics: ReplayMechanics | None,
+    progress: Callable[[int], None] | None,
+    done: int,
+) -> list[TrialRecord]:
+    """The scored trials on one stack, one per hint offset."""
+    truth = float(stack.true_focus_um)  # type: ignore[arg-type]  # checked by check_stacks
+    lo, hi = stack.z_range_um
+    records: list[TrialRecord] = []
+    for j in range(len(offsets)):
+        hint = truth + float(offsets[j])
+        trial_mechanics = None
+        if mechanics is not None:
+            trial_mechanics = dataclasses.replace(
+                mechanics, seed=trial_seed(seed, mechanics.seed, stack.id, j)
+            )
+        records.append(
+            _run_trial(
+                method,
+                stack,
+                optics,
+                timing,
+                truth,
+                hint,
+                hint_range_um,
+                j,
+                (lo, hi),
+                trial_mechanics,
+            )
+        )
+        if progress is not None:
+            progress(done + len(records))
+    return records
 
 
 def trial_seed(eval_seed: int, mechanics_seed: int, stack_id: str, trial: int) -> int:

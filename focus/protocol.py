@@ -149,6 +149,25 @@ class FocusMethod(Protocol):
     def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult: ...
 
 
+@runtime_checkable
+class SlideCalibrated(Protocol):
+    """A focus method that learns something constant over one slide from its first tiles
+    (diffcnn measures its offset against a short sweep on the first `calibrate_tiles` tiles).
+
+    One method instance serves one scan, so a scan needs nothing of this. It is for a caller
+    that runs one instance over several slides or wants the calibration held still: the focus
+    eval resets it per stack, calibrates on the *other* fields of the same stack file, then
+    sets `calibration_frozen` so the scored trials never calibrate on the field they score.
+    """
+
+    calibrate_tiles: int
+    calibration_frozen: bool
+
+    def reset_calibration(self) -> None: ...
+
+    def calibration_count(self) -> int: ...
+
+
 def z_play_um(device: object) -> float | None:
     """The focus drive's uncompensated play in um, if the device says (optional attribute
     `z_backlash_um`: 0 for a drive without play or one that compensates itself, None or absent

@@ -22,7 +22,7 @@ from slidescan.focus.learned.mobilenet import MobileNetV2, count_parameters, mak
 from slidescan.focus.learned.preprocess import InputSpec, network_input, patch_pairs
 from slidescan.focus.learned.training import PatchDataset, TrainConfig, Trainer, fit, tile_errors
 from slidescan.focus.learned.weights import DiffCNNMeta, load_checkpoint, save_checkpoint
-from slidescan.focus.protocol import FocusError, FocusHint
+from slidescan.focus.protocol import FocusError, FocusHint, FocusResult
 
 SPEC = InputSpec(patch_px=32, bin=1, pixel_size_um=0.5, colour="grey", max_patches=8)
 
@@ -313,7 +313,7 @@ class ToyScope:
 
 def test_method_two_shots_below_one_move_one_final_frame(tmp_path):
     weights = _constant_checkpoint(tmp_path / "c.pt", 4.0)
-    method = DiffCNNFocus(weights=weights, margin_um=0.5)
+    method = DiffCNNFocus(weights=weights, margin_um=0.5, calibrate_tiles=0)
     scope = ToyScope(focus_um=1.0, z=3.0)
     result = method.focus(scope, FocusHint(z_um=3.0, range_um=5.0))
     offset = 2.5 + 0.5 + 5.0  # y_min + margin + range
@@ -442,3 +442,47 @@ def test_shipped_weights_follow_the_devices_objective(tmp_path, monkeypatch):
     assert pinned.meta.objective == "20x/0.75" and pinned.axial_scale(low_na) > 1.9
     assert dc.device_objective(object()) is None
     assert dc.device_objective(ToyScope(optics=_Optics(na=0.5))) == "20x/0.50"
+
+
+def test_per_slide_calibration_removes_a_constant_bias(tmp_path):
+    """The network says focus is 4.0 um above the first shot; on this 'slide' it is really
+    4.3 um (a bias the network cannot see, like a cover-glass error). The first tiles are also
+    swept; afterwards every tile takes three frames and lands on the true focus."""
+    weights = _constant_checkpoint(tmp_path / "c.pt", 4.0)
+    method = DiffCNNFocus(weights=weights, calibrate_tiles=2, trust_within_um=math.inf)
+    errors, frames = [], []
+    for focus in (1.0, 1.5, 0.7, 1.2, 0.9):
+        # hint exactly where the CNN (biased by -0.3 um) would put focus from its first shot
+        scope = ToyScope(focus_um=focus, z=focus)
+        hint = FocusHint(z_um=focus, range_um=1.0)
+        z1 = focus - method.offset_for(1.0)
+        scope.focus_um = z1 + 4.3  # the truth is 0.3 um above what the network reads
+        r = method.focus(scope, hint)
+        errors.append(r.z_um - scope.focus_um)
+        frames.append(r.frames)
+    assert frames[0] > 3 and frames[1] > 3 and frames[2:] == [3, 3, 3]
+    assert method.offset_um() == pytest.approx(0.3, abs=0.1)
+    assert all(abs(e) < 0.12 for e in errors), errors
+    # without calibration the bias stays
+    plain = DiffCNNFocus(weights=weights, calibrate_tiles=0, trust_within_um=math.inf)
+    scope = ToyScope(focus_um=1.0, z=1.0)
+    z1 = 1.0 - plain.offset_for(1.0)
+    scope.focus_um = z1 + 4.3
+    r = plain.focus(scope, FocusHint(z_um=1.0, range_um=1.0))
+    assert r.frames == 3 and r.z_um - scope.focus_um == pytest.approx(-0.3, abs=1e-6)
+    method.reset_calibration()
+    assert method.offset_um() == 0.0
+
+
+def test_a_failed_calibration_sweep_is_not_kept(tmp_path):
+    weights = _constant_checkpoint(tmp_path / "c.pt", 4.0)
+
+    class Failing:
+        name = "failing"
+
+        def focus(self, device, hint):
+            return FocusResult(hint.z_um + 5.0, 4, 0.0, 0.0, 0.0, ok=False, message="no peak")
+
+    method = DiffCNNFocus(weights=weights, calibrate_tiles=1, fallback=Failing())
+    r = method.focus(ToyScope(focus_um=1.0, z=1.0), FocusHint(z_um=1.0, range_um=1.0))
+    assert not r.ok and "not kept" in r.message and method.offset_um() == 0.0

@@ -73,7 +73,7 @@ def test_method_focuses_the_simulator_in_three_frames(held_out_sim):
     x, y = 25_500.0, 9_500.0
     sim.move_xy(x, y)
     z_focus = sim.true_focus_um(x, y)
-    method = DiffCNNFocus()
+    method = DiffCNNFocus(calibrate_tiles=0)  # the bare method: no per-slide sweep
     result = method.focus(sim, FocusHint(z_um=z_focus + 1.0, range_um=2.0))
     assert result.ok, result.message
     assert abs(result.z_um - z_focus) < 0.4
@@ -101,7 +101,7 @@ def test_from_its_approach_point_a_tile_is_three_short_upward_moves(tissue_dir, 
     )
     x, y = 25_500.0, 9_500.0
     z_focus = sim.true_focus_um(x, y)
-    method = DiffCNNFocus()
+    method = DiffCNNFocus(calibrate_tiles=0)
     hint = FocusHint(z_um=z_focus + 0.3, range_um=1.0)
     pre = method.approach_z(sim, hint)
     sim.stage.move_to(x=x, y=y, z=pre)

@@ -238,3 +238,80 @@ def test_a_real_sweep_on_a_file_finds_the_blur_minimum(tmp_path, tissue_dir):
     d = report.to_dict()
     assert d["stacks_source"].endswith("s.h5") and len(d["trials"]) == 4
     assert "DOF/2" in d["threshold"] and "within DOF/2" in report.format_table()
+
+
+class SlideBiased:
+    """Reads the truth from the frame and misses it by a slide bias plus a per-field error;
+    while calibrating it measures (truth - its estimate), like diffcnn against its sweep."""
+
+    name = "biased"
+
+    def __init__(self, field_error, slide_bias=0.5, calibrate_tiles=2):
+        self.field_error = field_error
+        self.slide_bias = slide_bias
+        self.calibrate_tiles = calibrate_tiles
+        self.calibration_frozen = False
+        self.offsets: list[float] = []
+        self.calibrated_on: list[str] = []
+        self.resets = 0
+
+    def reset_calibration(self):
+        self.offsets.clear()
+        self.resets += 1
+
+    def calibration_count(self):
+        return len(self.offsets)
+
+    def focus(self, device, hint):
+        meta = device.snap().meta
+        truth, sid = meta["true_focus_um"], meta["stack_id"]
+        estimate = truth + self.slide_bias + self.field_error[sid]
+        if len(self.offsets) < self.calibrate_tiles and not self.calibration_frozen:
+            self.offsets.append(truth - estimate)
+            self.calibrated_on.append(sid)
+            return _result(truth, frames=5, message="calibration")
+        return _result(estimate + (float(np.median(self.offsets)) if self.offsets else 0.0), 1)
+
+
+def test_slide_calibration_is_leave_one_field_out():
+    stacks = _stacks(4, half_range=10.0, step=0.25)
+    field_error = {"s0": 0.0, "s1": 0.25, "s2": -0.5, "s3": 1.0}
+    method = SlideBiased(field_error)
+    report = evaluate_method(method, stacks, 2.0, 3, seed=0, optics=OPTICS)
+    # Two calibration tiles per stack, each on another field (the next ones in file order).
+    assert [r.stack_id for r in report.calibration_records] == [
+        "s1",
+        "s2",
+        "s2",
+        "s3",
+        "s3",
+        "s0",
+        "s0",
+        "s1",
+    ]
+    assert report.calibration_kept == {"s0": 2, "s1": 2, "s2": 2, "s3": 2}
+    assert all(r.reported_frames == 5 for r in report.calibration_records)
+    # Scored trials never calibrate and carry only the other fields' error, not the slide bias.
+    for r in report.records:
+        assert r.reported_frames == 1
+        i = int(r.stack_id[1])
+        others = [field_error[f"s{(i + k) % 4}"] for k in (1, 2)]
+        expected = field_error[r.stack_id] - float(np.median(others))
+        assert r.error_um == pytest.approx(expected, abs=1e-9)
+    assert "2.0 tiles kept per stack" in report.calibration_line()
+    assert report.calibration_line() in report.format_table()
+    assert report.to_dict()["calibration"]["tiles"] == 8
+    # Left as found: not frozen, nothing kept.
+    assert not method.calibration_frozen and method.calibration_count() == 0
+    assert method.resets == 5
+
+
+def test_one_stack_gives_nothing_to_calibrate_on():
+    method = SlideBiased({"s0": 0.1}, slide_bias=0.5)
+    report = evaluate_method(method, _stacks(1), 2.0, 2, seed=0, optics=OPTICS)
+    assert report.calibration_records == []
+    assert "ran uncalibrated" in report.calibration_line()
+    # Never calibrated on the field it is scored on: every trial carries the slide bias.
+    for r in report.records:
+        assert r.reported_frames == 1
+        assert r.error_um == pytest.approx(0.6, abs=1e-9)

@@ -41,6 +41,10 @@ from slidescan.focus.protocol import (
 )
 from slidescan.focus.safety import ZGuard
 
+#: Default largest distance a single pair is trusted at, in pair spacings (4.5 um at 20x/0.75,
+#: where the validation error grows beyond it; other objectives scale with their spacing).
+TRUST_WITHIN_DELTAS = 2.25
+
 #: Scale factor from the median absolute deviation to a Gaussian standard deviation.
 MAD_TO_SIGMA = 1.4826
 #: Standard error of a median relative to that of a mean (Gaussian data), sqrt(pi / 2).
@@ -202,8 +206,16 @@ class DiffCNNFocus:
     - `margin_um`: extra distance kept between the upper shot and the nearest possible focus.
     - `min_confidence`: below this a pair is not trusted (another pair, then a sweep).
     - `trust_within_um`: a pair further from focus than this (model um) only places a second
-      pair close to focus, where the network is most accurate (None: trust any distance).
+      pair close to focus, where the network is most accurate. None (default):
+      `TRUST_WITHIN_DELTAS` pair spacings of the active model (4.5 um at 20x/0.75, scaled
+      with the depth of field for other objectives); `math.inf`: trust any distance.
     - `max_pairs`: pairs before falling back to a sweep.
+    - `calibrate_tiles`: per slide (one method instance serves one scan), the first this many
+      tiles the CNN settles are also measured with a short sweep (`calibration_range_um`
+      either side of the CNN's answer, default 1.5 um: about 7 frames). The median of
+      (sweep - CNN) is then added to every later prediction. It removes what the network
+      cannot see and is constant over a slide: the cover glass's spherical aberration and
+      the stain and section. 0 turns it off (the paper's method as published).
     - `fallback`: the method used when the CNN is not trusted (default a short `ZSweep`);
       None disables it (the result is then `ok=False` with the best estimate).
     - `overshoot_um`: the guard's backlash overshoot for downward moves (default: ZGuard's).
@@ -230,7 +242,9 @@ class DiffCNNFocus:
         max_patches: int | None = None,
         na_scaling: bool = True,
         threads: int | None = 1,
-        trust_within_um: float | None = 4.5,
+        trust_within_um: float | None = None,
+        calibrate_tiles: int = 3,
+        calibration_range_um: float = 1.5,
     ) -> None:
         if not (math.isfinite(range_um) and range_um > 0):
             raise ValueError(f"range_um must be a positive number, got {range_um}")
@@ -238,6 +252,16 @@ class DiffCNNFocus:
             raise ValueError(f"overshoot_um must be a number >= 0, got {overshoot_um}")
         if max_pairs < 1:
             raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
+        if calibrate_tiles < 0:
+            raise ValueError(f"calibrate_tiles must be >= 0, got {calibrate_tiles}")
+        if not (math.isfinite(calibration_range_um) and calibration_range_um > 0):
+            raise ValueError(f"calibration_range_um must be positive, got {calibration_range_um}")
+        self.calibrate_tiles = int(calibrate_tiles)
+        self.calibration_range_um = float(calibration_range_um)
+        #: True: use the offsets measured so far but measure no more (see `SlideCalibrated`)
+        self.calibration_frozen = False
+        #: (model objective, axial scale) -> measured offsets (sweep - CNN), device um
+        self._offsets: dict[tuple[str, float], list[float]] = {}
         self._predictor_args = (tolerance_um, max_patches, threads)
         first = DiffCNNPredictor(weights, objective or DEFAULT_OBJECTIVE, *self._predictor_args)
         #: choose shipped weights by the device's objective (neither weights nor objective given)
@@ -247,7 +271,9 @@ class DiffCNNFocus:
         self.predictor = first
         self.meta = first.meta
         self.na_scaling = bool(na_scaling)
-        self.trust_within_um = math.inf if trust_within_um is None else float(trust_within_um)
+        if trust_within_um is not None and not trust_within_um > 0:
+            raise ValueError(f"trust_within_um must be positive, got {trust_within_um}")
+        self._trust_within_um = None if trust_within_um is None else float(trust_within_um)
         self.range_um = float(range_um)
         self.margin_um = float(margin_um)
         self.min_confidence = float(min_confidence)
@@ -262,6 +288,17 @@ class DiffCNNFocus:
         self.fallback: FocusMethod | None = fallback
 
     # -- geometry ----------------------------------------------------------------------------
+    @property
+    def trust_within_um(self) -> float:
+        """Largest predicted distance (model um) a single pair is trusted at."""
+        if self._trust_within_um is not None:
+            return self._trust_within_um
+        return TRUST_WITHIN_DELTAS * self.meta.delta_um
+
+    @trust_within_um.setter
+    def trust_within_um(self, value: float) -> None:
+        self._trust_within_um = float(value)
+
     @property
     def delta_um(self) -> float:
         return self.meta.delta_um
@@ -310,6 +347,65 @@ class DiffCNNFocus:
             return 1.0
         trained = math.tan(math.asin(self.meta.na / self.meta.immersion_n))
         return trained / math.tan(math.asin(na / n))
+
+    # -- per-slide calibration ---------------------------------------------------------------
+    def _calibration_tile(
+        self,
+        device: FocusDevice,
+        z_cnn: float,
+        scale: float,
+        offsets: list[float],
+        frames: int,
+        hw_start: float,
+        compute_s: float,
+        curve: FocusCurve,
+        extra: dict[str, Any],
+    ) -> FocusResult:
+        """Settle this tile with a short sweep around the CNN's answer and keep the difference.
+        A sweep that fails, or lands further off than the model's own trusted range allows, is
+        not kept (the tile still gets the sweep's answer when it is ok)."""
+        assert self.fallback is not None
+        half = self.calibration_range_um * scale
+        sub = self.fallback.focus(device, FocusHint(z_cnn, range_um=half, source="calibration"))
+        diff = float(sub.z_um) - z_cnn
+        kept = bool(sub.ok and math.isfinite(diff) and abs(diff) <= 2.0 * half)
+        if kept:
+            offsets.append(diff)
+        name = getattr(self.fallback, "name", type(self.fallback).__name__)
+        extra["calibration"] = {"tile": len(offsets), "of": self.calibrate_tiles, "kept": kept}
+        extra["calibration_diff_um"] = diff
+        return FocusResult(
+            z_um=sub.z_um,
+            frames=frames + sub.frames,
+            hardware_s=float(device.now()) - hw_start,
+            compute_s=compute_s + sub.compute_s,
+            confidence=sub.confidence,
+            curve=_joined_curve(curve, sub, f"diffcnn+{name} (calibration)"),
+            method=self.name,
+            ok=sub.ok,
+            message=(
+                f"calibration tile {len(offsets)}/{self.calibrate_tiles}: "
+                f"{name} - CNN = {diff:+.2f} um" + ("" if kept else " (not kept)")
+            ),
+            final_frame=sub.final_frame,
+            extra=extra,
+        )
+
+    def _cal_key(self, scale: float) -> tuple[str, float]:
+        return (self.meta.objective, round(scale, 6))
+
+    def offset_um(self, scale: float = 1.0) -> float:
+        """The calibration offset (device um) added to the active model's predictions."""
+        offsets = self._offsets.get(self._cal_key(scale))
+        return float(np.median(offsets)) if offsets else 0.0
+
+    def reset_calibration(self) -> None:
+        """Forget the measured offsets (a new slide)."""
+        self._offsets.clear()
+
+    def calibration_count(self) -> int:
+        """Calibration tiles kept so far, over every model and axial scale."""
+        return sum(len(v) for v in self._offsets.values())
 
     # -- which model -------------------------------------------------------------------------
     def select_model(self, device: FocusDevice) -> DiffCNNPredictor:
@@ -369,6 +465,7 @@ class DiffCNNFocus:
         pairs: list[tuple[float, PairPrediction]] = []
         start = self._first_shot(guard, device, hint)
         clamped = hint_clamped
+        offset = self.offset_um(scale)
         for _ in range(self.max_pairs):
             f1, m1 = guard.snap_at(start)
             f2, m2 = guard.snap_at(m1.z_um + delta)
@@ -382,7 +479,7 @@ class DiffCNNFocus:
             pred = self.predictor.predict(f1.image, f2.image, pixel_size)
             compute_s += pred.compute_s
             pairs.append((m1.z_um, pred))
-            z_est = m1.z_um + scale * pred.distance_um if pred.ok else math.nan
+            z_est = m1.z_um + scale * pred.distance_um + offset if pred.ok else math.nan
             shots += [m1.z_um, m2.z_um]
             shot_pred += [z_est, z_est]
             if not pred.ok:
@@ -397,8 +494,10 @@ class DiffCNNFocus:
                 r = max(2.0 * pred.stderr_um, 0.75)
             else:
                 r = range_um / scale
-            start = m1.z_um + scale * (
-                float(np.clip(pred.distance_um, lo, hi)) - self.offset_for(r)
+            start = (
+                offset
+                + m1.z_um
+                + scale * (float(np.clip(pred.distance_um, lo, hi)) - self.offset_for(r))
             )
 
         z_first, last = pairs[-1]
@@ -416,8 +515,16 @@ class DiffCNNFocus:
             "clamped": bool(clamped),
             "fallback": "",
         }
+        extra["offset_um"] = offset
         if trusted:
-            z_best = z_first + scale * last.distance_um
+            z_cnn = z_first + scale * last.distance_um
+            offsets = self._offsets.setdefault(self._cal_key(scale), [])
+            wanted = len(offsets) < self.calibrate_tiles and not self.calibration_frozen
+            if wanted and self.fallback is not None:
+                return self._calibration_tile(
+                    device, z_cnn, scale, offsets, frames, hw_start, compute_s, curve, extra
+                )
+            z_best = z_cnn + offset
             move = guard.move_to(z_best)
             final = device.snap()
             frames += 1
@@ -449,7 +556,7 @@ class DiffCNNFocus:
         else:
             why = f"patches disagree (confidence {last.confidence:.2f})"
         if last.ok and self.in_trained_range(last.distance_um):
-            centre = z_first + scale * last.distance_um
+            centre = z_first + scale * last.distance_um + offset
             sweep_range = min(max(3.0 * scale * last.stderr_um, 2.0), range_um)
         else:
             centre, sweep_range = hint_z, range_um
@@ -470,12 +577,7 @@ class DiffCNNFocus:
         sub = self.fallback.focus(device, FocusHint(centre, range_um=sweep_range, source="diffcnn"))
         extra["fallback"] = getattr(self.fallback, "name", type(self.fallback).__name__)
         extra["fallback_reason"] = why
-        curve = FocusCurve(
-            np.concatenate([curve.z_um, sub.curve.z_um]),
-            np.concatenate([curve.values, np.full(sub.curve.z_um.size, sub.z_um)]),
-            kind="prediction",
-            label=f"diffcnn+{extra['fallback']}",
-        )
+        curve = _joined_curve(curve, sub, f"diffcnn+{extra['fallback']}")
         return FocusResult(
             z_um=sub.z_um,
             frames=frames + sub.frames,
@@ -489,6 +591,16 @@ class DiffCNNFocus:
             final_frame=sub.final_frame,
             extra=extra,
         )
+
+
+def _joined_curve(curve: FocusCurve, sub: FocusResult, label: str) -> FocusCurve:
+    """The CNN's shots followed by a sub-method's frames, all valued at the z it settled on."""
+    return FocusCurve(
+        np.concatenate([curve.z_um, sub.curve.z_um]),
+        np.concatenate([curve.values, np.full(sub.curve.z_um.size, sub.z_um)]),
+        kind="prediction",
+        label=label,
+    )
 
 
 def device_objective(device: object) -> str | None:
