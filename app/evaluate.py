@@ -54,8 +54,8 @@ are refused, because "within DOF/2" would then mean different things in one numb
 Per-slide calibration (a `SlideCalibrated` method with `calibrate_tiles > 0`, as diffcnn by
 default): a stack file is one slide and its stacks are fields of it. Before the trials on a
 stack the method's calibration is reset and it calibrates on the *other* stacks of the file
-(one tile each at a seeded hint, in file order after this stack, until it has kept
-`calibrate_tiles` or run out of other fields), then is frozen, so no scored trial ever
+(one tile each at a seeded hint, in file order after this stack, and a second round at
+new hints, until it has kept `calibrate_tiles` or been twice round the other fields), then is frozen, so no scored trial ever
 calibrates on, or is calibrated by, the field it is scored on (leave-one-field-out). Those
 calibration tiles are reported apart (`EvalReport.calibration`), not in the summary; in a scan
 they are the first tiles of the slide. A file with one stack gives the method nothing to
@@ -617,16 +617,20 @@ def _calibrate(
     mechanics: ReplayMechanics | None,
 ) -> list[TrialRecord]:
     """Reset the method's slide calibration and calibrate it on the stacks other than `i`
-    (one tile each, in file order after `i`), then freeze it. See the module docstring."""
+    (one tile each, in file order after `i`, then a second round if it still lacks tiles),
+    then freeze it. See the module docstring."""
     method.reset_calibration()
     method.calibration_frozen = False
     n = len(stacks)
     rng = np.random.default_rng([int(seed), 0xCA1, i])
     out: list[TrialRecord] = []
-    for k in range(1, n):
+    # Every other field once, then once more (another hint) if tiles were not kept: a scan
+    # would go on calibrating on its next tiles too.
+    order = [(i + k) % n for k in range(1, n)] * 2
+    for k, o in enumerate(order, start=1):
         if method.calibration_count() >= method.calibrate_tiles:
             break
-        other: FocusStack = stacks[(i + k) % n]
+        other: FocusStack = stacks[o]
         truth = float(other.true_focus_um)  # type: ignore[arg-type]  # checked
         hint = truth + float(rng.uniform(-hint_range_um, hint_range_um))
         number = CALIBRATION_TRIAL_BASE + i * n + k

@@ -315,3 +315,28 @@ def test_one_stack_gives_nothing_to_calibrate_on():
     for r in report.records:
         assert r.reported_frames == 1
         assert r.error_um == pytest.approx(0.6, abs=1e-9)
+
+
+class KeepsEveryOther(SlideBiased):
+    """Keeps only every other calibration tile (as diffcnn drops a tile it did not trust)."""
+
+    def focus(self, device, hint):
+        meta = device.snap().meta
+        if not self.calibration_frozen:
+            self.tries = getattr(self, "tries", 0) + 1
+            if self.tries % 2 == 1:
+                self.calibrated_on.append("-" + meta["stack_id"])
+                return _result(meta["true_focus_um"], frames=5, message="not kept")
+        return super().focus(device, hint)
+
+
+def test_calibration_goes_round_the_other_fields_again_but_never_the_scored_one():
+    method = KeepsEveryOther({f"s{k}": 0.0 for k in range(3)}, calibrate_tiles=2)
+    report = evaluate_method(
+        method, _stacks(3, half_range=10.0, step=0.25), 2.0, 1, seed=0, optics=OPTICS
+    )
+    for sid in ("s0", "s1", "s2"):
+        assert report.calibration_kept[sid] == 2
+    # For s0: s1 (dropped), s2 (kept), s1 again (dropped), s2 again (kept).
+    assert [r.stack_id for r in report.calibration_records][:4] == ["s1", "s2", "s1", "s2"]
+    assert all(r.error_um == pytest.approx(0.0, abs=1e-9) for r in report.records)
