@@ -149,6 +149,11 @@ class FocusMethod(Protocol):
     def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult: ...
 
 
+#: Appended to the method name of a calibration tile's result, so a scan file's records (and
+#: the bench) tell those tiles apart: "diffcnn+calibration".
+CALIBRATION_SUFFIX = "+calibration"
+
+
 @runtime_checkable
 class SlideCalibrated(Protocol):
     """A focus method that learns something constant over one slide from its first tiles

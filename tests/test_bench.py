@@ -75,6 +75,10 @@ def test_scan_bench_on_the_simulator():
         assert r["hardware_s_per_tile"] >= r["bound_s_per_tile"] * 0.999
         assert 0 < r["ratio_to_bound"] <= 1.001
     assert by["none"]["frames_per_tile"] == 1 and by["zsweep"]["frames_per_tile"] >= 15
+    for r in rows:  # no per-slide calibration: the steady figures are those of every tile
+        assert r["calibration_tiles"] == 0
+        assert r["steady_frames_per_tile"] == r["frames_per_tile"]
+        assert r["steady_hardware_s_per_tile"] == pytest.approx(r["hardware_s_per_tile"])
     assert by["none"]["ratio_to_bound"] > 5 * by["zsweep"]["ratio_to_bound"]
     assert by["zsweep"]["focus_mae_um"] < by["none"]["focus_mae_um"]
     with pytest.raises(ValueError, match="unknown timing profile"):

@@ -450,7 +450,7 @@ def test_per_slide_calibration_removes_a_constant_bias(tmp_path):
     swept; afterwards every tile takes three frames and lands on the true focus."""
     weights = _constant_checkpoint(tmp_path / "c.pt", 4.0)
     method = DiffCNNFocus(weights=weights, calibrate_tiles=2, trust_within_um=math.inf)
-    errors, frames = [], []
+    errors, frames, names = [], [], []
     for focus in (1.0, 1.5, 0.7, 1.2, 0.9):
         # hint exactly where the CNN (biased by -0.3 um) would put focus from its first shot
         scope = ToyScope(focus_um=focus, z=focus)
@@ -460,7 +460,10 @@ def test_per_slide_calibration_removes_a_constant_bias(tmp_path):
         r = method.focus(scope, hint)
         errors.append(r.z_um - scope.focus_um)
         frames.append(r.frames)
+        names.append(r.method)
     assert frames[0] > 3 and frames[1] > 3 and frames[2:] == [3, 3, 3]
+    # calibration tiles are named as such in the scan file's records
+    assert names == ["diffcnn+calibration"] * 2 + ["diffcnn"] * 3
     assert method.offset_um() == pytest.approx(0.3, abs=0.1)
     assert all(abs(e) < 0.12 for e in errors), errors
     # without calibration the bias stays
@@ -471,7 +474,12 @@ def test_per_slide_calibration_removes_a_constant_bias(tmp_path):
     r = plain.focus(scope, FocusHint(z_um=1.0, range_um=1.0))
     assert r.frames == 3 and r.z_um - scope.focus_um == pytest.approx(-0.3, abs=1e-6)
     method.reset_calibration()
-    assert method.offset_um() == 0.0
+    assert method.offset_um() == 0.0 and method.calibration_count() == 0
+    # frozen: the (empty) calibration is used but no tile is swept for it
+    method.calibration_frozen = True
+    scope = ToyScope(focus_um=1.0, z=1.0)
+    r = method.focus(scope, FocusHint(z_um=1.0, range_um=1.0))
+    assert r.frames == 3 and method.calibration_count() == 0
 
 
 def test_a_failed_calibration_sweep_is_not_kept(tmp_path):

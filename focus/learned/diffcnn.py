@@ -32,6 +32,7 @@ from slidescan.focus.learned.weights import (
     shipped_weights_path,
 )
 from slidescan.focus.protocol import (
+    CALIBRATION_SUFFIX,
     FocusCurve,
     FocusDevice,
     FocusError,
@@ -381,7 +382,7 @@ class DiffCNNFocus:
             compute_s=compute_s + sub.compute_s,
             confidence=sub.confidence,
             curve=_joined_curve(curve, sub, f"diffcnn+{name} (calibration)"),
-            method=self.name,
+            method=f"{self.name}{CALIBRATION_SUFFIX}",
             ok=sub.ok,
             message=(
                 f"calibration tile {len(offsets)}/{self.calibrate_tiles}: "
