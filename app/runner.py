@@ -230,6 +230,21 @@ class ScanRunner:
         return cls(plan, microscope, observer, mode="rescan", rescan=indices, **kwargs)
 
     # -- public control ----------------------------------------------------------------------
+    def prepare_focus(self) -> FocusMethod:
+        """Build the plan's focus method now, in the calling thread, and keep it for the scan.
+
+        A learned method imports torch and loads its weights: seconds in which the importing
+        thread holds the GIL. The GUI calls this under a wait cursor before starting, so that
+        happens at the click (and a bad weight file is an error there) rather than as an
+        event-loop stall during the first tile; a method with `warm_up()` also runs it once.
+        Raises what the registry raises."""
+        if self._method is None:
+            self._method = build_focus_method(self.plan.focus.method, dict(self.plan.focus.params))
+            warm_up = getattr(self._method, "warm_up", None)
+            if callable(warm_up):
+                warm_up()
+        return self._method
+
     @property
     def state(self) -> RunnerState:
         return self._state

@@ -219,3 +219,27 @@ def test_keyboard_jogs_and_double_click_moves_within_limits(qtbot, window, tissu
     )
     window.tile_map.moveRequested.emit(99999.0, 0.0)  # beyond the soft limit: stops at 5000
     qtbot.waitUntil(lambda: m.stage.position().x == 5000.0, timeout=5000)
+
+
+def test_a_focus_method_that_cannot_load_is_a_dialog_before_the_scan(
+    qtbot, window, tmp_path, tissue_dir
+):
+    m = fake_microscope(tissue_dir)
+    connect(qtbot, window, m)
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"this is not a weight file")
+    configure(window, tmp_path / "scan.h5")
+    plan = window.build_plan()
+    plan = plan.model_copy(
+        update={
+            "focus": plan.focus.model_copy(
+                update={"method": "diffcnn", "params": {"weights": str(bad)}}
+            )
+        }
+    )
+    window.start_scan(plan)
+    assert window.last_dialog is not None
+    assert "diffcnn could not be loaded" in window.last_dialog.text()
+    assert "corrupt.pt" in window.last_dialog.text()
+    assert window.runner is None and window.scan_panel.start_button.isEnabled()
+    assert not (tmp_path / "scan.h5").exists()

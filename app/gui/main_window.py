@@ -790,7 +790,28 @@ class MainWindow(QtWidgets.QMainWindow):
             if Path(win.path).resolve() == Path(path).resolve():
                 win.release_file()
 
+    def _prepare_focus(self, runner: Any) -> bool:
+        """Build the scan's focus method here, under a wait cursor, before the scan starts:
+        a learned one imports torch and loads its weights, seconds that would otherwise be an
+        event-loop stall during the first tile (the importing thread holds the GIL). A method
+        that cannot be built (a missing or corrupt weight file) is a dialog, and no scan."""
+        name = runner.plan.focus.method
+        self.statusBar().showMessage(f"Loading focus method {name} ...")
+        QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.CursorShape.WaitCursor)
+        try:
+            runner.prepare_focus()
+        except Exception as exc:  # shown to the user; the scan is not started
+            log.warning("focus method %s could not be built: %s", name, exc)
+            self._show_error("Scan", f"The focus method {name} could not be loaded:\n{exc}")
+            return False
+        finally:
+            QtWidgets.QApplication.restoreOverrideCursor()
+            self.statusBar().clearMessage()
+        return True
+
     def _launch(self, runner: Any, total: int, path: str) -> None:
+        if not self._prepare_focus(runner):
+            return
         # A full (generation 2) garbage collection walks every object of this big process:
         # 30-90 ms on whichever thread triggers it, often the GUI thread: an event-loop stall.
         # Freezing the objects that exist now (no collection: instant) makes collections

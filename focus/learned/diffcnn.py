@@ -164,6 +164,14 @@ class DiffCNNPredictor:
                 torch.set_num_threads(saved)
         return out * self.meta.y_scale_um + self.meta.y_mean_um
 
+    def warm_up(self) -> None:
+        """One inference on a dummy batch, so the first tile does not pay torch's one-off
+        set-up (thread pool, kernel selection)."""
+        spec = self.spec
+        rng = np.random.default_rng(0)
+        shape = (2, 2, spec.colour_channels, spec.patch_px, spec.patch_px)
+        self.predict_patches(rng.uniform(0.2, 0.8, size=shape).astype(np.float32))
+
     def predict(
         self, image1: np.ndarray, image2: np.ndarray, pixel_size_um: float | None = None
     ) -> PairPrediction:
@@ -348,6 +356,11 @@ class DiffCNNFocus:
             return 1.0
         trained = math.tan(math.asin(self.meta.na / self.meta.immersion_n))
         return trained / math.tan(math.asin(na / n))
+
+    def warm_up(self) -> None:
+        """Run the loaded model once (see `DiffCNNPredictor.warm_up`)."""
+        for predictor in self._models.values():
+            predictor.warm_up()
 
     # -- per-slide calibration ---------------------------------------------------------------
     def _calibration_tile(
