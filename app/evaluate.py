@@ -630,27 +630,11 @@ def _calibrate(
     for k, o in enumerate(order, start=1):
         if method.calibration_count() >= method.calibrate_tiles:
             break
-        other: FocusStack = stacks[o]
-        truth = float(other.true_focus_um)  # type: ignore[arg-type]  # checked
-        hint = truth + float(rng.uniform(-hint_range_um, hint_range_um))
+        offset = float(rng.uniform(-hint_range_um, hint_range_um))
         number = CALIBRATION_TRIAL_BASE + i * n + k
-        trial_mechanics = None
-        if mechanics is not None:
-            trial_mechanics = dataclasses.replace(
-                mechanics, seed=trial_seed(seed, mechanics.seed, other.id, number)
-            )
         out.append(
-            _run_trial(
-                method,
-                other,
-                optics,
-                timing,
-                truth,
-                hint,
-                hint_range_um,
-                number,
-                other.z_range_um,
-                trial_mechanics,
+            _seeded_trial(
+                method, stacks[o], optics, timing, offset, hint_range_um, number, seed, mechanics
             )
         )
     method.calibration_frozen = True
@@ -670,33 +654,49 @@ def _stack_trials(
     done: int,
 ) -> list[TrialRecord]:
     """The scored trials on one stack, one per hint offset."""
-    truth = float(stack.true_focus_um)  # type: ignore[arg-type]  # checked by check_stacks
-    lo, hi = stack.z_range_um
     records: list[TrialRecord] = []
     for j in range(len(offsets)):
-        hint = truth + float(offsets[j])
-        trial_mechanics = None
-        if mechanics is not None:
-            trial_mechanics = dataclasses.replace(
-                mechanics, seed=trial_seed(seed, mechanics.seed, stack.id, j)
-            )
         records.append(
-            _run_trial(
-                method,
-                stack,
-                optics,
-                timing,
-                truth,
-                hint,
-                hint_range_um,
-                j,
-                (lo, hi),
-                trial_mechanics,
+            _seeded_trial(
+                method, stack, optics, timing, float(offsets[j]), hint_range_um, j, seed, mechanics
             )
         )
         if progress is not None:
             progress(done + len(records))
     return records
+
+
+def _seeded_trial(
+    method: FocusMethod,
+    stack: FocusStack,
+    optics: OpticsLike,
+    timing: ReplayTiming,
+    hint_offset: float,
+    hint_range_um: float,
+    number: int,
+    seed: int,
+    mechanics: ReplayMechanics | None,
+) -> TrialRecord:
+    """Trial `number` on `stack` from hint = true focus + `hint_offset`, with the mechanics'
+    repeatability seeded for this trial (`trial_seed`)."""
+    truth = float(stack.true_focus_um)  # type: ignore[arg-type]  # checked by check_stacks
+    trial_mechanics = None
+    if mechanics is not None:
+        trial_mechanics = dataclasses.replace(
+            mechanics, seed=trial_seed(seed, mechanics.seed, stack.id, number)
+        )
+    return _run_trial(
+        method,
+        stack,
+        optics,
+        timing,
+        truth,
+        truth + hint_offset,
+        hint_range_um,
+        number,
+        stack.z_range_um,
+        trial_mechanics,
+    )
 
 
 def trial_seed(eval_seed: int, mechanics_seed: int, stack_id: str, trial: int) -> int:

@@ -385,25 +385,21 @@ class DiffCNNFocus:
         kept = bool(sub.ok and math.isfinite(diff) and abs(diff) <= 2.0 * half)
         if kept:
             offsets.append(diff)
-        name = getattr(self.fallback, "name", type(self.fallback).__name__)
+        name = self._fallback_name()
         extra["calibration"] = {"tile": len(offsets), "of": self.calibrate_tiles, "kept": kept}
         extra["calibration_diff_um"] = diff
-        return FocusResult(
-            z_um=sub.z_um,
-            frames=frames + sub.frames,
-            hardware_s=float(device.now()) - hw_start,
-            compute_s=compute_s + sub.compute_s,
-            confidence=sub.confidence,
-            curve=_joined_curve(curve, sub, f"diffcnn+{name} (calibration)"),
-            method=f"{self.name}{CALIBRATION_SUFFIX}",
-            ok=sub.ok,
-            message=(
-                f"calibration tile {len(offsets)}/{self.calibrate_tiles}: "
-                f"{name} - CNN = {diff:+.2f} um" + ("" if kept else " (not kept)")
-            ),
-            final_frame=sub.final_frame,
-            extra=extra,
+        message = (
+            f"calibration tile {len(offsets)}/{self.calibrate_tiles}: "
+            f"{name} - CNN = {diff:+.2f} um" + ("" if kept else " (not kept)")
         )
+        spent = (frames, float(device.now()) - hw_start, compute_s)
+        label = f"diffcnn+{name} (calibration)"
+        return _handed_over(
+            sub, spent, curve, label, f"{self.name}{CALIBRATION_SUFFIX}", message, extra
+        )
+
+    def _fallback_name(self) -> str:
+        return str(getattr(self.fallback, "name", type(self.fallback).__name__))
 
     def _cal_key(self, scale: float) -> tuple[str, float]:
         return (self.meta.objective, round(scale, 6))
@@ -589,31 +585,47 @@ class DiffCNNFocus:
                 extra=extra,
             )
         sub = self.fallback.focus(device, FocusHint(centre, range_um=sweep_range, source="diffcnn"))
-        extra["fallback"] = getattr(self.fallback, "name", type(self.fallback).__name__)
+        extra["fallback"] = self._fallback_name()
         extra["fallback_reason"] = why
-        curve = _joined_curve(curve, sub, f"diffcnn+{extra['fallback']}")
-        return FocusResult(
-            z_um=sub.z_um,
-            frames=frames + sub.frames,
-            hardware_s=float(device.now()) - hw_start,
-            compute_s=compute_s + sub.compute_s,
-            confidence=sub.confidence,
-            curve=curve,
-            method=self.name,
-            ok=sub.ok,
-            message=f"{why}; fell back to {extra['fallback']}",
-            final_frame=sub.final_frame,
-            extra=extra,
+        spent = (frames, float(device.now()) - hw_start, compute_s)
+        message = f"{why}; fell back to {extra['fallback']}"
+        return _handed_over(
+            sub, spent, curve, f"diffcnn+{extra['fallback']}", self.name, message, extra
         )
 
 
-def _joined_curve(curve: FocusCurve, sub: FocusResult, label: str) -> FocusCurve:
-    """The CNN's shots followed by a sub-method's frames, all valued at the z it settled on."""
-    return FocusCurve(
+def _handed_over(
+    sub: FocusResult,
+    spent: tuple[int, float, float],
+    curve: FocusCurve,
+    label: str,
+    method: str,
+    message: str,
+    extra: dict[str, Any],
+) -> FocusResult:
+    """The tile's result when a sub-method (the sweep) settled it: its z, confidence, ok and
+    final frame; frames and compute are the CNN's (`spent`: frames, -, compute s) plus the
+    sub-method's, hardware s is the whole tile's (`spent[1]`), and the curve is the CNN's
+    shots followed by the sub-method's frames, all valued at the z it settled on."""
+    frames, hardware_s, compute_s = spent
+    joined = FocusCurve(
         np.concatenate([curve.z_um, sub.curve.z_um]),
         np.concatenate([curve.values, np.full(sub.curve.z_um.size, sub.z_um)]),
         kind="prediction",
         label=label,
+    )
+    return FocusResult(
+        z_um=sub.z_um,
+        frames=frames + sub.frames,
+        hardware_s=hardware_s,
+        compute_s=compute_s + sub.compute_s,
+        confidence=sub.confidence,
+        curve=joined,
+        method=method,
+        ok=sub.ok,
+        message=message,
+        final_frame=sub.final_frame,
+        extra=extra,
     )
 
 
