@@ -13,6 +13,12 @@ anyway, and luminance keeps the metric independent of the camera's white balance
 are scaled to [0, 1] by their dtype's full range (uint8 / 255, uint16 / 65535) so an 8-bit and a
 16-bit capture of the same field score alike; float images are used as they are.
 
+`brenner_green` is Brenner on the green channel alone (a grey image is used as it is). With axial
+chromatic aberration the red and blue images focus apart (a few tenths of a um on a dry 20x);
+luminance weighs red 2.6x more than blue, so its peak is pulled towards red focus. The green
+band is the one dry objectives are corrected for and, in H&E and DAB, the one with most of the
+contrast; the simulator's focus truth refers to it too. diffcnn's calibration sweep uses it.
+
 Values are normalised by the number of pixels (means, not sums), so they are comparable across
 frame sizes. Gradients and the Laplacian are taken on the valid interior only: no padding, so a
 border never adds false edges.
@@ -27,11 +33,13 @@ import numpy as np
 Metric = Callable[[np.ndarray], float | np.ndarray]
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_GREEN = np.array([0.0, 1.0, 0.0], dtype=np.float32)
 _COLOUR_CHANNELS = (1, 3, 4)
 
 
-def as_luminance_batch(images: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Images as a float32 (N, H, W) luminance stack in [0, 1], and whether the input was a batch."""
+def as_luminance_batch(images: np.ndarray, weights: np.ndarray = _LUMA) -> tuple[np.ndarray, bool]:
+    """Images as a float32 (N, H, W) luminance stack in [0, 1], and whether the input was a batch.
+    `weights`: the R, G, B weights of a colour image (default Rec. 601 luminance)."""
     a = np.asarray(images)
     colour_last = a.ndim >= 3 and a.shape[-1] in _COLOUR_CHANNELS
     if a.ndim == 2 or (a.ndim == 3 and colour_last):
@@ -52,7 +60,7 @@ def as_luminance_batch(images: np.ndarray) -> tuple[np.ndarray, bool]:
     stack = stack.astype(np.float32, copy=False)
     if stack.ndim == 4:
         channels = stack.shape[-1]
-        stack = stack[..., 0] if channels == 1 else stack[..., :3] @ _LUMA
+        stack = stack[..., 0] if channels == 1 else stack[..., :3] @ weights
     if scale != 1.0:
         stack = stack * np.float32(scale)
     if stack.shape[-1] < 3 or stack.shape[-2] < 3:
@@ -70,12 +78,22 @@ def _mean(a: np.ndarray) -> np.ndarray:
     return a.mean(axis=(-2, -1), dtype=np.float64)
 
 
+def _brenner(s: np.ndarray) -> np.ndarray:
+    dx = s[:, :, 2:] - s[:, :, :-2]
+    dy = s[:, 2:, :] - s[:, :-2, :]
+    return _mean(dx * dx) + _mean(dy * dy)
+
+
 def brenner(images: np.ndarray) -> float | np.ndarray:
     """Brenner gradient: mean squared difference between pixels two apart, along x and y."""
     s, batch = as_luminance_batch(images)
-    dx = s[:, :, 2:] - s[:, :, :-2]
-    dy = s[:, 2:, :] - s[:, :-2, :]
-    return _finish(_mean(dx * dx) + _mean(dy * dy), batch)
+    return _finish(_brenner(s), batch)
+
+
+def brenner_green(images: np.ndarray) -> float | np.ndarray:
+    """Brenner gradient of the green channel (grey images as they are)."""
+    s, batch = as_luminance_batch(images, _GREEN)
+    return _finish(_brenner(s), batch)
 
 
 def tenengrad(images: np.ndarray) -> float | np.ndarray:
@@ -137,6 +155,7 @@ def highpass_energy(images: np.ndarray, cutoff: float = 0.15) -> float | np.ndar
 
 METRICS: dict[str, Metric] = {
     "brenner": brenner,
+    "brenner_green": brenner_green,
     "tenengrad": tenengrad,
     "normalized_variance": normalized_variance,
     "variance_of_laplacian": variance_of_laplacian,

@@ -11,9 +11,12 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from slidescan.focus.learned.diffcnn import (
+    GAIN_RANGE,
     DiffCNNFocus,
     DiffCNNPredictor,
     PairPrediction,
+    SlideCorrection,
+    fit_correction,
     fuse_conv_bn,
     weighted_median,
 )
@@ -464,7 +467,7 @@ def test_per_slide_calibration_removes_a_constant_bias(tmp_path):
     assert frames[0] > 3 and frames[1] > 3 and frames[2:] == [3, 3, 3]
     # calibration tiles are named as such in the scan file's records
     assert names == ["diffcnn+calibration"] * 2 + ["diffcnn"] * 3
-    assert method.offset_um() == pytest.approx(0.3, abs=0.1)
+    assert method.correction().offset_um == pytest.approx(0.3, abs=0.1)
     assert all(abs(e) < 0.12 for e in errors), errors
     # without calibration the bias stays
     plain = DiffCNNFocus(weights=weights, calibrate_tiles=0, trust_within_um=math.inf)
@@ -474,7 +477,7 @@ def test_per_slide_calibration_removes_a_constant_bias(tmp_path):
     r = plain.focus(scope, FocusHint(z_um=1.0, range_um=1.0))
     assert r.frames == 3 and r.z_um - scope.focus_um == pytest.approx(-0.3, abs=1e-6)
     method.reset_calibration()
-    assert method.offset_um() == 0.0 and method.calibration_count() == 0
+    assert method.correction() == SlideCorrection() and method.calibration_count() == 0
     # frozen: the (empty) calibration is used but no tile is swept for it
     method.calibration_frozen = True
     scope = ToyScope(focus_um=1.0, z=1.0)
@@ -493,4 +496,68 @@ def test_a_failed_calibration_sweep_is_not_kept(tmp_path):
 
     method = DiffCNNFocus(weights=weights, calibrate_tiles=1, fallback=Failing())
     r = method.focus(ToyScope(focus_um=1.0, z=1.0), FocusHint(z_um=1.0, range_um=1.0))
-    assert not r.ok and "not kept" in r.message and method.offset_um() == 0.0
+    assert not r.ok and "not kept" in r.message and method.correction() == SlideCorrection()
+
+
+def test_fit_correction_separates_the_gain_from_per_field_offsets():
+    rng = np.random.default_rng(0)
+    tiles = []
+    for field_offset in (-0.3, 0.1, 0.35):  # what one field's pairs are off by, on top
+        p = np.array([2.9, 3.7, 4.4])
+        y = 1.2 * p - 0.5 + field_offset + rng.normal(0, 0.01, 3)
+        tiles.append(list(zip(p.tolist(), y.tolist(), strict=True)))
+    c = fit_correction(tiles)
+    # pooled least squares would mix the field offsets into the slope; within tiles it does not
+    assert c.gain == pytest.approx(1.2, abs=0.03)
+    assert c.offset_um == pytest.approx(-0.5 + 0.1, abs=0.05)  # the median field
+    assert (c.lo_um, c.hi_um) == (2.9, 4.4)
+    # inside the measured range the line; beyond it slope 1 from the end
+    assert c(3.0) == pytest.approx(c.gain * 3.0 + c.offset_um)
+    assert c(10.0) - c(4.4) == pytest.approx(10.0 - 4.4)
+    assert c(1.0) - c(2.9) == pytest.approx(1.0 - 2.9)
+    # one point per tile (no slope): offset only; absurd slopes are clipped; nothing: identity
+    one = fit_correction([[(4.0, 4.3)], [(3.0, 3.5)]])
+    assert one.gain == 1.0 and one.offset_um == pytest.approx(0.4)
+    steep = fit_correction([[(3.0, 3.0), (4.0, 8.0)], [(3.0, 3.0), (4.0, 9.0)]])
+    assert steep.gain == GAIN_RANGE[1]
+    assert fit_correction([]) == SlideCorrection() and SlideCorrection()(3.3) == 3.3
+
+
+def test_per_slide_calibration_fits_the_slides_gain(tmp_path, monkeypatch):
+    """On this 'slide' the network reads y as (y + 0.9) / 1.4 (an aperture or
+    cover glass it was not trained on). The calibration tiles take pairs at two more distances
+    and a sweep; later tiles, hinted up to 0.6 um off, land within 0.06 um. With an offset
+    alone the error grows with the distance of the pair."""
+    weights = _constant_checkpoint(tmp_path / "c.pt", 4.0)
+
+    def scan(pairs_um):
+        method = DiffCNNFocus(weights=weights, calibrate_tiles=2, calibration_pairs_um=pairs_um)
+        scope = ToyScope()
+
+        def network(image1, image2, pixel_size_um=None):
+            y = scope.focus_um - scope.snaps[-2]  # the lower shot's true distance to focus
+            return PairPrediction((y + 0.9) / 1.4, 0.05, 0.02, 0.99, 8, 0.0)
+
+        monkeypatch.setattr(method.predictor, "predict", network)
+        errors, frames = [], []
+        for focus, hint in [
+            (1.0, 1.0),
+            (0.5, 0.2),
+            (1.2, 1.8),
+            (0.0, -0.6),
+            (0.8, 1.4),
+            (0.3, 0.3),
+        ]:
+            scope.focus_um = focus
+            r = method.focus(scope, FocusHint(z_um=hint, range_um=1.0))
+            errors.append(r.z_um - focus)
+            frames.append(r.frames)
+        return method, np.abs(errors), frames
+
+    method, errors, frames = scan((3.0, 4.5))
+    assert frames[2:] == [3, 3, 3, 3]
+    c = method.correction()
+    assert c.gain == pytest.approx(1.4, abs=0.05) and c.offset_um == pytest.approx(-0.9, abs=0.1)
+    assert errors.max() < 0.06, errors
+    _, offset_only, _ = scan(())
+    assert offset_only[2:].max() > 0.15, offset_only

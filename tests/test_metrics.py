@@ -11,6 +11,8 @@ from test_focus_fakes import texture
 from slidescan.focus.metrics import METRICS, as_luminance_batch, get_metric
 
 NAMES = sorted(METRICS)
+#: metrics that read a colour image as its luminance (brenner_green reads the green channel)
+LUMINANCE = [n for n in NAMES if n != "brenner_green"]
 SIGMAS = [0.0, 0.7, 1.4, 2.1, 2.8, 3.5, 4.2]
 
 
@@ -66,7 +68,7 @@ def test_batch_equals_per_image(name):
     np.testing.assert_allclose(batch, singles, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", LUMINANCE)
 def test_colour_batch_equals_per_image_and_uses_luminance(name):
     rng = np.random.default_rng(0)
     rgb = (rng.random((3, 40, 48, 3)) * 255).astype(np.uint8)
@@ -95,6 +97,26 @@ def test_values_do_not_scale_with_frame_size(name):
     quarter = metric(big[64:192, 64:192])
     # Same texture statistics, four times fewer pixels: same score within the texture's spread.
     assert quarter == pytest.approx(whole, rel=0.25)
+
+
+def test_brenner_green_reads_the_green_channel_and_follows_green_focus():
+    rng = np.random.default_rng(1)
+    rgb = (rng.random((2, 40, 48, 3)) * 255).astype(np.uint8)
+    metric = get_metric("brenner_green")
+    np.testing.assert_allclose(metric(rgb), get_metric("brenner")(rgb[..., 1]), rtol=1e-6)
+    np.testing.assert_allclose(metric(rgb), [metric(i) for i in rgb], rtol=1e-6)
+    # Axial colour: red sharpest on plane 2, green on plane 3, blue on plane 4 of a defocus
+    # series. Luminance (red weighs 0.299, blue 0.114) peaks towards red; green on green.
+    t = texture(96, seed=9)
+    planes = []
+    for k in range(7):
+        chans = [ndimage.gaussian_filter(t, 0.2 + 1.2 * abs(k - f)) for f in (2, 3, 4)]
+        planes.append(np.stack(chans, axis=-1))
+    stack = np.stack(planes)
+    assert int(np.argmax(metric(stack))) == 3
+    green, luma = metric(stack), get_metric("brenner")(stack)
+    # the red side (plane 2) scores relatively higher under luminance than under green
+    assert luma[2] / luma[4] > green[2] / green[4] * 1.05
 
 
 def test_unknown_metric_lists_the_known_ones():

@@ -14,8 +14,10 @@ validation and by benchmarks.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,13 @@ from slidescan.focus.safety import ZGuard
 #: where the validation error grows beyond it; other objectives scale with their spacing).
 TRUST_WITHIN_DELTAS = 2.25
 
+#: Bounds of the per-slide gain: a fitted gain outside them is clipped (a sign of bad
+#: calibration data, not of optics: NA and cover-glass errors change it by tens of percent).
+GAIN_RANGE = (0.75, 1.5)
+#: Two points of one calibration tile give a slope only when their predictions are this far
+#: apart (model um); closer, their noise would dominate.
+MIN_SLOPE_SPAN_UM = 0.5
+
 #: Scale factor from the median absolute deviation to a Gaussian standard deviation.
 MAD_TO_SIGMA = 1.4826
 #: Standard error of a median relative to that of a mean (Gaussian data), sqrt(pi / 2).
@@ -67,6 +76,46 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     if math.isclose(cum[i], half, rel_tol=1e-12) and i + 1 < v.size:
         return float(0.5 * (v[i] + v[i + 1]))
     return float(v[i])
+
+
+@dataclass(frozen=True)
+class SlideCorrection:
+    """distance = gain x network + offset (model um) between the network distances `lo_um`
+    and `hi_um` the calibration measured; beyond them the gain is not known, so the line
+    continues with slope 1 (only the offset at that end applies). Identity by default."""
+
+    gain: float = 1.0
+    offset_um: float = 0.0
+    lo_um: float = -math.inf
+    hi_um: float = math.inf
+
+    def __call__(self, distance_um: float) -> float:
+        inside = min(max(distance_um, self.lo_um), self.hi_um)
+        return self.gain * inside + self.offset_um + (distance_um - inside)
+
+
+def fit_correction(tiles: Sequence[Sequence[tuple[float, float]]]) -> SlideCorrection:
+    """Per-slide correction from calibration tiles, each a list of (p, y) points: the network's
+    distance p and the sweep's y (model um).
+
+    The gain is the median of the slopes between points of the *same* tile (so a per-field
+    offset does not leak into it), clipped to `GAIN_RANGE`; 1 when fewer than two such slopes
+    exist. The offset is then the median of y - gain * p over all points, and the gain holds
+    over the range of p measured. No points: the identity.
+    """
+    points = [pt for tile in tiles for pt in tile]
+    if not points:
+        return SlideCorrection()
+    slopes = [
+        (y2 - y1) / (p2 - p1)
+        for tile in tiles
+        for (p1, y1), (p2, y2) in itertools.combinations(tile, 2)
+        if abs(p2 - p1) >= MIN_SLOPE_SPAN_UM
+    ]
+    gain = float(np.clip(np.median(slopes), *GAIN_RANGE)) if len(slopes) >= 2 else 1.0
+    offset = float(np.median([y - gain * p for p, y in points]))
+    p = [pt[0] for pt in points]
+    return SlideCorrection(gain, offset, float(min(p)), float(max(p)))
 
 
 def fuse_conv_bn(model: nn.Module) -> nn.Module:
@@ -220,13 +269,22 @@ class DiffCNNFocus:
       with the depth of field for other objectives); `math.inf`: trust any distance.
     - `max_pairs`: pairs before falling back to a sweep.
     - `calibrate_tiles`: per slide (one method instance serves one scan), the first this many
-      tiles the CNN settles are also measured with a short sweep (`calibration_range_um`
-      either side of the CNN's answer, default 1.5 um: about 7 frames). The median of
-      (sweep - CNN) is then added to every later prediction. It removes what the network
-      cannot see and is constant over a slide: the cover glass's spherical aberration and
-      the stain and section. 0 turns it off (the paper's method as published).
-    - `fallback`: the method used when the CNN is not trusted (default a short `ZSweep`);
-      None disables it (the result is then `ok=False` with the best estimate).
+      tiles the CNN settles are also measured: one more pair at each distance of
+      `calibration_pairs_um` below the CNN's focus, then a short sweep
+      (`calibration_range_um` either side of it, default 1.5 um: about 7 frames) that says
+      where focus really is. From these points a gain and an offset are fitted
+      (`fit_correction`) and applied to every later prediction: distance = gain x network +
+      offset. They remove what the network cannot see and is constant over a slide: the
+      cover glass's spherical aberration, the stain and section, an aperture it was not
+      trained on. 0 turns it off (the paper's method as published).
+    - `calibration_pairs_um`: distances (model um) below the CNN's focus of the extra pairs of
+      a calibration tile; with the tile's own pair they give the slope. () fits an offset
+      only.
+    - `fallback`: the method used when the CNN is not trusted (default a short `ZSweep` on
+      `sweep_metric`); None disables it (the result is then `ok=False` with the best
+      estimate). The calibration sweep is the same method.
+    - `sweep_metric`: the default sweep's metric: "brenner_green" (see
+      `slidescan.focus.metrics`: luminance is pulled towards red focus by axial colour).
     - `overshoot_um`: the guard's backlash overshoot for downward moves (default: ZGuard's).
     - `na_scaling`: on an objective whose NA is outside the trained range, scale the shot
       distance and the prediction by the ratio of blur per um (see `axial_scale`).
@@ -254,6 +312,8 @@ class DiffCNNFocus:
         trust_within_um: float | None = None,
         calibrate_tiles: int = 3,
         calibration_range_um: float = 1.5,
+        calibration_pairs_um: Sequence[float] = (3.0, 4.5),
+        sweep_metric: str = "brenner_green",
     ) -> None:
         if not (math.isfinite(range_um) and range_um > 0):
             raise ValueError(f"range_um must be a positive number, got {range_um}")
@@ -267,10 +327,12 @@ class DiffCNNFocus:
             raise ValueError(f"calibration_range_um must be positive, got {calibration_range_um}")
         self.calibrate_tiles = int(calibrate_tiles)
         self.calibration_range_um = float(calibration_range_um)
-        #: True: use the offsets measured so far but measure no more (see `SlideCalibrated`)
+        pairs_um = tuple(float(y) for y in calibration_pairs_um)
+        #: True: use the correction measured so far but measure no more (see `SlideCalibrated`)
         self.calibration_frozen = False
-        #: (model objective, axial scale) -> measured offsets (sweep - CNN), device um
-        self._offsets: dict[tuple[str, float], list[float]] = {}
+        #: (model objective, axial scale) -> calibration tiles, each a list of (network
+        #: distance, sweep distance) points in model um
+        self._calibration: dict[tuple[str, float], list[list[tuple[float, float]]]] = {}
         self._predictor_args = (tolerance_um, max_patches, threads)
         first = DiffCNNPredictor(weights, objective or DEFAULT_OBJECTIVE, *self._predictor_args)
         #: choose shipped weights by the device's objective (neither weights nor objective given)
@@ -279,6 +341,13 @@ class DiffCNNFocus:
         self.default_objective = first.meta.objective
         self.predictor = first
         self.meta = first.meta
+        lo, hi = self.meta.y_min_um, self.meta.y_max_um
+        if any(not (lo <= y <= hi) for y in pairs_um):
+            raise ValueError(
+                f"calibration_pairs_um must lie in the trained range [{lo:g}, {hi:g}] um, "
+                f"got {pairs_um}"
+            )
+        self.calibration_pairs_um = pairs_um
         self.na_scaling = bool(na_scaling)
         if trust_within_um is not None and not trust_within_um > 0:
             raise ValueError(f"trust_within_um must be positive, got {trust_within_um}")
@@ -291,7 +360,7 @@ class DiffCNNFocus:
         if fallback == "zsweep":
             from slidescan.focus.classical import ZSweep
 
-            fallback = ZSweep(overshoot_um=overshoot_um)
+            fallback = ZSweep(overshoot_um=overshoot_um, metric=sweep_metric)
         elif isinstance(fallback, str):
             raise ValueError(f"unknown fallback {fallback!r}; use 'zsweep', a method or None")
         self.fallback: FocusMethod | None = fallback
@@ -365,37 +434,69 @@ class DiffCNNFocus:
     # -- per-slide calibration ---------------------------------------------------------------
     def _calibration_tile(
         self,
+        guard: ZGuard,
         device: FocusDevice,
+        first: tuple[float, float],
         z_cnn: float,
         scale: float,
-        offsets: list[float],
-        frames: int,
-        hw_start: float,
-        compute_s: float,
+        tiles: list[list[tuple[float, float]]],
+        spent: tuple[int, float, float],
         curve: FocusCurve,
         extra: dict[str, Any],
     ) -> FocusResult:
-        """Settle this tile with a short sweep around the CNN's answer and keep the difference.
-        A sweep that fails, or lands further off than the model's own trusted range allows, is
-        not kept (the tile still gets the sweep's answer when it is ok)."""
+        """Calibrate on this tile: the extra pairs (`calibration_pairs_um` below `z_cnn`), then
+        a short sweep around `z_cnn` that settles the tile. `first` is (z, network distance)
+        of the pair the CNN settled on. The tile's points are kept unless the sweep failed or
+        landed further off than twice its own half range (the tile still gets the sweep's
+        answer when it is ok)."""
         assert self.fallback is not None
+        frames, hw_start, compute_s = spent
+        pixel_size = _pixel_size(device)
+        delta = self.delta_um * scale
+        corrected = self.correction(scale)
+        measured = [first]
+        shots, values = list(curve.z_um), list(curve.values)
+        for y in sorted(self.calibration_pairs_um, reverse=True):  # lowest first: moves go up
+            f1, m1 = guard.snap_at(z_cnn - scale * y)
+            f2, m2 = guard.snap_at(m1.z_um + delta)
+            frames += 2
+            if abs((m2.z_um - m1.z_um) - delta) > 1e-6:
+                continue  # the soft limits left no room for this pair
+            pred = self.predictor.predict(f1.image, f2.image, pixel_size)
+            compute_s += pred.compute_s
+            estimate = m1.z_um + scale * corrected(pred.distance_um)
+            shots += [m1.z_um, m2.z_um]
+            values += [estimate, estimate] if pred.ok else [math.nan, math.nan]
+            if pred.ok and self.in_trained_range(pred.distance_um):
+                measured.append((m1.z_um, pred.distance_um))
         half = self.calibration_range_um * scale
         sub = self.fallback.focus(device, FocusHint(z_cnn, range_um=half, source="calibration"))
         diff = float(sub.z_um) - z_cnn
         kept = bool(sub.ok and math.isfinite(diff) and abs(diff) <= 2.0 * half)
         if kept:
-            offsets.append(diff)
+            tiles.append([(p, (float(sub.z_um) - z) / scale) for z, p in measured])
+        fitted = self.correction(scale)
         name = self._fallback_name()
-        extra["calibration"] = {"tile": len(offsets), "of": self.calibrate_tiles, "kept": kept}
+        extra["calibration"] = {
+            "tile": len(tiles),
+            "of": self.calibrate_tiles,
+            "kept": kept,
+            "points": len(measured),
+            "gain": fitted.gain,
+            "offset_um": fitted.offset_um * scale,
+        }
         extra["calibration_diff_um"] = diff
         message = (
-            f"calibration tile {len(offsets)}/{self.calibrate_tiles}: "
-            f"{name} - CNN = {diff:+.2f} um" + ("" if kept else " (not kept)")
+            f"calibration tile {len(tiles)}/{self.calibrate_tiles}: "
+            f"{name} - CNN = {diff:+.2f} um"
+            + ("" if kept else " (not kept)")
+            + f"; slide correction: gain {fitted.gain:.3f}, offset {fitted.offset_um * scale:+.2f} um"
         )
         spent = (frames, float(device.now()) - hw_start, compute_s)
         label = f"diffcnn+{name} (calibration)"
+        joined = FocusCurve(np.array(shots), np.array(values), kind="prediction", label="diffcnn")
         return _handed_over(
-            sub, spent, curve, label, f"{self.name}{CALIBRATION_SUFFIX}", message, extra
+            sub, spent, joined, label, f"{self.name}{CALIBRATION_SUFFIX}", message, extra
         )
 
     def _fallback_name(self) -> str:
@@ -404,18 +505,18 @@ class DiffCNNFocus:
     def _cal_key(self, scale: float) -> tuple[str, float]:
         return (self.meta.objective, round(scale, 6))
 
-    def offset_um(self, scale: float = 1.0) -> float:
-        """The calibration offset (device um) added to the active model's predictions."""
-        offsets = self._offsets.get(self._cal_key(scale))
-        return float(np.median(offsets)) if offsets else 0.0
+    def correction(self, scale: float = 1.0) -> SlideCorrection:
+        """The active model's per-slide correction at this axial scale (model um; see
+        `fit_correction`); the identity before any calibration tile."""
+        return fit_correction(self._calibration.get(self._cal_key(scale), []))
 
     def reset_calibration(self) -> None:
-        """Forget the measured offsets (a new slide)."""
-        self._offsets.clear()
+        """Forget the calibration (a new slide)."""
+        self._calibration.clear()
 
     def calibration_count(self) -> int:
         """Calibration tiles kept so far, over every model and axial scale."""
-        return sum(len(v) for v in self._offsets.values())
+        return sum(len(v) for v in self._calibration.values())
 
     # -- which model -------------------------------------------------------------------------
     def select_model(self, device: FocusDevice) -> DiffCNNPredictor:
@@ -475,7 +576,7 @@ class DiffCNNFocus:
         pairs: list[tuple[float, PairPrediction]] = []
         start = self._first_shot(guard, device, hint)
         clamped = hint_clamped
-        offset = self.offset_um(scale)
+        corrected = self.correction(scale)
         for _ in range(self.max_pairs):
             f1, m1 = guard.snap_at(start)
             f2, m2 = guard.snap_at(m1.z_um + delta)
@@ -489,7 +590,7 @@ class DiffCNNFocus:
             pred = self.predictor.predict(f1.image, f2.image, pixel_size)
             compute_s += pred.compute_s
             pairs.append((m1.z_um, pred))
-            z_est = m1.z_um + scale * pred.distance_um + offset if pred.ok else math.nan
+            z_est = m1.z_um + scale * corrected(pred.distance_um) if pred.ok else math.nan
             shots += [m1.z_um, m2.z_um]
             shot_pred += [z_est, z_est]
             if not pred.ok:
@@ -504,11 +605,8 @@ class DiffCNNFocus:
                 r = max(2.0 * pred.stderr_um, 0.75)
             else:
                 r = range_um / scale
-            start = (
-                offset
-                + m1.z_um
-                + scale * (float(np.clip(pred.distance_um, lo, hi)) - self.offset_for(r))
-            )
+            nearest = corrected(float(np.clip(pred.distance_um, lo, hi)))
+            start = m1.z_um + scale * (nearest - self.offset_for(r))
 
         z_first, last = pairs[-1]
         trusted = self._trusted(last)
@@ -525,16 +623,17 @@ class DiffCNNFocus:
             "clamped": bool(clamped),
             "fallback": "",
         }
-        extra["offset_um"] = offset
+        extra["correction"] = {"gain": corrected.gain, "offset_um": corrected.offset_um * scale}
         if trusted:
-            z_cnn = z_first + scale * last.distance_um
-            offsets = self._offsets.setdefault(self._cal_key(scale), [])
-            wanted = len(offsets) < self.calibrate_tiles and not self.calibration_frozen
+            z_best = z_first + scale * corrected(last.distance_um)
+            tiles = self._calibration.setdefault(self._cal_key(scale), [])
+            wanted = len(tiles) < self.calibrate_tiles and not self.calibration_frozen
             if wanted and self.fallback is not None:
+                spent = (frames, hw_start, compute_s)
+                first = (z_first, last.distance_um)
                 return self._calibration_tile(
-                    device, z_cnn, scale, offsets, frames, hw_start, compute_s, curve, extra
+                    guard, device, first, z_best, scale, tiles, spent, curve, extra
                 )
-            z_best = z_cnn + offset
             move = guard.move_to(z_best)
             final = device.snap()
             frames += 1
@@ -561,12 +660,16 @@ class DiffCNNFocus:
             why = "no tissue in the field at the second pair"
         elif not self.in_trained_range(last.distance_um):
             why = f"prediction {last.distance_um:.2f} um outside the trained range"
+        elif (
+            last.distance_um < self.meta.y_min_um + 0.25 and last.confidence >= self.min_confidence
+        ):
+            why = f"pair only {last.distance_um:.2f} um below focus: it may straddle focus"
         elif last.confidence >= self.min_confidence:
             why = f"still {last.distance_um:.2f} um from focus after {len(pairs)} pairs"
         else:
             why = f"patches disagree (confidence {last.confidence:.2f})"
         if last.ok and self.in_trained_range(last.distance_um):
-            centre = z_first + scale * last.distance_um + offset
+            centre = z_first + scale * corrected(last.distance_um)
             sweep_range = min(max(3.0 * scale * last.stderr_um, 2.0), range_um)
         else:
             centre, sweep_range = hint_z, range_um
