@@ -8,6 +8,12 @@ three moves. If the patches disagree (low confidence) or the prediction lies out
 the model was trained on, one more pair is taken where the first pair says focus is; if that
 one is not trusted either, a short z-sweep around the best estimate decides.
 
+Per slide (ours, not in the paper), the first `calibrate_tiles` tiles the CNN settles also take
+pairs at two more distances and a short sweep on the green channel; a gain and an offset
+fitted to those points (`fit_correction`) correct every later prediction. They remove what two
+defocused frames cannot show and what is constant over a slide: cover-glass aberration, stain
+and section, an aperture the network was not trained on.
+
 `DiffCNNPredictor` is the pure image-pair -> distance part, used by the method, by training
 validation and by benchmarks.
 """
@@ -268,7 +274,7 @@ class DiffCNNFocus:
       `TRUST_WITHIN_DELTAS` pair spacings of the active model (4.5 um at 20x/0.75, scaled
       with the depth of field for other objectives); `math.inf`: trust any distance.
     - `max_pairs`: pairs before falling back to a sweep.
-    - `calibrate_tiles`: per slide (one method instance serves one scan), the first this many
+    - `calibrate_tiles` (default 5): per slide (one method instance serves one scan), the first this many
       tiles the CNN settles are also measured: one more pair at each distance of
       `calibration_pairs_um` below the CNN's focus, then a short sweep
       (`calibration_range_um` either side of it, default 1.5 um: about 7 frames) that says
@@ -310,7 +316,7 @@ class DiffCNNFocus:
         na_scaling: bool = True,
         threads: int | None = 1,
         trust_within_um: float | None = None,
-        calibrate_tiles: int = 3,
+        calibrate_tiles: int = 5,
         calibration_range_um: float = 1.5,
         calibration_pairs_um: Sequence[float] = (3.0, 4.5),
         sweep_metric: str = "brenner_green",
