@@ -14,7 +14,7 @@ from test_gui_helpers import fake_microscope
 
 from slidescan.app.events import FinishReason
 from slidescan.app.gui.main_window import MainWindow
-from slidescan.app.gui.review import ReviewWindow, flag_reasons
+from slidescan.app.gui.review import COLUMNS, ReviewWindow, flag_reasons
 from slidescan.app.gui.settings import gui_settings
 from slidescan.app.plan import FocusSettings, ScanPlan, TissueSettings
 from slidescan.app.runner import ScanRunner
@@ -187,3 +187,37 @@ def test_review_follows_a_scan_being_written(qtbot, tmp_path):
         assert int(win.current_image()[0, 0, 0]) == 180
     finally:
         proc.kill()
+
+
+def test_table_names_per_slide_calibration_tiles(qtbot, tmp_path):
+    from slidescan.app.plan import RectRegion
+    from slidescan.app.store import ScanWriter, TileRecord
+    from slidescan.app.tissue import thumbnail
+
+    path = tmp_path / "cal.h5"
+    plan = ScanPlan(region=RectRegion(x0=0, y0=0, x1=40, y1=20), overlap=0.0, output=str(path))
+    tiles = plan.tiles(20, 20)
+    w = ScanWriter.create(path, plan, tiles, (32, 32, 3), np.uint8, pixel_size_um=0.625)
+    for t, method, frames in zip(tiles, ["diffcnn+calibration", "diffcnn"], [15, 3], strict=True):
+        img = np.full((32, 32, 3), 90, np.uint8)
+        rec = TileRecord(
+            index=t.index,
+            row=t.row,
+            col=t.col,
+            x_um=t.x_um,
+            y_um=t.y_um,
+            z_um=0.5,
+            method=method,
+            confidence=0.9,
+            frames=frames,
+        )
+        w.append(rec, img, thumbnail(img))
+    w.close("completed")
+    win = ReviewWindow(path)
+    qtbot.addWidget(win)
+    flags = {
+        int(win.table.item(i, 0).text()): win.table.item(i, COLUMNS.index("flags")).text()
+        for i in range(win.table.rowCount())
+    }
+    assert flags == {0: "per-slide calibration", 1: ""}
+    win.close()

@@ -30,6 +30,7 @@ from slidescan.app.gui.focus_plots import FocusCurvePlot, FocusSurfacePlot
 from slidescan.app.gui.main_window import focus_quality
 from slidescan.app.gui.tile_map import OVERLAYS, TileGeometry, TileMap
 from slidescan.app.store import ScanReader
+from slidescan.focus.protocol import CALIBRATION_SUFFIX
 from slidescan.hardware.optics import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,16 @@ def _text(v: Any) -> str:
     if isinstance(v, bytes | np.bytes_):
         return bytes(v).decode("utf-8", "replace").rstrip("\x00")
     return str(v)
+
+
+def _note(rec: Any) -> str:
+    """What the flags column says of an unflagged tile: empty glass, or a tile the focus method
+    spent on its per-slide calibration (method "diffcnn+calibration": more frames, by design)."""
+    if rec["skipped"]:
+        return "empty glass"
+    if _text(rec["method"]).endswith(CALIBRATION_SUFFIX):
+        return "per-slide calibration"
+    return ""
 
 
 def half_depth_of_field(objective: str) -> float | None:
@@ -345,7 +356,7 @@ class ReviewWindow(QtWidgets.QMainWindow):
             truth = float(rec["true_focus_um"])
             err = z - truth if np.isfinite(truth) else float("nan")
             conf = float(rec["confidence"])
-            flags = "; ".join(self._flags[idx]) or ("empty glass" if rec["skipped"] else "")
+            flags = "; ".join(self._flags[idx]) or _note(rec)
             cells = [
                 _NumItem(idx, str(idx)),
                 _NumItem(int(rec["row"]), str(int(rec["row"]))),
