@@ -157,7 +157,7 @@ CALIBRATION_SUFFIX = "+calibration"
 @runtime_checkable
 class SlideCalibrated(Protocol):
     """A focus method that learns something constant over one slide from its first tiles
-    (diffcnn measures its offset against a short sweep on the first `calibrate_tiles` tiles).
+    (diffcnn fits a gain and an offset against short sweeps on its first `calibrate_tiles` tiles).
 
     One method instance serves one scan, so a scan needs nothing of this. It is for a caller
     that runs one instance over several slides or wants the calibration held still: the focus
