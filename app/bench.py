@@ -17,7 +17,9 @@ dozen tiles on the simulator (tissue detection off, so every tile is focused). F
   clock cost (exposure, or the strobe pulse with strobed light, plus readout).
 - for methods that take a frame pair and a final frame, the ratio of hardware time per tile to
   the three-exposure bound (`three_exposure_bound_s`): the XY move, three exposures and two Z
-  steps of the pair spacing; "play" adds the upward move that takes up a drive's backlash.
+  steps of the pair spacing; "play" adds the upward move that takes up a drive's backlash
+  as a move of its own (the scan runner folds it into the XY move where the stage can, so a
+  tile can beat that figure).
 - compute per tile (wall-clock seconds of everything the scan did per tile, minus nothing:
   rendering the simulator's frames is included, so it is an upper bound on our own cost, and
   the focus method's own compute, reported separately), focus MAE against the simulator's
@@ -166,8 +168,10 @@ def three_exposure_bound_s(
     during it), three exposures, and two Z steps between them of at least `dz_um` each.
 
     `strict_s` is that; `with_play_s` adds one upward Z move of the drive's play before the
-    first exposure, which a stage with backlash needs for any repeatable z (a method that
-    skipped it would not know where its frames were taken). Equal on a stage without play.
+    first exposure, made on its own: a stage with backlash needs that take-up for any
+    repeatable z (a method that skipped it would not know where its frames were taken), but
+    where the stage can run it inside the XY move (`StageBase.move_via`) it costs less, so
+    `strict_s` is the bound to meet. Equal on a stage without play.
     """
     stage = scope.stage
     timing = getattr(stage, "move_duration_s", None)

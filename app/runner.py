@@ -69,7 +69,7 @@ from slidescan.app.store import (
 )
 from slidescan.app.tissue import thumbnail as make_thumbnail
 from slidescan.app.tissue import tissue_fraction
-from slidescan.focus.protocol import FocusHint, FocusMethod, FocusResult
+from slidescan.focus.protocol import Approach, FocusHint, FocusMethod, FocusResult
 from slidescan.focus.safety import ZGuard
 from slidescan.hardware.errors import HardwareError
 from slidescan.hardware.microscope import Microscope
@@ -605,12 +605,7 @@ class ScanRunner:
         hw0 = float(m.now())
         compute = 0.0
         hint_z, source = self._predict(tile.x_um, tile.y_um)
-        pre_z = self._approach_z(hint_z)
-        if pre_z is None:
-            m.move_xy(tile.x_um, tile.y_um)
-        else:
-            m.move_xyz(tile.x_um, tile.y_um, pre_z)
-            self.guard.forget()
+        approach = self._approach(tile, hint_z)
         rec = TileRecord(
             index=tile.index,
             row=tile.row,
@@ -624,7 +619,10 @@ class ScanRunner:
         frames = 0
         look = None
         if self.plan.tissue.enabled:
-            look = self.guard.snap_at(hint_z)[0]
+            moved = self.guard.move_to(hint_z).commands
+            if moved:
+                approach = None  # the guard had to take up the play itself: Z moved again
+            look = m.snap()
             frames += 1
             t = time.perf_counter()
             rec.tissue_fraction = tissue_fraction(
@@ -653,7 +651,8 @@ class ScanRunner:
             rec.z_um = rec.focus_z_um = hint_z
             rec.confidence = 1.0
         else:
-            result = self._run_focus(tile, hint_z, source)
+            result = self._run_focus(tile, hint_z, source, approach)
+            self.guard.forget()  # the method moved Z with its own guard
             frames += result.frames
             compute += result.compute_s
             rec.method = result.method or self.focus_method.name
@@ -711,12 +710,12 @@ class ScanRunner:
         return _Item(tile, rec, final.image, None, fov), frames, rec.tile_hardware_s, compute
 
     def _approach_z(self, hint_z: float) -> float | None:
-        """Where Z goes during the XY move to a tile, so the tile's first exposure needs only
-        a short upward move: below the quick look (tissue detection) or the focus map's z by
-        the guard's overshoot, else where the focus method asks (`approach_z`). None: Z stays
-        (a method that does not say). Always clamped to the soft limits."""
+        """Where Z goes during the XY move to a tile, reached moving up, so the tile's first
+        exposure needs no move of its own: the quick look's (tissue detection) or the focus
+        map's z, else the focus method's first position (`approach_z`). None: Z stays (a
+        method that does not say). Always clamped to the soft limits."""
         if self.plan.tissue.enabled or self._surface is not None:
-            return self.guard.clamp(hint_z - self.guard.overshoot_um)[0]
+            return self.guard.clamp(hint_z)[0]
         ask = getattr(self.focus_method, "approach_z", None)
         if ask is None:
             return None
@@ -726,8 +725,30 @@ class ScanRunner:
             return None
         return self.guard.clamp(z)[0] if math.isfinite(z) else None
 
-    def _run_focus(self, tile: Tile, hint_z: float, source: str) -> FocusResult:
-        hint = FocusHint(hint_z, self.plan.focus.range_um, source)
+    def _approach(self, tile: Tile, hint_z: float) -> Approach | None:
+        """Move to the tile. Z goes to `_approach_z` with it, from below: through a point the
+        guard's overshoot further down (clamped), which the stage passes during the XY move
+        where it can (`Microscope.move_xyz`). Returns that approach for the guards to adopt
+        (None when Z stayed)."""
+        m = self.microscope
+        z = self._approach_z(hint_z)
+        if z is None:
+            m.move_xy(tile.x_um, tile.y_um)
+            return None
+        via = self.guard.clamp(z - self.guard.overshoot_um)[0]
+        if z - via > 1e-6:
+            m.move_xyz(tile.x_um, tile.y_um, z, via_z_um=via)
+        else:
+            m.move_xyz(tile.x_um, tile.y_um, z)
+        approach = Approach(z, z - via)
+        self.guard.forget()
+        self.guard.adopt(approach)
+        return approach
+
+    def _run_focus(
+        self, tile: Tile, hint_z: float, source: str, approach: Approach | None = None
+    ) -> FocusResult:
+        hint = FocusHint(hint_z, self.plan.focus.range_um, source, approach)
         try:
             return self.focus_method.focus(self.microscope, hint)
         except HardwareError:

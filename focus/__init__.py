@@ -5,6 +5,7 @@ protocol in `slidescan.focus.protocol`, which hardware objects satisfy structura
 """
 
 from slidescan.focus.protocol import (
+    Approach,
     FocusCurve,
     FocusDevice,
     FocusError,
@@ -16,6 +17,7 @@ from slidescan.focus.protocol import (
 )
 
 __all__ = [
+    "Approach",
     "FocusCurve",
     "FocusDevice",
     "FocusError",

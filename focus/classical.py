@@ -299,16 +299,16 @@ class ZSweep:
         return k * step, step
 
     def approach_z(self, device: FocusDevice, hint: FocusHint) -> float:
-        """The lowest plane's overshoot point: the runner moves Z there during the XY move, so
-        the sweep starts with a short upward move."""
+        """The lowest plane: the runner brings Z there from below during the XY move and
+        says so in `hint.approach`, so the sweep's first frame needs no move of its own."""
         guard = ZGuard(device, overshoot_um=self.overshoot_um)
         centre, _ = guard.clamp(hint.z_um)
         half, step = self.plan(device, hint)
-        lowest = _sweep_planes(centre, half, step, guard.limits)[0]
-        return guard.clamp(lowest - guard.overshoot_um)[0]
+        return _sweep_planes(centre, half, step, guard.limits)[0]
 
     def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
         s = _Session(device, self.metric, self.overshoot_um)
+        s.guard.adopt(hint.approach)
         centre, hint_clamped = s.guard.clamp(hint.z_um)
         half, step = self.plan(device, hint)
         limits = s.guard.limits

@@ -73,15 +73,28 @@ class FocusDevice(Protocol):
 
 
 @dataclass(frozen=True)
+class Approach:
+    """How the caller left Z: it brought the drive to `z_um` moving up, the last leg
+    `travel_um` long (the scan runner does this during the XY move to a tile, where the
+    method's `approach_z` asked). A `ZGuard` adopts it (`ZGuard.adopt`) when that travel takes
+    up its drive's play, so the method's first frame there needs no move of its own."""
+
+    z_um: float
+    travel_um: float
+
+
+@dataclass(frozen=True)
 class FocusHint:
     """Where focus is expected: the previous tile's focus or a focus-map prediction.
 
     `range_um` is how far off the hint may be (None: the method's default search range).
+    `approach`: where and how the caller already brought Z (None: unknown; see `Approach`).
     """
 
     z_um: float
     range_um: float | None = None
     source: str = ""
+    approach: Approach | None = None
 
 
 @dataclass
@@ -138,10 +151,13 @@ class FocusResult:
 class FocusMethod(Protocol):
     """Every focus method, classical or learned, has one entry point.
 
-    A method may also offer `approach_z(device, hint) -> float | None`: where Z should be when
-    `focus` starts (None: no preference). The scan runner then moves Z there together with the
-    XY move to the tile, so the method's first position costs no time of its own; `focus`
-    must still work from wherever Z is (it never assumes the runner did this).
+    A method may also offer `approach_z(device, hint) -> float | None`: its first position,
+    where Z should be when `focus` starts, reached moving up (None: no preference). The scan
+    runner then brings Z there from below together with the XY move to the tile (through a
+    point the drive's play further down) and says so in `hint.approach`, so the method's
+    first frame costs no move of its own. `focus` must still work from wherever Z is: it
+    never assumes the runner did this, and adopts `hint.approach` through `ZGuard.adopt`,
+    which checks it.
     """
 
     name: str

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from slidescan.focus.protocol import FocusDevice, FocusError, FrameLike, z_play_um
+from slidescan.focus.protocol import Approach, FocusDevice, FocusError, FrameLike, z_play_um
 
 Approach = Literal["below", "above", "none"]
 
@@ -94,6 +94,29 @@ class ZGuard:
         self._settled_at = None
 
     @property
+    def needed_travel_um(self) -> float:
+        """Travel along the approach direction that takes up the play from unknown history:
+        the overshoot less the step-rounding slack."""
+        return self.overshoot_um - min(APPROACH_SLACK_UM, 0.5 * self.overshoot_um)
+
+    def adopt(self, approach: Approach | None) -> bool:
+        """Count the drive as settled where someone else brought it (the scan runner, during
+        the XY move) if that approach is one this guard would have made: it ended moving up
+        ("below" guards only) by at least `needed_travel_um`, and the drive reports that z
+        (within the step-rounding slack). Then a move to `approach.z_um` commands nothing.
+        Returns whether it was adopted; if not, the guard's next move takes up the play itself.
+        """
+        if approach is None or self.approach != "below":
+            return False
+        z, travel = float(approach.z_um), float(approach.travel_um)
+        if not (math.isfinite(z) and math.isfinite(travel)) or travel < self.needed_travel_um:
+            return False
+        if abs(float(self.device.get_z()) - z) > APPROACH_SLACK_UM:
+            return False
+        self._settled_at = z
+        return True
+
+    @property
     def limits(self) -> tuple[float, float]:
         """The device's Z soft limits, checked to be a finite, ordered pair."""
         lo, hi = (float(v) for v in self.device.z_limits)
@@ -131,9 +154,10 @@ class ZGuard:
                 self._settled_at is not None
                 and abs(current - self._settled_at) <= APPROACH_SLACK_UM
             )
-            needed = self.overshoot_um - min(APPROACH_SLACK_UM, 0.5 * self.overshoot_um)
-            direct = travel >= -Z_TOLERANCE_UM and (known or travel >= needed)
-            if not direct:
+            direct = travel >= -Z_TOLERANCE_UM and (known or travel >= self.needed_travel_um)
+            if known and abs(target - self._settled_at) <= Z_TOLERANCE_UM:
+                pass  # already there, approached the right way (the drive may round the z)
+            elif not direct:
                 pre, _ = self.clamp(target + sign * self.overshoot_um)
                 if abs(pre - current) > Z_TOLERANCE_UM and abs(pre - target) > Z_TOLERANCE_UM:
                     commands.append(pre)

@@ -269,6 +269,42 @@ class StageBase(abc.ABC):
         if wait:
             self.wait()
 
+    #: Whether `_move_via_native` runs both Z legs of `move_via` during the XY move.
+    blends_z_via: bool = False
+
+    def move_via(
+        self, x: float, y: float, z: float, z_via: float, *, wait: bool = True
+    ) -> None:
+        """Move XY to (x, y) and Z to `z` by way of `z_via`: Z goes to `z_via` first, then
+        to `z`. With `z_via` below `z` the drive arrives moving up, its play taken up (an
+        approach from below for a focus method's first frame).
+
+        Every target, `z_via` included, is checked against the soft limits before anything
+        moves. A stage that can (`blends_z_via`: the simulator; GRBL, as two planned blocks)
+        runs both Z legs during the XY move; any other stage, or one with software backlash
+        compensation, moves XY with Z's first leg, waits, then makes the second.
+        """
+        x, y, z, z_via = float(x), float(y), float(z), float(z_via)
+        for axis, value in (("x", x), ("y", y), ("z", z_via), ("z", z)):
+            self.limits.check(axis, value)
+        compensating = any(v > 0 for v in self.backlash_um.values())
+        if not self.blends_z_via or compensating:
+            self.move_to(x, y, z_via, wait=True)
+            self.move_to(z=z, wait=wait)
+            return
+        targets = {"x": x, "y": y, "z": z}
+        self._last_target.update(targets)
+        cal = self.calibration
+        self._move_via_native(
+            {a: cal[a].to_native(v) for a, v in targets.items()}, cal["z"].to_native(z_via)
+        )
+        if wait:
+            self.wait()
+
+    def _move_via_native(self, targets: dict[str, float], z_via: float) -> None:
+        """Start `move_via` in native units (only called when `blends_z_via`)."""
+        raise NotSupportedError(f"{type(self).__name__} cannot blend a Z via point")
+
     def move_by(
         self, dx: float = 0.0, dy: float = 0.0, dz: float = 0.0, *, wait: bool = True
     ) -> None:

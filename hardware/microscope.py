@@ -55,10 +55,22 @@ class Microscope:
     def move_xy(self, x_um: float, y_um: float) -> None:
         self.stage.move_to(x=x_um, y=y_um, wait=True)
 
-    def move_xyz(self, x_um: float, y_um: float, z_um: float) -> None:
+    def move_xyz(
+        self, x_um: float, y_um: float, z_um: float, via_z_um: float | None = None
+    ) -> None:
         """One move of all three axes together: Z travels while the stage crosses to the next
-        field, so a focus method's first position costs no extra time."""
-        self.stage.move_to(x=x_um, y=y_um, z=z_um, wait=True)
+        field, so a focus method's first position costs no extra time. With `via_z_um`, Z
+        goes there first and then to `z_um` (an approach from below that takes up the drive's
+        play): during the XY move where the stage can (`StageBase.move_via`), else after it."""
+        if via_z_um is None:
+            self.stage.move_to(x=x_um, y=y_um, z=z_um, wait=True)
+            return
+        move_via = getattr(self.stage, "move_via", None)
+        if move_via is not None:
+            move_via(x_um, y_um, z_um, via_z_um, wait=True)
+        else:
+            self.stage.move_to(x=x_um, y=y_um, z=via_z_um, wait=True)
+            self.stage.move_to(z=z_um, wait=True)
 
     def close(self) -> None:
         for dev in (self.camera, self.stage):

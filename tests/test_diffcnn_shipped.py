@@ -84,36 +84,52 @@ def test_method_focuses_the_simulator_in_three_frames(held_out_sim):
 
 
 @pytest.mark.parametrize("stage", ["commercial", "lowcost"])
-def test_from_its_approach_point_a_tile_is_three_short_upward_moves(tissue_dir, stage):
-    """What the scan runner does: Z goes to `approach_z` during the XY move; the method then
-    needs one move to the first shot (the play take-up, none without play), one to the second
-    shot and one to focus, all upward."""
+def test_after_the_runners_approach_a_tile_is_two_short_upward_moves(tissue_dir, stage):
+    """What the scan runner does: Z goes to `approach_z` (the first shot) from below during
+    the XY move, through the guard's overshoot point, and the hint says so. The method adopts
+    that approach: its first shot needs no move, then one move up to the second shot and one
+    up to focus. Without the hint's approach it takes the play up itself (one move more)."""
+    from slidescan.focus.protocol import Approach
+    from slidescan.focus.safety import ZGuard
     from slidescan.hardware.sim import SimConfig, build_simulator
 
-    sim = build_simulator(
-        SimConfig(
-            seed=11,
-            stage=stage,
-            specimen={"kind": "image", "image_path": tissue_dir / "he_nanozoomer_0.227um.png"},
-            camera={"width": 256, "height": 256},
-            optics={"fft_workers": 1},
+    def scope():
+        return build_simulator(
+            SimConfig(
+                seed=11,
+                stage=stage,
+                specimen={"kind": "image", "image_path": tissue_dir / "he_nanozoomer_0.227um.png"},
+                camera={"width": 256, "height": 256},
+                optics={"fft_workers": 1},
+            )
         )
-    )
+
     x, y = 25_500.0, 9_500.0
-    z_focus = sim.true_focus_um(x, y)
-    method = DiffCNNFocus(calibrate_tiles=0)
-    hint = FocusHint(z_um=z_focus + 0.3, range_um=1.0)
-    pre = method.approach_z(sim, hint)
-    sim.stage.move_to(x=x, y=y, z=pre)
-    commanded: list[float] = []
-    move_z = sim.move_z
-    sim.move_z = lambda z: (commanded.append(z), move_z(z))[1]  # type: ignore[method-assign]
-    moves_before = sim.sim_stage.moves
-    result = method.focus(sim, hint)
-    assert result.ok and result.frames == 3, result.message
-    assert np.all(np.diff([pre, *commanded]) >= 0), commanded  # (a sub-step nudge is no move)
-    assert sim.sim_stage.moves - moves_before == (3 if sim.z_backlash_um > 0 else 2)
-    assert abs(sim.sim_stage.true_position().z - z_focus) < 0.45
+    for told in (True, False):
+        sim = scope()
+        z_focus = sim.true_focus_um(x, y)
+        method = DiffCNNFocus(calibrate_tiles=0)
+        hint = FocusHint(z_um=z_focus + 0.3, range_um=1.0)
+        first = method.approach_z(sim, hint)
+        via = first - ZGuard(sim).overshoot_um
+        sim.move_xyz(x, y, first, via_z_um=via if via < first else None)
+        if told:
+            hint = FocusHint(hint.z_um, hint.range_um, approach=Approach(first, first - via))
+        commanded: list[float] = []
+        move_z = sim.move_z
+        sim.move_z = lambda z: (commanded.append(z), move_z(z))[1]  # type: ignore[method-assign]
+        moves_before = sim.sim_stage.moves
+        result = method.focus(sim, hint)
+        assert result.ok and result.frames == 3, result.message
+        assert result.curve.z_um[0] == pytest.approx(first, abs=1e-9)
+        moves = sim.sim_stage.moves - moves_before
+        if told or sim.z_backlash_um == 0:
+            assert np.all(np.diff([first, *commanded]) >= 0), commanded
+            assert moves == 2
+        else:  # not told: down and back up to the first shot before the pair
+            assert commanded[0] < first and np.all(np.diff(commanded) >= 0), commanded
+            assert moves == 4
+        assert abs(sim.sim_stage.true_position().z - z_focus) < 0.45
 
 
 @dataclass

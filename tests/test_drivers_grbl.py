@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -241,5 +242,52 @@ def test_queued_moves_wait_for_planner_room_longer_than_a_reply_timeout():
         assert fake.overflow_bytes == 0
         s.stop()
         assert not fake.is_moving(time.monotonic())
+    finally:
+        s.close()
+
+
+def _feed(line: str) -> float:
+    return float(line.rsplit("F", 1)[1])
+
+
+def _coords(line: str) -> dict[str, float]:
+    import re
+
+    return {a.lower(): float(v) * 1000.0 for a, v in re.findall(r"([XYZ])(-?[\d.]+)", line)}
+
+
+def test_a_z_via_point_is_two_jogs_planned_as_one_motion():
+    """`move_via` on GRBL: XY halfway with Z to the via point, then the rest with Z up to its
+    target; each jog's feed keeps every axis within its own speed, so XY does not crawl at
+    Z's speed."""
+    s = open_fake_stage(
+        "grbl", limits=LIMITS, driver_options={"speed_um_s": {"x": 5000.0, "y": 5000.0, "z": 200.0}}
+    )
+    try:
+        s.move_to(x=0.0, y=0.0, z=10.0)
+        fake = fake_controller(s)
+        n = len(fake.lines_received)
+        s.move_via(400.0, 300.0, 8.0, 4.5)
+        first, second = fake.lines_received[n:]
+        assert first.startswith("$J=G53") and second.startswith("$J=G53")
+        assert _coords(first) == pytest.approx({"x": 200.0, "y": 150.0, "z": 4.5})
+        assert _coords(second) == pytest.approx({"x": 400.0, "y": 300.0, "z": 8.0})
+        speed = {a: v / 0.06 for a, v in s.speed_mm_min.items()}  # um/s
+        assert speed["z"] < speed["x"]
+        start = {"x": 0.0, "y": 0.0, "z": 10.0}
+        for line in (first, second):
+            end = _coords(line)
+            delta = {a: abs(end[a] - start[a]) for a in "xyz"}
+            length = math.sqrt(sum(d * d for d in delta.values()))
+            f = _feed(line) / 0.06  # um/s along the path
+            use = [f * delta[a] / length / speed[a] for a in "xyz"]
+            assert max(use) == pytest.approx(1.0, abs=0.01), use  # no axis over its speed,
+            assert f > speed["z"]  # and XY does not crawl at Z's
+            start = end
+        p = s.position()
+        assert (p.x, p.y, p.z) == pytest.approx((400.0, 300.0, 8.0), abs=1.0)
+        with pytest.raises(Exception, match="limit"):
+            s.move_via(0.0, 0.0, 0.0, -500.0)  # the via point is checked as well
+        assert len(fake.lines_received) == n + 2
     finally:
         s.close()

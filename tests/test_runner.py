@@ -30,7 +30,7 @@ from slidescan.app.events import (
 from slidescan.app.plan import FocusSettings, ScanPlan, TissueSettings
 from slidescan.app.runner import ScanRunner
 from slidescan.app.store import ScanReader
-from slidescan.focus.protocol import FocusResult
+from slidescan.focus.protocol import Approach, FocusResult
 from slidescan.hardware.base import CameraBase, SoftLimits, StageBase
 from slidescan.hardware.clock import VirtualClock
 from slidescan.hardware.errors import DeviceTimeout
@@ -496,6 +496,7 @@ class Prepositioned(FixedMethod):
         self.z_at_start: list[float] = []
         self.moves_at_start: list[int] = []
         self.returned: list[float] = []
+        self.approaches: list[Approach | None] = []
 
     def approach_z(self, device, hint):
         if self.broken:
@@ -505,9 +506,20 @@ class Prepositioned(FixedMethod):
     def focus(self, device, hint) -> FocusResult:
         self.z_at_start.append(device.get_z())
         self.moves_at_start.append(device.stage.moves)
+        self.approaches.append(hint.approach)
         result = super().focus(device, hint)
         self.returned.append(result.z_um)
         return result
+
+
+class BlendingStage(FakeStage):
+    """A fake stage that runs a Z via point within the XY move (`StageBase.move_via`)."""
+
+    blends_z_via = True
+
+    def _move_via_native(self, targets: dict[str, float], z_via: float) -> None:
+        self.z_commands.append(z_via)
+        self._move_native(targets)
 
 
 def test_z_moves_to_the_methods_approach_point_together_with_xy(tmp_path):
@@ -515,10 +527,31 @@ def test_z_moves_to_the_methods_approach_point_together_with_xy(tmp_path):
     method = Prepositioned(scope, below=6.0)
     fin = run(ScanRunner(plan_for(tmp_path, rows=2, cols=3), scope, method=method))
     assert fin.reason is FinishReason.COMPLETED
-    np.testing.assert_allclose(method.z_at_start, np.array(method.hints) - 6.0, atol=1e-9)
+    starts = np.array(method.hints) - 6.0
+    np.testing.assert_allclose(method.z_at_start, starts, atol=1e-9)
+    # Z arrives from below, through a point the guard's overshoot further down, and the
+    # method is told so
+    assert [a.z_um for a in method.approaches] == pytest.approx(starts.tolist())
+    assert [a.travel_um for a in method.approaches] == pytest.approx([5.0] * len(starts))
+    for z in starts:
+        i = scope.stage.z_commands.index(pytest.approx(z - 5.0))
+        assert scope.stage.z_commands[i + 1] == pytest.approx(z)
     # per tile: the runner's move up to the returned z for the final frame (this method takes
-    # none; 6 um below it the play is surely taken up), then a single command that moves XY
-    # and Z together to the next tile
+    # none; 6 um below it the play is surely taken up), the XY move with Z to the via point
+    # and, as this stage cannot run both Z legs within the XY move, Z's second leg
+    assert np.diff(method.moves_at_start).tolist() == [3] * (len(method.hints) - 1)
+
+    # a stage that can blend them makes the XY move and both Z legs one command
+    (tmp_path / "b").mkdir()
+    clock = VirtualClock()
+    stage = BlendingStage(clock)
+    scope = Microscope(
+        stage, FakeCamera(stage, clock, 1e9), OpticalPath(get_objective("20x/0.75")), clock
+    )
+    method = Prepositioned(scope, below=6.0)
+    fin = run(ScanRunner(plan_for(tmp_path / "b", rows=2, cols=3), scope, method=method))
+    assert fin.reason is FinishReason.COMPLETED
+    np.testing.assert_allclose(method.z_at_start, np.array(method.hints) - 6.0, atol=1e-9)
     assert np.diff(method.moves_at_start).tolist() == [2] * (len(method.hints) - 1)
 
 

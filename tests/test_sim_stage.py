@@ -189,3 +189,53 @@ def test_xy_backlash_lags_after_a_reversal():
     stage.move_to(x=1050.0)
     assert stage.position().x == 1050.0
     assert stage.true_position().x == pytest.approx(1058.0)
+
+
+def test_a_z_via_point_runs_within_the_xy_move_and_takes_up_the_play():
+    """`move_via`: XY moves while Z goes down to the via point and back up to its target
+    (each Z leg from rest to rest); the move lasts as long as the longer of the two, then the
+    settle, and Z arrives moving up, so its play is taken up."""
+    cfg = STAGE_PRESETS["lowcost"]
+    stage, clock = _stage(z_repeatability_um=0.0, xy_jitter_um=0.0, xy_backlash_um=0.0)
+    stage.move_to(z=10.0)
+    stage.move_to(z=6.0)  # downward: the carriage sits the play above the command
+    assert stage.true_position().z == pytest.approx(9.0)
+    t0 = clock.now()
+    stage.move_via(1100.0, 1000.0, 7.0, 3.5)
+    leg1 = trapezoid_time_s(2.5, cfg.z_speed_um_s, cfg.z_accel_um_s2)
+    leg2 = trapezoid_time_s(3.5, cfg.z_speed_um_s, cfg.z_accel_um_s2)
+    xy = trapezoid_time_s(100.0, cfg.xy_speed_um_s, cfg.xy_accel_um_s2)
+    assert xy < leg1 + leg2  # a short XY step: Z's two legs set the time
+    settle = max(cfg.xy_settle_ms, cfg.z_settle_ms) / 1e3
+    assert clock.now() - t0 == pytest.approx(max(xy, leg1 + leg2) + settle)
+    assert stage.position().as_tuple() == pytest.approx((1100.0, 1000.0, 7.0))
+    assert stage.true_position().z == pytest.approx(7.0)  # arrived moving up: no lag
+    assert stage.moves == 3  # one command for all of it
+
+    # while it runs, Z passes through the via point
+    stage.move_via(1000.0, 1000.0, 8.0, 2.0, wait=False)
+    seen = []
+    for _ in range(40):
+        clock.sleep(0.01)
+        seen.append(stage.position().z)
+    stage.wait()
+    assert min(seen) == pytest.approx(2.0, abs=0.15) and stage.position().z == pytest.approx(8.0)
+    assert not stage.is_moving()
+
+
+def test_a_z_via_point_outside_the_limits_is_refused_before_anything_moves():
+    stage, clock = _stage()
+    lo, _ = stage.limits.range("z")
+    with pytest.raises(LimitExceeded):
+        stage.move_via(1500.0, 1000.0, lo + 1.0, lo - 1.0)
+    assert stage.position().as_tuple() == (1000.0, 1000.0, 0.0) and clock.now() == 0.0
+
+
+def test_a_stage_that_cannot_blend_makes_the_z_via_point_a_second_move():
+    """StageBase's default (and any stage with software backlash compensation): XY with Z's
+    first leg, then the second leg; same end, one more move."""
+    stage, clock = _stage(z_repeatability_um=0.0, z_backlash_um=3.0, compensate_z_um=4.0)
+    stage.move_via(1500.0, 1000.0, 7.0, 3.5)
+    assert stage.position().as_tuple() == pytest.approx((1500.0, 1000.0, 7.0))
+    assert stage.true_position().z == pytest.approx(7.0)
+    assert stage.moves == 2

@@ -559,16 +559,17 @@ class DiffCNNFocus:
         return hint_z - scale * self.offset_for(self._range(hint) / scale)
 
     def approach_z(self, device: FocusDevice, hint: FocusHint) -> float:
-        """Where Z should be when `focus` starts: the first shot's overshoot point below it,
-        so the first move of the tile is a short upward one (the runner moves Z there during
-        the XY move). Clamped to the soft limits."""
+        """The first shot's z (clamped to the soft limits): the runner brings Z there from
+        below during the XY move and says so in `hint.approach`, so the pair starts without a
+        move of its own."""
         self.select_model(device)
         guard = self._guard(device)
-        return guard.clamp(self._first_shot(guard, device, hint) - guard.overshoot_um)[0]
+        return guard.clamp(self._first_shot(guard, device, hint))[0]
 
     def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
         self.select_model(device)
         guard = self._guard(device)
+        guard.adopt(hint.approach)
         hw_start = float(device.now())
         compute_s = 0.0
         frames = 0

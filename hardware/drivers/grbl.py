@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -464,16 +465,55 @@ class GrblStage(SerialStage):
                 "refused. Check the machine, then home it or unlock it"
             )
 
+    def _start_native(self) -> dict[str, float] | None:
+        """Where the next queued jog starts (native): the last queued target over the last
+        read position; None before anything was read."""
+        if self._last_native is None:
+            return None
+        return {**self._last_native, **self._targets_native}
+
+    def _feed(self, start: dict[str, float] | None, end: dict[str, float]) -> float:
+        """Jog feed (mm/min) for a straight move: the fastest at which no axis exceeds its
+        own speed (GRBL's F is the speed along the path, so a move of XY with a short Z leg
+        need not crawl at Z's speed). Without a known start: the slowest axis's speed."""
+        speeds = {a: self.speed_mm_min[a] for a in end}
+        if start is None:
+            return min(speeds.values())
+        delta = {a: abs(v - start[a]) for a, v in end.items()}
+        length = math.sqrt(sum(d * d for d in delta.values()))
+        limits = [speeds[a] * length / d for a, d in delta.items() if d > 0]
+        return min(limits) if limits else min(speeds.values())
+
+    def _jog(self, targets: dict[str, float], feed_mm_min: float) -> None:
+        words = "".join(f"{a.upper()}{v:.4f}" for a, v in targets.items())
+        # Streamed: `ok` only means queued. A refusal surfaces at the next wait or call.
+        # With the planner full, room in GRBL's buffer comes only as moves finish.
+        self.connection.send(
+            f"$J=G53{words}F{max(math.floor(feed_mm_min), 1)}",  # down: never over a speed
+            wait=False,
+            timeout_s=self.move_timeout_s,
+        )
+
     def _move_native(self, targets: dict[str, float]) -> None:
         self._check_unlocked()
-        speeds = [self.speed_mm_min[a] for a in targets]
-        words = "".join(f"{a.upper()}{v:.4f}" for a, v in targets.items())
         with self.connection.lock:
-            # Streamed: `ok` only means queued. A refusal surfaces at the next wait or call.
-            # With the planner full, room in GRBL's buffer comes only as moves finish.
-            self.connection.send(
-                f"$J=G53{words}F{min(speeds):.0f}", wait=False, timeout_s=self.move_timeout_s
-            )
+            self._jog(targets, self._feed(self._start_native(), targets))
+            self._targets_native.update(targets)
+
+    #: `move_via` is two jogs GRBL's planner runs as one motion: XY to halfway with Z to the
+    #: via point, then the rest of XY with Z to its target.
+    blends_z_via = True
+
+    def _move_via_native(self, targets: dict[str, float], z_via: float) -> None:
+        self._check_unlocked()
+        start = self._start_native()
+        if start is None:
+            start = self._remember(self._status_native(self.connection.poll_status()))
+        mid = {a: 0.5 * (start[a] + targets[a]) for a in ("x", "y")}
+        mid["z"] = z_via
+        with self.connection.lock:
+            self._jog(mid, self._feed(start, mid))
+            self._jog(targets, self._feed(mid, targets))
             self._targets_native.update(targets)
 
     def _wait_native(self, timeout_s: float) -> None:

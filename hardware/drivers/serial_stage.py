@@ -90,6 +90,12 @@ class SerialStage(StageBase):
         with self._fail_safe():
             super().move_to(x, y, z, wait=wait)
 
+    def move_via(
+        self, x: float, y: float, z: float, z_via: float, *, wait: bool = True
+    ) -> None:
+        with self._fail_safe():
+            super().move_via(x, y, z, z_via, wait=wait)
+
     def wait(self, timeout_s: float | None = None) -> None:
         with self._fail_safe():
             super().wait(timeout_s)

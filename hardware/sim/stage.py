@@ -12,7 +12,9 @@ steps) while the *true* position, the one the camera sees, differs by:
   `xy_jitter_um`, standard deviations, seeded).
 
 Moves follow a trapezoidal velocity profile per axis (acceleration, top speed; triangular for
-short moves), axes move together, and a settle time follows; the shared `VirtualClock`
+short moves), axes move together, and a settle time follows (the longest of the moving axes',
+counted from the end of the last axis's motion). `move_via` runs a Z via point inside the XY
+move: Z's two legs, each from rest to rest, one after the other. The shared `VirtualClock`
 advances by the move's duration when someone waits on it. `position()` and `true_position()`
 interpolate along the profile while a move is in progress (`wait=False`).
 """
@@ -68,6 +70,8 @@ class _Move:
     cmd_to: dict[str, float]
     true_from: dict[str, float]
     true_to: dict[str, float]
+    #: A Z via point (`move_via`): (duration of the first leg, commanded z, true z there)
+    z_via: tuple[float, float, float] | None = None
 
 
 class SimStage(StageBase):
@@ -137,10 +141,18 @@ class SimStage(StageBase):
             return dict(self._cmd), true_now
         cmd, true = {}, {}
         for a in AXES:
-            d = m.cmd_to[a] - m.cmd_from[a]
-            f = trapezoid_fraction(now - m.start_s, d, *self._timing(a))
-            cmd[a] = self._quantise(a, m.cmd_from[a] + f * d)
-            true[a] = m.true_from[a] + f * (m.true_to[a] - m.true_from[a])
+            t = now - m.start_s
+            c0, c1, t0, t1 = m.cmd_from[a], m.cmd_to[a], m.true_from[a], m.true_to[a]
+            if a == "z" and m.z_via is not None:
+                leg1_s, c_via, t_via = m.z_via
+                if t < leg1_s:
+                    c1, t1 = c_via, t_via
+                else:
+                    c0, t0, t = c_via, t_via, t - leg1_s
+            d = c1 - c0
+            f = trapezoid_fraction(t, d, *self._timing(a))
+            cmd[a] = self._quantise(a, c0 + f * d)
+            true[a] = t0 + f * (t1 - t0)
         return cmd, true
 
     def true_position(self) -> Position:
@@ -156,6 +168,17 @@ class SimStage(StageBase):
             return cmd
 
     def _move_native(self, targets: dict[str, float]) -> None:
+        self._start(targets, None)
+
+    #: Both Z legs of `move_via` run during the XY move (each a trapezoid from rest to rest:
+    #: Z stops to reverse at the via point); the move lasts as long as the longer of XY and
+    #: the two Z legs, then the settle.
+    blends_z_via = True
+
+    def _move_via_native(self, targets: dict[str, float], z_via: float) -> None:
+        self._start(targets, z_via)
+
+    def _start(self, targets: dict[str, float], z_via: float | None) -> None:
         with self._lock:
             now = self.clock.now()
             if self._move is not None and now < self._move.end_s:
@@ -163,17 +186,28 @@ class SimStage(StageBase):
             cmd_from = dict(self._cmd)
             true_from = {a: self._mech[a] + self._err[a] for a in AXES}
             duration, settle = 0.0, 0.0
+            via: tuple[float, float, float] | None = None
             for axis, target in targets.items():
                 q = self._quantise(axis, target)
-                distance = q - self._cmd[axis]
-                if distance == 0:
-                    continue
                 b = self._play(axis)
+                legs = 0.0
+                if axis == "z" and z_via is not None:
+                    qv = self._quantise(axis, z_via)
+                    leg1 = trapezoid_time_s(qv - self._cmd[axis], *self._timing(axis))
+                    if leg1 > 0:
+                        self._mech[axis] = min(max(self._mech[axis], qv), qv + b)
+                        self._cmd[axis] = qv
+                        via = (leg1, qv, self._mech[axis] + self._err[axis])
+                        legs = leg1
+                distance = q - self._cmd[axis]
+                if distance == 0 and legs == 0:
+                    continue
                 self._mech[axis] = min(max(self._mech[axis], q), q + b)
                 sd = self.config.z_repeatability_um if axis == "z" else self.config.xy_jitter_um
                 self._err[axis] = float(self._rng.normal(0.0, sd)) if sd > 0 else 0.0
                 self._cmd[axis] = q
-                duration = max(duration, trapezoid_time_s(distance, *self._timing(axis)))
+                legs += trapezoid_time_s(distance, *self._timing(axis))
+                duration = max(duration, legs)
                 s = self.config.z_settle_ms if axis == "z" else self.config.xy_settle_ms
                 settle = max(settle, s / 1000.0)
             if duration == 0.0:
@@ -186,6 +220,7 @@ class SimStage(StageBase):
                 cmd_to=dict(self._cmd),
                 true_from=true_from,
                 true_to={a: self._mech[a] + self._err[a] for a in AXES},
+                z_via=via,
             )
 
     def _freeze(self, now: float) -> None:
