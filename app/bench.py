@@ -17,9 +17,10 @@ dozen tiles on the simulator (tissue detection off, so every tile is focused). F
   clock cost (exposure, or the strobe pulse with strobed light, plus readout).
 - for methods that take a frame pair and a final frame, the ratio of hardware time per tile to
   the three-exposure bound (`three_exposure_bound_s`): the XY move, three exposures and two Z
-  steps of the pair spacing; "play" adds the upward move that takes up a drive's backlash
-  as a move of its own (the scan runner folds it into the XY move where the stage can, so a
-  tile can beat that figure).
+  steps of the pair spacing, as if Z had no play ("strict"); "backlash": the same with the
+  Z reversal between tiles that takes up a drive's play run inside the XY move (the least
+  any method that knows where its frames were taken can do on such a stage); "play": the
+  take-up as a move of its own after the XY move.
 - compute per tile (wall-clock seconds of everything the scan did per tile, minus nothing:
   rendering the simulator's frames is included, so it is an upper bound on our own cost, and
   the focus method's own compute, reported separately), focus MAE against the simulator's
@@ -167,11 +168,20 @@ def three_exposure_bound_s(
     two or more z (a pair and a final frame): the XY move of `physical_bound_s` (Z may travel
     during it), three exposures, and two Z steps between them of at least `dz_um` each.
 
-    `strict_s` is that; `with_play_s` adds one upward Z move of the drive's play before the
-    first exposure, made on its own: a stage with backlash needs that take-up for any
-    repeatable z (a method that skipped it would not know where its frames were taken), but
-    where the stage can run it inside the XY move (`StageBase.move_via`) it costs less, so
-    `strict_s` is the bound to meet. Equal on a stage without play.
+    `strict_s` is that, as if the drive had no play. On a drive with play b it cannot be
+    reached by a method that knows where its frames were taken:
+
+    - `backlash_s`: the physical bound with the play. The three frames lie at least 2 dz
+      apart (first lowest, focus last, each after an upward move of at least dz; with dz < b
+      the pair step cannot take up the play), so between tiles Z reverses: from the last
+      tile's focus down past the next first frame by b, then up b. Both Z legs run within
+      the XY move (`StageBase.move_via`), which lasts as long as the longer of the XY motion
+      and the two legs (the stage's own timing model, `move_duration_s(z_via=...)`), then
+      settles. On a stage that cannot run them within the XY move (`blends_z_via` false):
+      `with_play_s`.
+    - `with_play_s`: `strict_s` plus the take-up as a move of its own after the XY move.
+
+    All three are equal on a stage without play.
     """
     stage = scope.stage
     timing = getattr(stage, "move_duration_s", None)
@@ -179,7 +189,22 @@ def three_exposure_bound_s(
     play = getattr(stage, "z_play_um", None) or 0.0
     t_play = timing(z=play) if timing is not None and play > 0 else 0.0
     base = physical_bound_s(scope, tiles) + 2.0 * frame_time_s(scope) + 2.0 * t_dz
-    return {"strict_s": base, "with_play_s": base + t_play, "dz_um": dz_um, "play_um": play}
+    backlash = base + t_play
+    if timing is not None and play > 0 and len(tiles) > 1 and getattr(stage, "blends_z_via", 0):
+        steps = [
+            (b.x_um - a.x_um, b.y_um - a.y_um) for a, b in zip(tiles[:-1], tiles[1:], strict=True)
+        ]
+        plain = sum(timing(x=dx, y=dy) for dx, dy in steps)
+        down = -(2.0 * dz_um + play)
+        via = sum(timing(x=dx, y=dy, z=-2.0 * dz_um, z_via=down) for dx, dy in steps)
+        backlash = base + (via - plain) / len(tiles)
+    return {
+        "strict_s": base,
+        "backlash_s": backlash,
+        "with_play_s": base + t_play,
+        "dz_um": dz_um,
+        "play_um": play,
+    }
 
 
 def run_scan_bench(
@@ -266,8 +291,10 @@ def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> d
         "ratio_to_bound": tiles_per_s * bound,
         "hardware_s_per_tile": hw_per_tile,
         "bound3_s_per_tile": bound3["strict_s"],
+        "bound3_backlash_s_per_tile": bound3["backlash_s"],
         "bound3_play_s_per_tile": bound3["with_play_s"],
         "hw_over_bound3": hw_per_tile / bound3["strict_s"],
+        "hw_over_bound3_backlash": hw_per_tile / bound3["backlash_s"],
         "hw_over_bound3_play": hw_per_tile / bound3["with_play_s"],
         "wall_s_per_tile": wall / len(tiles),
         "focus_compute_s_per_tile": s.get("compute_s_per_tile"),
@@ -279,6 +306,7 @@ def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> d
         "steady_frames_per_tile": float(steady["tile_frames"].mean()) if steady.size else math.nan,
         "steady_hardware_s_per_tile": steady_hw,
         "steady_hw_over_bound3": steady_hw / bound3["strict_s"],
+        "steady_hw_over_bound3_backlash": steady_hw / bound3["backlash_s"],
         "steady_hw_over_bound3_play": steady_hw / bound3["with_play_s"],
         "steady_compute_s_per_tile": (
             float(np.median(steady["compute_s"])) if steady.size else math.nan

@@ -69,7 +69,7 @@ from slidescan.app.store import (
 )
 from slidescan.app.tissue import thumbnail as make_thumbnail
 from slidescan.app.tissue import tissue_fraction
-from slidescan.focus.protocol import Approach, FocusHint, FocusMethod, FocusResult
+from slidescan.focus.protocol import FocusHint, FocusMethod, FocusResult, ZApproach
 from slidescan.focus.safety import ZGuard
 from slidescan.hardware.errors import HardwareError
 from slidescan.hardware.microscope import Microscope
@@ -725,7 +725,7 @@ class ScanRunner:
             return None
         return self.guard.clamp(z)[0] if math.isfinite(z) else None
 
-    def _approach(self, tile: Tile, hint_z: float) -> Approach | None:
+    def _approach(self, tile: Tile, hint_z: float) -> ZApproach | None:
         """Move to the tile. Z goes to `_approach_z` with it, from below: through a point the
         guard's overshoot further down (clamped), which the stage passes during the XY move
         where it can (`Microscope.move_xyz`). Returns that approach for the guards to adopt
@@ -740,13 +740,13 @@ class ScanRunner:
             m.move_xyz(tile.x_um, tile.y_um, z, via_z_um=via)
         else:
             m.move_xyz(tile.x_um, tile.y_um, z)
-        approach = Approach(z, z - via)
+        approach = ZApproach(z, z - via)
         self.guard.forget()
         self.guard.adopt(approach)
         return approach
 
     def _run_focus(
-        self, tile: Tile, hint_z: float, source: str, approach: Approach | None = None
+        self, tile: Tile, hint_z: float, source: str, approach: ZApproach | None = None
     ) -> FocusResult:
         hint = FocusHint(hint_z, self.plan.focus.range_um, source, approach)
         try:

@@ -5,7 +5,6 @@ protocol in `slidescan.focus.protocol`, which hardware objects satisfy structura
 """
 
 from slidescan.focus.protocol import (
-    Approach,
     FocusCurve,
     FocusDevice,
     FocusError,
@@ -13,11 +12,11 @@ from slidescan.focus.protocol import (
     FocusMethod,
     FocusResult,
     OpticsLike,
+    ZApproach,
     depth_of_field_um,
 )
 
 __all__ = [
-    "Approach",
     "FocusCurve",
     "FocusDevice",
     "FocusError",
@@ -25,5 +24,6 @@ __all__ = [
     "FocusMethod",
     "FocusResult",
     "OpticsLike",
+    "ZApproach",
     "depth_of_field_um",
 ]

@@ -73,7 +73,7 @@ class FocusDevice(Protocol):
 
 
 @dataclass(frozen=True)
-class Approach:
+class ZApproach:
     """How the caller left Z: it brought the drive to `z_um` moving up, the last leg
     `travel_um` long (the scan runner does this during the XY move to a tile, where the
     method's `approach_z` asked). A `ZGuard` adopts it (`ZGuard.adopt`) when that travel takes
@@ -88,13 +88,13 @@ class FocusHint:
     """Where focus is expected: the previous tile's focus or a focus-map prediction.
 
     `range_um` is how far off the hint may be (None: the method's default search range).
-    `approach`: where and how the caller already brought Z (None: unknown; see `Approach`).
+    `approach`: where and how the caller already brought Z (None: unknown; see `ZApproach`).
     """
 
     z_um: float
     range_um: float | None = None
     source: str = ""
-    approach: Approach | None = None
+    approach: ZApproach | None = None
 
 
 @dataclass

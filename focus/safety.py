@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from slidescan.focus.protocol import Approach, FocusDevice, FocusError, FrameLike, z_play_um
+from slidescan.focus.protocol import FocusDevice, FocusError, FrameLike, ZApproach, z_play_um
 
 Approach = Literal["below", "above", "none"]
 
@@ -99,7 +99,7 @@ class ZGuard:
         the overshoot less the step-rounding slack."""
         return self.overshoot_um - min(APPROACH_SLACK_UM, 0.5 * self.overshoot_um)
 
-    def adopt(self, approach: Approach | None) -> bool:
+    def adopt(self, approach: ZApproach | None) -> bool:
         """Count the drive as settled where someone else brought it (the scan runner, during
         the XY move) if that approach is one this guard would have made: it ended moving up
         ("below" guards only) by at least `needed_travel_um`, and the drive reports that z

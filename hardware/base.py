@@ -272,9 +272,7 @@ class StageBase(abc.ABC):
     #: Whether `_move_via_native` runs both Z legs of `move_via` during the XY move.
     blends_z_via: bool = False
 
-    def move_via(
-        self, x: float, y: float, z: float, z_via: float, *, wait: bool = True
-    ) -> None:
+    def move_via(self, x: float, y: float, z: float, z_via: float, *, wait: bool = True) -> None:
         """Move XY to (x, y) and Z to `z` by way of `z_via`: Z goes to `z_via` first, then
         to `z`. With `z_via` below `z` the drive arrives moving up, its play taken up (an
         approach from below for a focus method's first frame).

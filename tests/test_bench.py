@@ -49,9 +49,37 @@ def test_three_exposure_bound_adds_two_frames_two_z_steps_and_the_play():
     base = 0.1 / 2 + 0.008  # the no-focus bound: mean XY move + one frame
     assert b["strict_s"] == pytest.approx(base + 2 * 0.008 + 2 * (0.002 + 0.01))
     assert b["with_play_s"] == pytest.approx(b["strict_s"] + 0.003 + 0.01)
+    # a stage that cannot run a Z via point within the XY move takes the play up after it
+    assert b["backlash_s"] == b["with_play_s"]
     no_play = SimpleNamespace(stage=SimpleNamespace(move_duration_s=move_duration_s), camera=cam)
     b0 = three_exposure_bound_s(no_play, tiles, dz_um=2.0)
-    assert b0["with_play_s"] == b0["strict_s"] == pytest.approx(b["strict_s"])
+    assert b0["with_play_s"] == b0["backlash_s"] == b0["strict_s"] == pytest.approx(b["strict_s"])
+
+
+def test_the_backlash_bound_runs_the_z_reversal_inside_the_xy_move():
+    """Between tiles Z goes down past the next first frame (2 dz below focus) by the play and
+    back up by the play, within the XY move: it costs only what the two Z legs outlast XY."""
+    calls = []
+
+    def move_duration_s(z_via=None, **d):
+        calls.append((z_via, d))
+        xy = 0.001 * max(abs(d.get("x", 0.0)), abs(d.get("y", 0.0)))
+        z = d.get("z", 0.0)
+        zt = 0.01 * (abs(z_via) + abs(z - z_via)) if z_via is not None else 0.01 * abs(z)
+        return max(xy, zt) + 0.005
+
+    tiles = [Tile(0, 0, 0, 0, 0), Tile(1, 0, 1, 100, 0), Tile(2, 0, 2, 200, 0)]
+    cam = SimpleNamespace(frame_time_ms=8.0, exposure_ms=10.0)
+    for play, step_s in ((3.0, 0.01 * (7.0 + 3.0) + 0.005), (20.0, 0.01 * (24.0 + 20.0) + 0.005)):
+        stage = SimpleNamespace(move_duration_s=move_duration_s, z_play_um=play, blends_z_via=1)
+        b = three_exposure_bound_s(SimpleNamespace(stage=stage, camera=cam), tiles, dz_um=2.0)
+        # per tile: 2 of 3 tiles move; the XY move (0.105 s) is replaced by the via move
+        step = max(0.1, step_s - 0.005) + 0.005
+        assert b["backlash_s"] == pytest.approx(b["strict_s"] + 2 * (step - 0.105) / 3)
+        assert (None, {"x": 100, "y": 0}) in calls
+        assert (-(4.0 + play), {"x": 100, "y": 0, "z": -4.0}) in calls
+        # 3 um: the legs (0.1 s) just fit in the XY move; 20 um: they outlast it
+        assert (b["backlash_s"] > b["strict_s"]) is (play > 3.0)
 
 
 def test_writer_bench_reports_throughput(tmp_path):

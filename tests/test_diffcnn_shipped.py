@@ -89,7 +89,7 @@ def test_after_the_runners_approach_a_tile_is_two_short_upward_moves(tissue_dir,
     the XY move, through the guard's overshoot point, and the hint says so. The method adopts
     that approach: its first shot needs no move, then one move up to the second shot and one
     up to focus. Without the hint's approach it takes the play up itself (one move more)."""
-    from slidescan.focus.protocol import Approach
+    from slidescan.focus.protocol import ZApproach
     from slidescan.focus.safety import ZGuard
     from slidescan.hardware.sim import SimConfig, build_simulator
 
@@ -114,10 +114,14 @@ def test_after_the_runners_approach_a_tile_is_two_short_upward_moves(tissue_dir,
         via = first - ZGuard(sim).overshoot_um
         sim.move_xyz(x, y, first, via_z_um=via if via < first else None)
         if told:
-            hint = FocusHint(hint.z_um, hint.range_um, approach=Approach(first, first - via))
+            hint = FocusHint(hint.z_um, hint.range_um, approach=ZApproach(first, first - via))
         commanded: list[float] = []
-        move_z = sim.move_z
-        sim.move_z = lambda z: (commanded.append(z), move_z(z))[1]  # type: ignore[method-assign]
+
+        def move_z(z, _move=sim.move_z, _log=commanded):
+            _log.append(z)
+            _move(z)
+
+        sim.move_z = move_z  # type: ignore[method-assign]
         moves_before = sim.sim_stage.moves
         result = method.focus(sim, hint)
         assert result.ok and result.frames == 3, result.message

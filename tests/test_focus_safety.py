@@ -173,20 +173,20 @@ def test_a_sub_step_nudge_up_does_not_count_as_an_approach_from_below():
 def test_adopting_an_approach_the_caller_made():
     """The scan runner brings Z to a method's first position from below during the XY move;
     the method's guard adopts that only when it is an approach the guard itself would make."""
-    from slidescan.focus.protocol import Approach
+    from slidescan.focus.protocol import ZApproach
 
     dev = FakeFocusDevice(z0=5.0)
     guard = ZGuard(dev, overshoot_um=3.0)
     assert guard.needed_travel_um == pytest.approx(2.75)
-    assert guard.adopt(Approach(5.0, 3.0))
+    assert guard.adopt(ZApproach(5.0, 3.0))
     assert guard.move_to(5.0).commands == ()  # the first frame needs no move
     assert guard.move_to(7.0).commands == (7.0,)
 
     refused = [
         None,
-        Approach(5.0, 1.0),  # too short a last leg to have taken up the play
-        Approach(6.0, 3.0),  # the drive is not there
-        Approach(5.0, math.nan),
+        ZApproach(5.0, 1.0),  # too short a last leg to have taken up the play
+        ZApproach(6.0, 3.0),  # the drive is not there
+        ZApproach(5.0, math.nan),
     ]
     for approach in refused:
         dev = FakeFocusDevice(z0=5.0)
@@ -195,14 +195,14 @@ def test_adopting_an_approach_the_caller_made():
         assert guard.move_to(5.0).commands == (2.0, 5.0), approach
     dev = FakeFocusDevice(z0=5.0)
     above = ZGuard(dev, overshoot_um=3.0, approach="above")
-    assert not above.adopt(Approach(5.0, 3.0))  # it ended moving up: wrong side
+    assert not above.adopt(ZApproach(5.0, 3.0))  # it ended moving up: wrong side
     assert above.move_to(5.0).commands == (8.0, 5.0)
 
 
 def test_an_adopted_approach_survives_the_drives_step_rounding():
     """A stepped drive reports the whole step nearest the target; asking the guard for the
     adopted z again must not start a new approach because of that rounding."""
-    from slidescan.focus.protocol import Approach
+    from slidescan.focus.protocol import ZApproach
     from slidescan.hardware.sim import SimConfig, build_simulator
 
     sim = build_simulator(SimConfig(stage="lowcost", camera={"width": 16}))
@@ -213,6 +213,6 @@ def test_an_adopted_approach_survives_the_drives_step_rounding():
     sim.move_xyz(x + 300.0, y, target, via_z_um=via)
     assert st.position().z == pytest.approx(target - 0.03, abs=1e-9)
     guard = ZGuard(sim)
-    assert guard.adopt(Approach(target, target - via))
+    assert guard.adopt(ZApproach(target, target - via))
     moves = st.moves
     assert guard.move_to(target).commands == () and st.moves == moves

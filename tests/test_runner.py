@@ -30,7 +30,7 @@ from slidescan.app.events import (
 from slidescan.app.plan import FocusSettings, ScanPlan, TissueSettings
 from slidescan.app.runner import ScanRunner
 from slidescan.app.store import ScanReader
-from slidescan.focus.protocol import Approach, FocusResult
+from slidescan.focus.protocol import FocusResult, ZApproach
 from slidescan.hardware.base import CameraBase, SoftLimits, StageBase
 from slidescan.hardware.clock import VirtualClock
 from slidescan.hardware.errors import DeviceTimeout
@@ -496,7 +496,7 @@ class Prepositioned(FixedMethod):
         self.z_at_start: list[float] = []
         self.moves_at_start: list[int] = []
         self.returned: list[float] = []
-        self.approaches: list[Approach | None] = []
+        self.approaches: list[ZApproach | None] = []
 
     def approach_z(self, device, hint):
         if self.broken:

@@ -208,6 +208,7 @@ def test_a_z_via_point_runs_within_the_xy_move_and_takes_up_the_play():
     assert xy < leg1 + leg2  # a short XY step: Z's two legs set the time
     settle = max(cfg.xy_settle_ms, cfg.z_settle_ms) / 1e3
     assert clock.now() - t0 == pytest.approx(max(xy, leg1 + leg2) + settle)
+    assert stage.move_duration_s(x=100.0, z=1.0, z_via=-2.5) == pytest.approx(clock.now() - t0)
     assert stage.position().as_tuple() == pytest.approx((1100.0, 1000.0, 7.0))
     assert stage.true_position().z == pytest.approx(7.0)  # arrived moving up: no lag
     assert stage.moves == 3  # one command for all of it

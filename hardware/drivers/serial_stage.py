@@ -90,9 +90,7 @@ class SerialStage(StageBase):
         with self._fail_safe():
             super().move_to(x, y, z, wait=wait)
 
-    def move_via(
-        self, x: float, y: float, z: float, z_via: float, *, wait: bool = True
-    ) -> None:
+    def move_via(self, x: float, y: float, z: float, z_via: float, *, wait: bool = True) -> None:
         with self._fail_safe():
             super().move_via(x, y, z, z_via, wait=wait)
 

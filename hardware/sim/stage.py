@@ -268,12 +268,21 @@ class SimStage(StageBase):
         play = self.config.z_backlash_um
         return 0.0 if self.config.compensate_z_um >= play else play
 
-    def move_duration_s(self, **deltas_um: float) -> float:
-        """Time a relative move of the given axes would take, settling included."""
+    def move_duration_s(self, z_via: float | None = None, **deltas_um: float) -> float:
+        """Time a relative move of the given axes would take, settling included. `z_via`
+        (relative, like the deltas): Z goes there first and then to its delta, both legs
+        within the move (`move_via`)."""
         duration, settle = 0.0, 0.0
+        if z_via is not None:
+            deltas_um.setdefault("z", 0.0)
         for axis, d in deltas_um.items():
-            if d:
-                duration = max(duration, trapezoid_time_s(d, *self._timing(axis)))
+            if axis == "z" and z_via is not None:
+                t = trapezoid_time_s(z_via, *self._timing(axis))
+                t += trapezoid_time_s(d - z_via, *self._timing(axis))
+            else:
+                t = trapezoid_time_s(d, *self._timing(axis))
+            if t > 0:
+                duration = max(duration, t)
                 s = self.config.z_settle_ms if axis == "z" else self.config.xy_settle_ms
                 settle = max(settle, s / 1000.0)
         return duration + settle if duration else 0.0
