@@ -651,8 +651,10 @@ class ScanRunner:
             rec.z_um = rec.focus_z_um = hint_z
             rec.confidence = 1.0
         else:
+            z_before = float(m.get_z())
             result = self._run_focus(tile, hint_z, source, approach)
-            self.guard.forget()  # the method moved Z with its own guard
+            if result.frames or abs(float(m.get_z()) - z_before) > 1e-9:
+                self.guard.forget()  # the method moved Z with its own guard
             frames += result.frames
             compute += result.compute_s
             rec.method = result.method or self.focus_method.name

@@ -555,6 +555,26 @@ def test_z_moves_to_the_methods_approach_point_together_with_xy(tmp_path):
     assert np.diff(method.moves_at_start).tolist() == [2] * (len(method.hints) - 1)
 
 
+class LeavesZAlone:
+    """Takes the hint as it is, like the "none" method: no frames, no Z move."""
+
+    name = "none"
+
+    def focus(self, device, hint) -> FocusResult:
+        return FocusResult(hint.z_um, 0, 0.0, 0.0, 1.0, method="none")
+
+
+def test_a_method_that_leaves_z_alone_costs_no_z_move(tmp_path):
+    """The runner's guard still knows where it put Z after such a method: every tile after
+    the first is one XY move and the final frame, with no re-approach of Z."""
+    scope = fake_scope()
+    fin = run(ScanRunner(plan_for(tmp_path, rows=2, cols=3), scope, method=LeavesZAlone()))
+    assert fin.reason is FinishReason.COMPLETED
+    # the first tile: its XY move, then down and up to the fixed z (3 moves); each later
+    # tile: its XY move only
+    assert scope.stage.moves == 3 + 5
+
+
 def test_approach_point_is_clamped_and_a_failing_wish_is_ignored(tmp_path):
     scope = fake_scope()
     method = Prepositioned(scope, below=500.0)  # far below the soft limit
