@@ -651,10 +651,12 @@ class ScanRunner:
             rec.z_um = rec.focus_z_um = hint_z
             rec.confidence = 1.0
         else:
-            z_before = float(m.get_z())
             result = self._run_focus(tile, hint_z, source, approach)
-            if result.frames or abs(float(m.get_z()) - z_before) > 1e-9:
-                self.guard.forget()  # the method moved Z with its own guard
+            if result.frames:
+                # The method moved Z with its own guard. (One that took no frame and left Z
+                # elsewhere is caught by the guard itself: the drive no longer reports the z
+                # it settled at.)
+                self.guard.forget()
             frames += result.frames
             compute += result.compute_s
             rec.method = result.method or self.focus_method.name
@@ -738,10 +740,7 @@ class ScanRunner:
             m.move_xy(tile.x_um, tile.y_um)
             return None
         via = self.guard.clamp(z - self.guard.overshoot_um)[0]
-        if z - via > 1e-6:
-            m.move_xyz(tile.x_um, tile.y_um, z, via_z_um=via)
-        else:
-            m.move_xyz(tile.x_um, tile.y_um, z)
+        m.move_xyz(tile.x_um, tile.y_um, z, via_z_um=via if z - via > 1e-6 else None)
         approach = ZApproach(z, z - via)
         self.guard.forget()
         self.guard.adopt(approach)

@@ -506,9 +506,7 @@ class GrblStage(SerialStage):
 
     def _move_via_native(self, targets: dict[str, float], z_via: float) -> None:
         self._check_unlocked()
-        start = self._start_native()
-        if start is None:
-            start = self._remember(self._status_native(self.connection.poll_status()))
+        start = self._start_native() or self._read_native()
         mid = {a: 0.5 * (start[a] + targets[a]) for a in ("x", "y")}
         mid["z"] = z_via
         with self.connection.lock:
