@@ -133,7 +133,12 @@ def test_after_the_runners_approach_a_tile_is_two_short_upward_moves(tissue_dir,
         else:  # not told: down and back up to the first shot before the pair
             assert commanded[0] < first and np.all(np.diff(commanded) >= 0), commanded
             assert moves == 4
-        assert abs(sim.sim_stage.true_position().z - z_focus) < 0.45
+        # The final frame is where the method said, up to the drive's steps and repeatability
+        # (the low-cost stage's 3 um play is taken up) ...
+        assert abs(sim.sim_stage.true_position().z - result.z_um) < 0.3
+        # ... and, uncalibrated on a specimen it never saw, within one depth of field of focus
+        # (held-out p95 without calibration: 0.58 um; the accuracy is measured by focus eval).
+        assert abs(sim.sim_stage.true_position().z - z_focus) < 0.81
 
 
 @dataclass
