@@ -99,10 +99,24 @@ class Frame:
 
 @runtime_checkable
 class Stage(Protocol):
-    """An XYZ stage in micrometres with soft limits."""
+    """An XYZ stage in micrometres with soft limits.
+
+    `z_play_um`: the focus drive's play a caller must take up itself (0: none, or the stage
+    compensates; None: unknown). `move_via` moves XY and Z with Z passing a via point first
+    (an approach from one side); `blends_z_via` says whether both Z legs run within the XY
+    move (see `StageBase.move_via`).
+    """
 
     limits: SoftLimits
     can_home: bool
+    blends_z_via: bool
+
+    @property
+    def z_play_um(self) -> float | None: ...
+
+    def move_via(
+        self, x: float, y: float, z: float, z_via: float, *, wait: bool = True
+    ) -> None: ...
 
     def position(self) -> Position: ...
 
@@ -409,7 +423,7 @@ class CameraBase(abc.ABC):
         if t is not None:
             t.join(timeout_s)
             if t.is_alive():
-                raise DeviceTimeout("camera stream did not stop within {timeout_s} s")
+                raise DeviceTimeout(f"camera stream did not stop within {timeout_s} s")
         self._stream_thread = None
 
     def latest_frame(self) -> Frame | None:

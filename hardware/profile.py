@@ -8,8 +8,9 @@ works too. `simulator` is the default profile.
     prof = load_profile("simulator")
     m = open_microscope(prof, objective="20x/0.75")   # a Microscope
 
-A malformed file or an invalid field is one line naming the file and the field
-(`ProfileError`, a `ValueError`).
+The stage and camera types a profile can name, and what each one's `[stage]` / `[camera]`
+table holds, come from `slidescan.hardware.registry`. A malformed file or an invalid field is
+one line naming the file and the field (`ProfileError`, a `ValueError`).
 
 Units: every length is in um, except the per-axis `units_per_um`, which is the controller's
 native units per um (GRBL speaks mm: 0.001; ASI tenths of a micron: 10; Prior: steps or
@@ -24,23 +25,25 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import platformdirs
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
-from slidescan.hardware.base import AxisCalibration, SoftLimits
+from slidescan.hardware.base import Camera, Position
 from slidescan.hardware.clock import RealClock
 from slidescan.hardware.microscope import Microscope
 from slidescan.hardware.optics import OBJECTIVES, Objective, OpticalPath
+from slidescan.hardware.registry import (
+    CameraConfig,
+    PhysicalCameraConfig,
+    StageConfig,
+    camera_kind,
+    stage_kind,
+)
 
-StageType = Literal["sim", "grbl", "prior", "asi"]
-Axis = Literal["x", "y", "z"]
-Range = tuple[float, float]
 DEFAULT_PROFILE = "simulator"
-#: GRBL's documentation advises status polls at 5 Hz or less.
-GRBL_MIN_POLL_INTERVAL_S = 0.2
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -50,111 +53,6 @@ class ProfileError(ValueError):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class AxisConfig(_Model):
-    """One stage axis: unit conversion, direction, backlash and speed."""
-
-    #: Native controller units per um; None takes the driver's own (GRBL 0.001, ASI 10, Prior 1).
-    units_per_um: float | None = Field(default=None, gt=0)
-    #: -1 when the controller counts the other way than the stage frame.
-    sign: Literal[1, -1] = 1
-    #: Software backlash compensation: approach every target from below by this much.
-    backlash_um: float = Field(default=0.0, ge=0, le=1000)
-    #: Move speed (GRBL jog feed); None: the controller's maximum rate.
-    speed_um_s: float | None = Field(default=None, gt=0)
-
-
-class LimitsConfig(_Model):
-    """Soft limits in stage um; no move outside is ever commanded."""
-
-    x_um: Range
-    y_um: Range
-    z_um: Range
-
-    @field_validator("x_um", "y_um", "z_um")
-    @classmethod
-    def _ordered(cls, v: Range) -> Range:
-        if not v[0] < v[1]:
-            raise ValueError(f"lower limit {v[0]} must be below upper limit {v[1]}")
-        return v
-
-
-class TimingConfig(_Model):
-    """How long to wait for what."""
-
-    reply_timeout_s: float = Field(default=1.0, gt=0, le=60)
-    move_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    #: Time between completion polls; None: the driver's default (GRBL 0.2 s, ASI 0.05 s,
-    #: Prior 0.25 s). GRBL refuses less than 0.2 s.
-    poll_interval_s: float | None = Field(default=None, gt=0, le=5)
-    #: GRBL: wait this long for the start-up banner after opening the port.
-    boot_timeout_s: float = Field(default=2.5, ge=0, le=60)
-    home_timeout_s: float = Field(default=120.0, gt=0, le=3600)
-
-
-class StageConfig(_Model):
-    """The stage controller. A simulated stage is configured in `[simulator]` instead."""
-
-    type: StageType
-    #: Serial port: /dev/ttyUSB0, COM3, or a pyserial URL (fakegrbl://, rfc2217://host:port).
-    port: str | None = None
-    #: Baud rate; None: the controller's default (GRBL 115200, Prior 9600, ASI 9600).
-    baud: int | None = Field(default=None, gt=0)
-    axes: dict[Axis, AxisConfig] = Field(default_factory=dict)
-    limits: LimitsConfig | None = None
-    timing: TimingConfig = Field(default_factory=TimingConfig)
-    #: How far from its target a stage may come to rest before the move counts as failed;
-    #: None: the driver's default.
-    tolerance_um: float | None = Field(default=None, gt=0, le=100)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> StageConfig:
-        if self.type == "sim":
-            extra = [k for k in ("port", "baud", "limits", "tolerance_um") if getattr(self, k)]
-            if extra or self.axes:
-                names = ", ".join(extra + (["axes"] if self.axes else []))
-                raise ValueError(
-                    f"a 'sim' stage takes no {names}: configure it in the [simulator.stage] table"
-                )
-            return self
-        if not self.port:
-            raise ValueError(f"a '{self.type}' stage needs a port (e.g. /dev/ttyUSB0 or COM3)")
-        if self.limits is None:
-            raise ValueError(f"a '{self.type}' stage needs [stage.limits] x_um, y_um and z_um")
-        poll = self.timing.poll_interval_s
-        if self.type == "grbl" and poll is not None and poll < GRBL_MIN_POLL_INTERVAL_S:
-            raise ValueError(
-                f"timing.poll_interval_s = {poll} s: GRBL must be polled at 5 Hz or less "
-                f"(>= {GRBL_MIN_POLL_INTERVAL_S} s)"
-            )
-        return self
-
-    def soft_limits(self) -> SoftLimits:
-        if self.limits is None:
-            return SoftLimits()
-        return SoftLimits(x=self.limits.x_um, y=self.limits.y_um, z=self.limits.z_um)
-
-
-class CameraConfig(_Model):
-    """The camera. A simulated camera is configured in `[simulator.camera]` instead."""
-
-    type: Literal["sim", "opencv"]
-    index: int = Field(default=0, ge=0, le=63)
-    backend: Literal["auto", "v4l2", "dshow", "msmf", "avfoundation"] = "auto"
-    width: int | None = Field(default=None, gt=0)
-    height: int | None = Field(default=None, gt=0)
-    exposure_ms: float | None = Field(default=None, gt=0, le=60000)
-    gain: float | None = Field(default=None, ge=0)
-    #: Pixel pitch of the sensor; pixel size at the specimen = this / magnification, unless an
-    #: objective gives a calibrated `pixel_size_um`.
-    sensor_pixel_um: float | None = Field(default=None, gt=0, le=50)
-
-    @model_validator(mode="after")
-    def _size(self) -> CameraConfig:
-        if (self.width is None) != (self.height is None):
-            raise ValueError("give camera width and height together")
-        return self
 
 
 class ObjectiveConfig(_Model):
@@ -195,8 +93,10 @@ class HardwareProfile(_Model):
 
     name: str = Field(min_length=1)
     description: str = ""
-    stage: StageConfig
-    camera: CameraConfig
+    #: Validated as the model of the kind its `type` names (`slidescan.hardware.registry`);
+    #: `SerializeAsAny` makes a dump (and so `save_profile`) write that kind's own fields.
+    stage: SerializeAsAny[StageConfig]
+    camera: SerializeAsAny[CameraConfig]
     objectives: list[ObjectiveConfig] = Field(min_length=1)
     #: Objective used when none is named; None: the first one.
     default_objective: str | None = None
@@ -216,7 +116,8 @@ class HardwareProfile(_Model):
                 f"default_objective {self.default_objective!r} is not among the objectives "
                 f"({', '.join(names)})"
             )
-        sim_stage, sim_camera = self.stage.type == "sim", self.camera.type == "sim"
+        sim_stage = stage_kind(self.stage.type).simulated
+        sim_camera = camera_kind(self.camera.type).simulated
         if sim_stage != sim_camera:
             raise ValueError(
                 "the simulator needs both stage and camera of type 'sim' (its camera images "
@@ -233,9 +134,12 @@ class HardwareProfile(_Model):
         else:
             if self.simulator is not None:
                 raise ValueError("a [simulator] table needs stage and camera of type 'sim'")
-            if self.camera.sensor_pixel_um is None and any(
-                o.pixel_size_um is None for o in self.objectives
-            ):
+            sensor = (
+                self.camera.sensor_pixel_um
+                if isinstance(self.camera, PhysicalCameraConfig)
+                else None
+            )
+            if sensor is None and any(o.pixel_size_um is None for o in self.objectives):
                 raise ValueError(
                     "give camera.sensor_pixel_um, or a calibrated pixel_size_um for every objective"
                 )
@@ -254,7 +158,7 @@ class HardwareProfile(_Model):
     # -- derived -------------------------------------------------------------------------------
     @property
     def is_simulated(self) -> bool:
-        return self.stage.type == "sim"
+        return stage_kind(self.stage.type).simulated
 
     def objective(self, name: str | None = None) -> ObjectiveConfig:
         """The objective called `name` (None: the default one)."""
@@ -273,6 +177,7 @@ class HardwareProfile(_Model):
         if o.pixel_size_um is not None:
             assert o.magnification is not None
             return o.pixel_size_um * o.magnification
+        assert isinstance(self.camera, PhysicalCameraConfig)
         assert self.camera.sensor_pixel_um is not None
         return self.camera.sensor_pixel_um
 
@@ -372,40 +277,13 @@ def _one_line(exc: ValidationError, prefix: str = "") -> str:
 
 # -- opening devices ------------------------------------------------------------------------------
 def open_stage(stage: StageConfig) -> Any:
-    """Connect the serial stage a profile describes (not the simulator's)."""
-    from slidescan.hardware.drivers.asi import AsiStage
-    from slidescan.hardware.drivers.grbl import GrblStage
-    from slidescan.hardware.drivers.prior import PriorStage
-
-    classes = {"grbl": GrblStage, "prior": PriorStage, "asi": AsiStage}
-    if stage.type not in classes:
-        raise ProfileError(f"stage type {stage.type!r} is not a serial stage")
-    cls = classes[stage.type]
-    calibration = {
-        a: AxisCalibration(units_per_um=cfg.units_per_um or cls.native_units_per_um, sign=cfg.sign)
-        for a, cfg in stage.axes.items()
-    }
-    kwargs: dict[str, Any] = {
-        "limits": stage.soft_limits(),
-        "calibration": calibration,
-        "backlash_um": {a: cfg.backlash_um for a, cfg in stage.axes.items()},
-        "move_timeout_s": stage.timing.move_timeout_s,
-        "reply_timeout_s": stage.timing.reply_timeout_s,
-    }
-    if stage.baud is not None:
-        kwargs["baudrate"] = stage.baud
-    if stage.timing.poll_interval_s is not None:
-        kwargs["poll_interval_s"] = stage.timing.poll_interval_s
-    if stage.tolerance_um is not None:
-        kwargs["tolerance_um"] = stage.tolerance_um
-    if stage.type == "grbl":
-        kwargs["speed_um_s"] = {
-            a: cfg.speed_um_s for a, cfg in stage.axes.items() if cfg.speed_um_s is not None
-        }
-        kwargs["boot_timeout_s"] = stage.timing.boot_timeout_s
-        kwargs["home_timeout_s"] = stage.timing.home_timeout_s
-    assert stage.port is not None
-    return cls(stage.port, **kwargs)
+    """Connect the stage a profile describes (not the simulator's: `open_microscope`)."""
+    kind = stage_kind(stage.type)
+    if kind.open is None:
+        raise ProfileError(
+            f"stage type {stage.type!r} opens with its simulated microscope (open_microscope)"
+        )
+    return kind.open(stage)
 
 
 def open_camera(
@@ -413,22 +291,24 @@ def open_camera(
     objective: str | None = None,
     *,
     capture_factory: Callable[[int, int], Any] | None = None,
-    position_source: Callable[[], Any] | None = None,
-) -> Any:
-    """Open the OpenCV camera a profile describes."""
-    from slidescan.hardware.drivers.opencv_camera import OpenCVCamera
+    position_source: Callable[[], Position | None] | None = None,
+) -> Camera:
+    """Open the camera a profile describes (not the simulator's: `open_microscope`).
 
-    cam = profile.camera
-    return OpenCVCamera(
-        cam.index,
+    `capture_factory` stands in for the camera's capture back end (OpenCV's `VideoCapture`) in
+    tests.
+    """
+    kind = camera_kind(profile.camera.type)
+    if kind.open is None:
+        raise ProfileError(
+            f"camera type {profile.camera.type!r} opens with its simulated microscope "
+            "(open_microscope)"
+        )
+    return kind.open(
+        profile.camera,
         pixel_size_um=profile.optical_path(objective).pixel_size_um,
-        backend=cam.backend,
-        width=cam.width,
-        height=cam.height,
-        exposure_ms=cam.exposure_ms,
-        gain=cam.gain,
-        capture_factory=capture_factory,
         position_source=position_source,
+        capture_factory=capture_factory,
     )
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import serial
 
-from slidescan.hardware.drivers.connection import SerialConnection
+from slidescan.hardware.drivers.connection import (
+    FAKE_PROTOCOL_PACKAGE,
+    SerialConnection,
+    is_fake_url,
+    register_fake_protocols,
+)
 from slidescan.hardware.errors import ConnectionLost, DeviceError, DeviceTimeout
+from slidescan.hardware.registry import fake_schemes
 
 
 @pytest.fixture
@@ -17,12 +23,19 @@ def conn():
 
 
 def test_fake_urls_open_through_serial_for_url():
-    import slidescan.hardware.drivers  # noqa: F401 - registers the schemes
-
-    for scheme in ("fakegrbl", "fakeprior", "fakeasi"):
+    register_fake_protocols()  # what opening a fake URL through a SerialConnection does
+    register_fake_protocols()  # ... once, however often it is asked
+    assert serial.protocol_handler_packages.count(FAKE_PROTOCOL_PACKAGE) == 1
+    for scheme in sorted(fake_schemes()):
         port = serial.serial_for_url(f"{scheme}://?speedup=2", baudrate=9600, timeout=0.1)
         assert port.is_open and type(port).__name__.lower().startswith(scheme)
         port.close()
+
+
+def test_only_the_registered_fake_schemes_count_as_fakes():
+    assert is_fake_url("fakegrbl://") and is_fake_url("fakeasi://?speedup=2&fault=mute")
+    for url in ("/dev/ttyUSB0", "COM3", "rfc2217://host:4000", "loop://", "fakeness://"):
+        assert not is_fake_url(url), url
 
 
 def test_unknown_url_options_are_refused():

@@ -1,18 +1,23 @@
 """Fault injection through the fake controllers: every fault ends in a clear, one-line
-exception of the right class and a stopped stage, and the driver never hangs.
+exception of the right class and a stopped stage, and the driver never hangs. A stop the
+program asks for is no fault: it ends the move quietly, whatever the timing.
 
 Each fault is armed to strike 50 ms into a ~1 s move, the way it would in a scan.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from slidescan.hardware.base import SoftLimits
-from slidescan.hardware.drivers.fakes import fake_controller, open_fake_stage
+from slidescan.hardware.drivers.fakes import fake_controller, halt_controller, open_fake_stage
 from slidescan.hardware.errors import ConnectionLost, DeviceError, DeviceTimeout, HardwareError
+from slidescan.hardware.registry import serial_stage_kinds
+
+SERIAL_KINDS = [k.name for k in serial_stage_kinds()]
 
 LIMITS = SoftLimits(x=(-5000.0, 5000.0), y=(-5000.0, 5000.0), z=(-200.0, 200.0))
 SLOW = {"grbl": {}, "prior": {"xy_speed": 4000}, "asi": {"xy_speed": 40000}}
@@ -67,7 +72,7 @@ def test_fault_mid_move_raises_clearly_and_leaves_the_stage_stopped(kind, fault,
         stage.close()
 
 
-@pytest.mark.parametrize("kind", ["grbl", "prior", "asi"])
+@pytest.mark.parametrize("kind", SERIAL_KINDS)
 def test_a_vanished_port_fails_fast_afterwards(kind):
     stage = open_fake_stage(kind, limits=LIMITS)
     fake_controller(stage).vanish()
@@ -128,11 +133,9 @@ def test_every_fault_is_a_hardware_error():
         assert issubclass(exc_type, HardwareError)
 
 
-@pytest.mark.parametrize("kind", ["grbl", "prior", "asi"])
+@pytest.mark.parametrize("kind", SERIAL_KINDS)
 def test_stop_from_another_thread_ends_a_waiting_move(kind):
     """A stop button on the GUI thread must get through while the scan thread waits."""
-    import threading
-
     stage = open_fake_stage(kind, limits=LIMITS, driver_options=DRIVER[kind], **SLOW[kind])
     errors: list[BaseException] = []
 
@@ -154,5 +157,93 @@ def test_stop_from_another_thread_ends_a_waiting_move(kind):
         assert errors == []
         assert not fake_controller(stage).is_moving(time.monotonic())
         assert 100.0 < stage.position().x < 3900.0
+    finally:
+        stage.close()
+
+
+@pytest.mark.parametrize("kind", SERIAL_KINDS)
+def test_a_stop_ends_a_waiting_move_quietly_even_when_the_waiter_sees_the_stage_still_first(
+    kind, monkeypatch
+):
+    """The race of a loaded machine, made certain: the stop has taken effect in the controller
+    and the waiting scan thread sees the stage still, short of its target, while the thread that
+    asked for the stop has not yet heard back from the controller. It is still a stop."""
+    stage = open_fake_stage(kind, limits=LIMITS, driver_options=DRIVER[kind], **SLOW[kind])
+    errors: list[BaseException] = []
+    waiter_done = threading.Event()
+    stop_native = stage._stop_native
+    stopper = threading.current_thread()
+
+    def stop_descheduled_after_the_controller_stopped() -> None:
+        if threading.current_thread() is stopper:
+            halt_controller(stage)  # the controller has obeyed: the stage stands still now
+            waiter_done.wait(2.0)  # ... and the stopping thread resumes only after the waiter
+        stop_native()
+
+    monkeypatch.setattr(stage, "_stop_native", stop_descheduled_after_the_controller_stopped)
+
+    def scan_thread():
+        try:
+            stage.move_to(x=4000.0)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            waiter_done.set()
+
+    try:
+        worker = threading.Thread(target=scan_thread)
+        worker.start()
+        time.sleep(0.2)
+        stage.stop()
+        worker.join(2.0)
+        assert not worker.is_alive(), "the waiting move did not end after stop()"
+        assert errors == []
+        assert not fake_controller(stage).is_moving(time.monotonic())
+        assert 100.0 < stage.position().x < 3900.0
+    finally:
+        stage.close()
+
+
+def _stop_during_the_first_wait(stage, monkeypatch) -> None:
+    """Press stop once, as the first leg of the next move starts to be waited for."""
+    wait_native = stage._wait_native
+    pressed: list[bool] = []
+
+    def wait(timeout_s: float) -> None:
+        if not pressed:
+            pressed.append(True)
+            stage.stop()
+        wait_native(timeout_s)
+
+    monkeypatch.setattr(stage, "_wait_native", wait)
+
+
+@pytest.mark.parametrize("kind", SERIAL_KINDS)
+def test_a_stop_ends_the_whole_move_not_just_its_backlash_leg(kind, monkeypatch):
+    """With backlash compensation a move down is two legs: past the target, then up to it.
+    A stop during the first leg must not be followed by the second."""
+    options = {**DRIVER[kind], "backlash_um": {"x": 300.0}}
+    stage = open_fake_stage(kind, limits=LIMITS, driver_options=options, **SLOW[kind])
+    try:
+        stage.move_to(x=1000.0)
+        _stop_during_the_first_wait(stage, monkeypatch)
+        stage.move_to(x=500.0)  # down: first to 200, then up to 500
+        assert not fake_controller(stage).is_moving(time.monotonic())
+        x = stage.position().x
+        assert x > 700.0, f"the stage went on to x = {x:.1f} after the stop"
+    finally:
+        stage.close()
+
+
+@pytest.mark.parametrize("kind", SERIAL_KINDS)
+def test_a_stop_ends_the_whole_move_via(kind, monkeypatch):
+    """`move_via` (Z to a via point, then to its target) stops whole, too."""
+    stage = open_fake_stage(kind, limits=LIMITS, driver_options=DRIVER[kind], **SLOW[kind])
+    try:
+        _stop_during_the_first_wait(stage, monkeypatch)
+        stage.move_via(2000.0, 0.0, 50.0, -100.0)
+        assert not fake_controller(stage).is_moving(time.monotonic())
+        p = stage.position()
+        assert p.x < 1500.0 and abs(p.z - 50.0) > 10.0, f"the move went on after the stop: {p}"
     finally:
         stage.close()

@@ -10,6 +10,7 @@ from slidescan.app.gui.settings import gui_settings
 from slidescan.app.gui.wizard import HardwareWizard, ProfileManager
 from slidescan.app.gui.worker import DeviceWorker
 from slidescan.hardware.profile import load_profile, open_microscope, user_profile_dir
+from slidescan.hardware.registry import stage_kinds
 
 pytestmark = pytest.mark.gui
 
@@ -108,6 +109,8 @@ def test_wizard_serial_stage_over_a_fake_controller(qtbot, worker):
     wiz = HardwareWizard(worker=worker)
     qtbot.addWidget(wiz)
     page = wiz.stage_page
+    offered = [(page.type.itemData(i), page.type.itemText(i)) for i in range(page.type.count())]
+    assert offered == [(k.name, k.label) for k in stage_kinds()]  # the registry's kinds
     page.type.setCurrentIndex(page.type.findData("grbl"))
     assert page.port.findText("fakegrbl://") >= 0  # offered next to the detected ports
     assert page.baud.currentText() == "115200"
@@ -122,6 +125,18 @@ def test_wizard_serial_stage_over_a_fake_controller(qtbot, worker):
     qtbot.waitUntil(lambda: page.result.text().startswith(("✓", "✗")), timeout=30000)
     assert page.result.text().startswith("✗") and "no-such-port" in page.result.text()
     assert wiz.camera_page.camera_type == "opencv"  # a real stage goes with a real camera
+
+
+def test_editing_a_serial_profile_fills_the_pages(qtbot, worker):
+    wiz = HardwareWizard(worker=worker, edit="prior-proscan")
+    qtbot.addWidget(wiz)
+    assert wiz.stage_page.stage_type == "prior"
+    assert wiz.stage_page.port.currentText() == "/dev/ttyUSB0"
+    assert wiz.stage_page.baud.currentText() == "9600"
+    assert wiz.limits_page.limits()["y"] == (0.0, 72000.0)
+    assert wiz.camera_page.camera_type == "opencv" and wiz.camera_page.width.value() == 2448
+    prof = wiz.build_profile()
+    assert prof.stage == load_profile("prior-proscan").stage
 
 
 def test_failing_profile_says_why_and_offers_the_wizard(qtbot, tmp_path, worker):

@@ -7,6 +7,9 @@ import json
 import pytest
 
 from slidescan.app.cli import main
+from slidescan.hardware.registry import serial_stage_kinds
+
+SERIAL = {k.name: k.serial for k in serial_stage_kinds()}
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -20,6 +23,7 @@ def test_list_reports_ports_cameras_fakes_and_profiles(capsys):
     assert code == 0
     report = json.loads(out)
     assert {"serial_ports", "cameras", "fake_ports", "profiles"} <= set(report)
+    assert report["fake_ports"] == [s.fake_port for s in SERIAL.values() if s]
     assert "fakegrbl://" in report["fake_ports"]
     assert "simulator" in report["profiles"]
     assert report["camera_probe_timed_out"] is False
@@ -31,11 +35,10 @@ def test_list_as_text(capsys):
     assert "serial ports:" in out and "profiles:" in out
 
 
-@pytest.mark.parametrize("kind", ["grbl", "prior", "asi"])
+@pytest.mark.parametrize("kind", sorted(SERIAL))
 def test_check_a_bare_controller_moves_and_returns(capsys, kind):
-    code, out, _ = _run(
-        capsys, "hw", "check", "--stage", kind, "--port", f"fake{kind}://?speedup=20", "--json"
-    )
+    port = f"{SERIAL[kind].fake_port}?speedup=20"
+    code, out, _ = _run(capsys, "hw", "check", "--stage", kind, "--port", port, "--json")
     assert code == 0
     report = json.loads(out)
     assert report["ok"] and report["stage_type"] == kind
@@ -69,10 +72,6 @@ def test_check_a_profile_with_a_fake_port(capsys, tmp_path):
 
 
 def test_check_the_simulator_snaps_a_frame(capsys):
-    try:
-        from slidescan.hardware.sim import build_simulator  # noqa: F401
-    except ImportError:
-        pytest.skip("the optical simulator (slidescan.hardware.sim) has not landed yet")
     from slidescan.hardware.profile import load_profile, save_profile
 
     prof = load_profile("simulator")

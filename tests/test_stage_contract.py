@@ -3,6 +3,10 @@
 Moves reach their targets, positions read back, soft limits refuse a target before anything
 is commanded, stop halts a move under way, and a move that overruns its time raises
 `DeviceTimeout` and leaves the stage stopped.
+
+The stages under test are the registry's stage kinds, so a newly registered kind is in the
+contract at once: a serial kind runs against its fake controller, with the per-kind settings
+below where it has them (a kind without them runs on its defaults).
 """
 
 from __future__ import annotations
@@ -16,11 +20,18 @@ import pytest
 from slidescan.hardware.base import Position, SoftLimits, Stage
 from slidescan.hardware.drivers.fakes import fake_controller, open_fake_stage
 from slidescan.hardware.errors import DeviceTimeout, LimitExceeded
+from slidescan.hardware.registry import stage_kind, stage_kinds
 
 LIMITS = SoftLimits(x=(-5000.0, 5000.0), y=(-5000.0, 5000.0), z=(-200.0, 200.0))
-#: Slow fake motion so a long move lasts ~1 s: time to stop it halfway.
+#: Slow fake motion so a long move lasts ~1 s: time to stop it halfway (the fakes' URL options).
 SLOW = {"grbl": {}, "prior": {"xy_speed": 4000}, "asi": {"xy_speed": 40000, "z_speed": 20000}}
-GRBL_SLOW_SPEED = {"speed_um_s": {"x": 4000.0, "y": 4000.0, "z": 2000.0}}
+#: ... and the driver options to the same end.
+SLOW_DRIVER = {"grbl": {"speed_um_s": {"x": 4000.0, "y": 4000.0, "z": 2000.0}}}
+#: How close a position reads back: GRBL reports 1 um steps with 3 decimals in mm; Prior
+#: counts integer units; ASI tenths of a micron.
+TOLERANCE_UM = {"grbl": 1.0, "prior": 1.0, "asi": 0.1}
+#: How each controller's motion commands begin (to tell that a refused move sent none).
+MOTION_PREFIXES = {"grbl": ("$J=", "G0", "G1"), "prior": ("G", "U", "D", "V"), "asi": ("M", "R")}
 
 
 @dataclass
@@ -45,9 +56,11 @@ class Harness:
             assert p.get(axis) == pytest.approx(want, abs=self.tolerance_um), (axis, p)
 
 
-def _motion_counter(stage, kind: str) -> Callable[[], int]:
+def _motion_counter(stage, kind: str) -> Callable[[], int] | None:
+    if kind not in MOTION_PREFIXES:
+        return None
     fake = fake_controller(stage)
-    prefixes = {"grbl": ("$J=", "G0", "G1"), "prior": ("G", "U", "D", "V"), "asi": ("M", "R")}[kind]
+    prefixes = MOTION_PREFIXES[kind]
 
     def count() -> int:
         return sum(1 for line in fake.lines_received if line.upper().startswith(prefixes))
@@ -56,11 +69,10 @@ def _motion_counter(stage, kind: str) -> Callable[[], int]:
 
 
 def _fake_harness(kind: str) -> Iterator[Harness]:
-    options = dict(SLOW[kind])
-    driver = GRBL_SLOW_SPEED if kind == "grbl" else {}
+    options = dict(SLOW.get(kind, {}))
+    driver = SLOW_DRIVER.get(kind, {})
     stage = open_fake_stage(kind, limits=LIMITS, driver_options=driver, **options)
-    # Resolution: GRBL reports 1 um steps with 3 decimals in mm; Prior counts integer units.
-    tol = {"grbl": 1.0, "prior": 1.0, "asi": 0.1}[kind]
+    tol = TOLERANCE_UM.get(kind, max(stage.axis_tolerance_um(a) for a in "xyz"))
     try:
         yield Harness(stage, Position(0.0, 0.0, 0.0), tol, _motion_counter(stage, kind))
     finally:
@@ -68,10 +80,8 @@ def _fake_harness(kind: str) -> Iterator[Harness]:
 
 
 def _sim_harness() -> Iterator[Harness]:
-    try:
-        from slidescan.hardware.sim import SimConfig, build_simulator
-    except ImportError:
-        pytest.skip("the optical simulator (slidescan.hardware.sim) has not landed yet")
+    from slidescan.hardware.sim import SimConfig, build_simulator
+
     config = SimConfig.model_validate(
         {
             "camera": {"width": 64, "height": 64},
@@ -96,15 +106,22 @@ def _sim_harness() -> Iterator[Harness]:
         scope.close()
 
 
-IMPLEMENTATIONS = ["sim", "grbl", "prior", "asi"]
+IMPLEMENTATIONS = [k.name for k in stage_kinds()]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def h(request) -> Iterator[Harness]:
-    if request.param == "sim":
+    kind = stage_kind(request.param)
+    if kind.serial is not None:
+        yield from _fake_harness(kind.name)
+    elif kind.name == "sim":
         yield from _sim_harness()
     else:
-        yield from _fake_harness(request.param)
+        pytest.fail(f"stage kind {kind.name!r} has no harness in the contract suite: add one")
+
+
+def test_every_registered_kind_is_under_contract():
+    assert {"sim", "grbl", "prior", "asi"} <= set(IMPLEMENTATIONS)
 
 
 class TestStageContract:

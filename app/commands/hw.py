@@ -6,7 +6,8 @@ the hardware profiles. `hw check` connects a stage (from a profile, or a bare `-
 the position again, and snaps a frame. Any failure is one line and a non-zero exit.
 
 Without hardware: `slidescan hw check --stage grbl --port fakegrbl://` (or fakeprior://,
-fakeasi://; add `?fault=alarm` and the like to see how failures look).
+fakeasi://; add `?fault=alarm` and the like to see how failures look). The stage types and
+their fakes are the registry's (`slidescan.hardware.registry`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import time
 from typing import Any
 
 from slidescan.app.cli import CliError, print_json
+from slidescan.hardware.registry import serial_driver, serial_stage_kinds, stage_kind, stage_kinds
 
-FAKE_PORTS = ["fakegrbl://", "fakeprior://", "fakeasi://"]
+
+def fake_ports() -> list[str]:
+    """The built-in fake controllers' ports (`fakegrbl://` and friends)."""
+    return [k.serial.fake_port for k in serial_stage_kinds() if k.serial is not None]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     ck.add_argument("--profile", help="hardware profile name or .toml path")
-    ck.add_argument("--stage", choices=("grbl", "prior", "asi", "sim"), help="bare controller type")
+    ck.add_argument("--stage", choices=[k.name for k in stage_kinds()], help="bare controller type")
     ck.add_argument("--port", help="serial port or URL: /dev/ttyUSB0, COM3, fakegrbl://")
     ck.add_argument("--baud", type=int, help="baud rate (default: the controller's)")
     ck.add_argument("--objective", help="objective of the profile (default: its default)")
@@ -118,7 +123,7 @@ def run_list(args: argparse.Namespace) -> int:
         "serial_ports": ports,
         "cameras": cameras,
         "camera_probe_timed_out": timed_out,
-        "fake_ports": FAKE_PORTS,
+        "fake_ports": fake_ports(),
         "profiles": list_profiles(),
     }
     if args.json:
@@ -129,7 +134,7 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"  {p['device']:<16} {p['description']}")
     if not ports:
         print("  (none found)")
-    print(f"  built-in fakes: {' '.join(FAKE_PORTS)}")
+    print(f"  built-in fakes: {' '.join(report['fake_ports'])}")
     print("cameras:")
     for c in cameras:
         frame = "x".join(str(v) for v in c["frame"]) if c["frame"] else "no frame (busy?)"
@@ -144,19 +149,16 @@ def run_list(args: argparse.Namespace) -> int:
 
 # -- hw check --------------------------------------------------------------------------------------
 def _open_bare_stage(kind: str, port: str, baud: int | None) -> Any:
-    from slidescan.hardware.drivers.asi import AsiStage
-    from slidescan.hardware.drivers.grbl import GrblStage
-    from slidescan.hardware.drivers.prior import PriorStage
-
-    cls = {"grbl": GrblStage, "prior": PriorStage, "asi": AsiStage}[kind]
-    return cls(port, baudrate=baud) if baud else cls(port)
+    """The serial stage `kind` on `port`, with its driver's defaults (no soft limits)."""
+    driver = serial_driver(kind)
+    return driver.connect(port, baudrate=baud) if baud else driver.connect(port)
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """(stage, camera or None, what was opened)."""
     from slidescan.hardware.profile import load_profile, open_camera, open_microscope, open_stage
 
-    if args.profile or args.stage == "sim":
+    if args.profile or stage_kind(args.stage).simulated:
         prof = load_profile(args.profile or "simulator")
         what = {"profile": prof.name, "stage_type": prof.stage.type, "objective": None}
         what["objective"] = prof.objective(args.objective).name
@@ -264,10 +266,11 @@ def run_check(args: argparse.Namespace) -> int:
         raise CliError("hw check: give --profile or --stage, not both")
     if not args.profile and not args.stage:
         raise CliError("hw check: give --profile NAME, or --stage TYPE with --port PORT")
-    if args.stage in ("grbl", "prior", "asi") and not args.port:
+    serial = stage_kind(args.stage).serial if args.stage else None
+    if serial is not None and not args.port:
         raise CliError(
             f"hw check: --stage {args.stage} needs --port (e.g. /dev/ttyUSB0, COM3 or "
-            f"fake{args.stage}://)"
+            f"{serial.fake_port})"
         )
     if args.port and not args.stage:
         raise CliError("hw check: --port goes with --stage (a profile names its own port)")
@@ -289,7 +292,7 @@ def _print_check(report: dict[str, Any]) -> None:
     source = (
         f"profile {report['profile']}" if report["profile"] else f"{report['stage_type']} stage"
     )
-    if report["stage_type"] == "sim":
+    if stage_kind(report["stage_type"]).simulated:
         print(f"{source}: the optical simulator")
     else:
         print(f"{source}: {st.get('firmware') or st.get('kind')} on {st.get('port')}")

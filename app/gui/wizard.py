@@ -6,7 +6,8 @@ camera (the simulator's, or a USB camera through OpenCV, with a live preview), t
 and pixel size, the soft limits, and saves the result as a named profile
 (`hardware.profile.save_profile`, TOML in the platform's config folder). A serial stage starts
 from the shipped example profile for its controller, so timing, backlash and limits begin at
-sensible values. Every hardware call (tests, preview) runs on the `DeviceWorker` thread.
+sensible values. The kinds offered, their labels and defaults are the device registry's
+(`hardware.registry`). Every hardware call (tests, preview) runs on the `DeviceWorker` thread.
 
 `ProfileManager` lists the profiles (yours and the shipped examples) to use, edit or delete.
 """
@@ -23,19 +24,19 @@ from PySide6 import QtCore, QtWidgets
 from slidescan.app.gui._pg import pg
 from slidescan.app.gui.worker import DeviceWorker
 from slidescan.hardware.optics import OBJECTIVES
+from slidescan.hardware.registry import (
+    OpenCVCameraConfig,
+    PhysicalCameraConfig,
+    SerialStageConfig,
+    StageConfig,
+    camera_kinds,
+    serial_driver,
+    stage_kind,
+    stage_kinds,
+)
 
 log = logging.getLogger(__name__)
 
-STAGE_TYPES = {
-    "sim": "Simulator (no hardware)",
-    "grbl": "GRBL 1.1 (OpenFlexure, CNC-shield stages)",
-    "prior": "Prior ProScan III",
-    "asi": "ASI MS-2000 / Tiger",
-}
-#: Shipped example profile each serial controller starts from.
-EXAMPLE_PROFILE = {"grbl": "grbl-openflexure", "prior": "prior-proscan", "asi": "asi-ms2000"}
-DEFAULT_BAUD = {"grbl": 115200, "prior": 9600, "asi": 9600}
-FAKE_PORT = {"grbl": "fakegrbl://", "prior": "fakeprior://", "asi": "fakeasi://"}
 BAUDS = (9600, 19200, 38400, 57600, 115200)
 SIM_SPECIMENS = {"he": "Procedural H&E section", "ihc": "Procedural IHC (DAB) section"}
 TEST_MOVE_UM = 10.0
@@ -94,8 +95,8 @@ class StagePage(QtWidgets.QWizardPage):
         self.setTitle("Stage")
         self.setSubTitle("Which stage moves the slide? The simulator needs no hardware.")
         self.type = QtWidgets.QComboBox()
-        for key, text in STAGE_TYPES.items():
-            self.type.addItem(text, key)
+        for kind in stage_kinds():
+            self.type.addItem(kind.label, kind.name)
         self.preset = QtWidgets.QComboBox()
         self.preset.addItem("Commercial: fast, fine Z, no backlash", "commercial")
         self.preset.addItem("Low-cost: steppers, backlash, slow settling", "lowcost")
@@ -154,8 +155,9 @@ class StagePage(QtWidgets.QWizardPage):
         for device, desc in detected_ports():
             self.port.addItem(f"{device}", device)
             self.port.setItemData(self.port.count() - 1, desc, QtCore.Qt.ItemDataRole.ToolTipRole)
-        fake = FAKE_PORT.get(self.stage_type)
-        if fake:
+        serial = stage_kind(self.stage_type).serial
+        if serial is not None:
+            fake = serial.fake_port
             self.port.addItem(fake, fake)
             self.port.setItemData(
                 self.port.count() - 1,
@@ -166,14 +168,14 @@ class StagePage(QtWidgets.QWizardPage):
             self.port.setCurrentText(current)
 
     def _type_changed(self, *_: object) -> None:
-        sim = self.stage_type == "sim"
+        kind = stage_kind(self.stage_type)
         for w in (self.preset_label, self.preset):
-            w.setVisible(sim)
+            w.setVisible(kind.simulated)
         for w in (self.port_label, self.port_box, self.baud_label, self.baud):
-            w.setVisible(not sim)
-        if not sim:
+            w.setVisible(kind.serial is not None)
+        if kind.serial is not None:
             self.fill_ports()
-            self.baud.setCurrentText(str(DEFAULT_BAUD[self.stage_type]))
+            self.baud.setCurrentText(str(kind.serial.default_baud))
         self.result.setText("")
         self.test_passed = False
         wiz = self.wizard()
@@ -300,12 +302,11 @@ class CameraPage(QtWidgets.QWizardPage):
     def set_stage_type(self, stage_type: str) -> None:
         """The simulator's camera goes with the simulator's stage, and only with it."""
         self.set_preview(False)
+        sim = stage_kind(stage_type).simulated
         self.type.clear()
-        if stage_type == "sim":
-            self.type.addItem("Simulator camera", "sim")
-        else:
-            self.type.addItem("USB camera (OpenCV)", "opencv")
-        sim = stage_type == "sim"
+        for kind in camera_kinds():
+            if kind.simulated == sim:
+                self.type.addItem(kind.label, kind.name)
         for w in self.sim_rows:
             self._form.setRowVisible(w, sim)
         for w in self.cv_rows:
@@ -640,10 +641,11 @@ class HardwareWizard(QtWidgets.QWizard):
 
     # -- page coordination ---------------------------------------------------------------------
     def stage_type_changed(self, stage_type: str) -> None:
+        kind = stage_kind(stage_type)
         self.camera_page.set_stage_type(stage_type)
-        self.objectives_page.set_simulated(stage_type == "sim")
+        self.objectives_page.set_simulated(kind.simulated)
         self._base = None
-        if stage_type == "sim":
+        if kind.simulated:
             from slidescan.hardware.sim import STAGE_PRESETS
 
             preset = STAGE_PRESETS[self.stage_page.preset.currentData() or "commercial"]
@@ -656,12 +658,12 @@ class HardwareWizard(QtWidgets.QWizard):
         from slidescan.hardware.profile import load_profile
 
         try:
-            self._base = load_profile(EXAMPLE_PROFILE[stage_type])
+            self._base = load_profile(serial_driver(stage_type).example_profile)
         except Exception as exc:
             log.warning("example profile for %s unavailable: %s", stage_type, exc)
             return
         st = self._base.stage
-        if st.limits is not None:
+        if isinstance(st, SerialStageConfig):
             self.limits_page.set_limits(
                 {"x": st.limits.x_um, "y": st.limits.y_um, "z": st.limits.z_um}
             )
@@ -670,7 +672,8 @@ class HardwareWizard(QtWidgets.QWizard):
             "and set these before the first scan."
         )
         cam = self._base.camera
-        self.objectives_page.sensor_pixel.setValue(cam.sensor_pixel_um or 6.5)
+        pitch = cam.sensor_pixel_um if isinstance(cam, PhysicalCameraConfig) else None
+        self.objectives_page.sensor_pixel.setValue(pitch or 6.5)
         self.objectives_page.set_objectives(
             [
                 (o.name, o.magnification or 0, o.na or 0, o.pixel_size_um, True)
@@ -702,8 +705,8 @@ class HardwareWizard(QtWidgets.QWizard):
 
     def stage_config(self) -> dict[str, Any]:
         t = self.stage_page.stage_type
-        if t == "sim":
-            return {"type": "sim"}
+        if stage_kind(t).simulated:
+            return {"type": t}
         lim = self.limits_page.limits()
         cfg: dict[str, Any] = {}
         if self._base is not None and self._base.stage.type == t:
@@ -725,10 +728,10 @@ class HardwareWizard(QtWidgets.QWizard):
 
     def camera_config(self) -> dict[str, Any]:
         cp = self.camera_page
-        if self.stage_page.stage_type == "sim":
-            return {"type": "sim"}
+        if stage_kind(self.stage_page.stage_type).simulated:
+            return {"type": cp.camera_type}
         cfg: dict[str, Any] = {
-            "type": "opencv",
+            "type": cp.camera_type,
             "index": cp.index.value(),
             "backend": cp.backend.currentText(),
             "sensor_pixel_um": self.objectives_page.sensor_pixel.value(),
@@ -742,7 +745,7 @@ class HardwareWizard(QtWidgets.QWizard):
     def build_profile(self) -> Any:
         from slidescan.hardware.profile import HardwareProfile
 
-        sim = self.stage_page.stage_type == "sim"
+        sim = stage_kind(self.stage_page.stage_type).simulated
         data: dict[str, Any] = {
             "name": self.save_page.name.text().strip() or "my-microscope",
             "description": self.save_page.description.text().strip(),
@@ -757,7 +760,7 @@ class HardwareWizard(QtWidgets.QWizard):
 
     def stage_opener(self) -> Any:
         """A callable (for the worker) that connects the stage: returns (stage, closer)."""
-        if self.stage_page.stage_type == "sim":
+        if stage_kind(self.stage_page.stage_type).simulated:
             table = self.simulator_table()
 
             def open_sim() -> tuple[Any, Any]:
@@ -767,9 +770,9 @@ class HardwareWizard(QtWidgets.QWizard):
                 return m.stage, m.close
 
             return open_sim
-        from slidescan.hardware.profile import StageConfig, open_stage
+        from slidescan.hardware.profile import open_stage
 
-        cfg = StageConfig.model_validate(self.stage_config())
+        cfg = StageConfig.model_validate(self.stage_config())  # as the kind's own model
 
         def open_serial() -> tuple[Any, Any]:
             stage = open_stage(cfg)
@@ -779,7 +782,7 @@ class HardwareWizard(QtWidgets.QWizard):
 
     def camera_opener(self) -> Any:
         """A callable (for the worker) that opens the camera: returns (camera, closer)."""
-        if self.stage_page.stage_type == "sim":
+        if stage_kind(self.stage_page.stage_type).simulated:
             table = self.simulator_table()
             objective = self.objectives_page.default.currentText() or "20x/0.75"
 
@@ -839,18 +842,20 @@ class HardwareWizard(QtWidgets.QWizard):
         else:
             self._base = prof
             st = prof.stage
-            self.stage_page.port.setCurrentText(st.port or "")
-            self.stage_page.baud.setCurrentText(str(st.baud or DEFAULT_BAUD[st.type]))
-            if st.limits is not None:
+            if isinstance(st, SerialStageConfig):
+                self.stage_page.port.setCurrentText(st.port)
+                baud = st.baud or serial_driver(st.type).default_baud
+                self.stage_page.baud.setCurrentText(str(baud))
                 self.limits_page.set_limits(
                     {"x": st.limits.x_um, "y": st.limits.y_um, "z": st.limits.z_um}
                 )
             cam = prof.camera
-            self.camera_page.index.setValue(cam.index)
-            self.camera_page.backend.setCurrentText(cam.backend)
-            self.camera_page.width.setValue(cam.width or 0)
-            self.camera_page.height.setValue(cam.height or 0)
-            self.camera_page.exposure.setValue(cam.exposure_ms or 0)
+            if isinstance(cam, OpenCVCameraConfig):
+                self.camera_page.index.setValue(cam.index)
+                self.camera_page.backend.setCurrentText(cam.backend)
+                self.camera_page.width.setValue(cam.width or 0)
+                self.camera_page.height.setValue(cam.height or 0)
+                self.camera_page.exposure.setValue(cam.exposure_ms or 0)
         names = {o.name for o in prof.objectives}
         rows = [
             (o.name, o.magnification or 0, o.na or 0, o.pixel_size_um, True)
@@ -959,9 +964,10 @@ class ProfileManager(QtWidgets.QDialog):
         try:
             p = load_profile(name)
             objs = ", ".join(o.name for o in p.objectives)
+            port = f" on {p.stage.port}" if isinstance(p.stage, SerialStageConfig) else ""
             self.details.setText(
                 f"<b>{p.name}</b>: {p.description}<br>stage {p.stage.type}"
-                f"{' on ' + p.stage.port if p.stage.port else ''}, camera {p.camera.type}, objectives {objs}"
+                f"{port}, camera {p.camera.type}, objectives {objs}"
             )
         except Exception as exc:
             self.details.setText(f"✗ {_err(exc)}")

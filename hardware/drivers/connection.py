@@ -3,7 +3,8 @@
 Every driver talks to its controller through a `SerialConnection` (python-microscope's
 pattern): the port is opened with `serial.serial_for_url`, so a test, or a person trying the
 program without hardware, can put an in-process fake controller (`fakegrbl://`, `fakeprior://`,
-`fakeasi://`) behind the unchanged driver.
+`fakeasi://`: the registry's fake schemes) behind the unchanged driver. The fakes' URL schemes
+are made known to pyserial when such a URL is first opened, not when this package is imported.
 
 Framing: outgoing lines end in the controller's terminator; incoming lines may end in CR, LF or
 CR LF (GRBL and ASI send CR LF, Prior sends CR), so both count as terminators and empty lines
@@ -20,12 +21,14 @@ import contextlib
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import serial
 
 from slidescan.hardware.errors import ConnectionLost, DeviceError, DeviceTimeout
+from slidescan.hardware.registry import fake_schemes
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +37,31 @@ _MAX_LINE = 4096
 #: The port's own read timeout. Reads loop in slices this long until their deadline, so the
 #: port is configured once and never reconfigured per call (that would be a tcsetattr each time).
 READ_SLICE_S = 0.02
+#: How long a loop that waits for a move stays out of the connection's lock between two reads.
+#: Python's locks are not fair: a loop that takes the lock again at once can keep another
+#: thread's `stop()` waiting for as long as the move lasts.
+LOCK_GAP_S = 0.002
 
 PortOpener = Callable[..., Any]
+#: Where pyserial finds the fakes' URL handlers (`protocol_fakegrbl.py` and friends).
+FAKE_PROTOCOL_PACKAGE = "slidescan.hardware.drivers"
+_registering = threading.Lock()
 
 
 def register_fake_protocols() -> None:
     """Let `serial.serial_for_url` find the fake controllers (`fakegrbl://` and friends).
 
-    pyserial looks up `<package>.protocol_<scheme>` in `serial.protocol_handler_packages`.
+    pyserial looks up `<package>.protocol_<scheme>` in `serial.protocol_handler_packages`, a
+    process-wide list; this adds the package once, however many threads ask.
     """
-    package = "slidescan.hardware.drivers"
-    if package not in serial.protocol_handler_packages:
-        serial.protocol_handler_packages.append(package)
+    with _registering:
+        if FAKE_PROTOCOL_PACKAGE not in serial.protocol_handler_packages:
+            serial.protocol_handler_packages.append(FAKE_PROTOCOL_PACKAGE)
+
+
+def is_fake_url(url: str) -> bool:
+    """Whether `url` names one of the registered fake controllers (`fakeasi://?speedup=2`)."""
+    return urllib.parse.urlsplit(url).scheme in fake_schemes()
 
 
 class SerialConnection:
@@ -66,7 +82,8 @@ class SerialConnection:
         name: str = "controller",
         opener: PortOpener | None = None,
     ) -> None:
-        register_fake_protocols()
+        if is_fake_url(url):
+            register_fake_protocols()
         self.url = url
         self.name = name
         self.eol = eol

@@ -244,6 +244,11 @@ class FakeSerial(SerialBase):
         self._paced = True
         super().__init__(*args, **kwargs)
 
+    @property
+    def controller_lock(self) -> threading.Condition:
+        """Held while the controller model runs; hold it to act on the model from a test."""
+        return self._lock
+
     # -- pyserial plumbing -----------------------------------------------------------------------
     def open(self) -> None:
         if self.is_open:

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from slidescan.hardware.base import AXES, AxisCalibration, SoftLimits
-from slidescan.hardware.drivers.connection import PortOpener, SerialConnection
+from slidescan.hardware.drivers.connection import LOCK_GAP_S, PortOpener, SerialConnection
 from slidescan.hardware.drivers.serial_stage import SerialStage
 from slidescan.hardware.errors import (
     ConnectionLost,
@@ -510,6 +510,8 @@ class GrblStage(SerialStage):
         mid = {a: 0.5 * (start[a] + targets[a]) for a in ("x", "y")}
         mid["z"] = z_via
         with self.connection.lock:
+            if self._stopped_on_request():
+                return  # stopped before it began (see `SerialStage._command`)
             self._jog(mid, self._feed(start, mid))
             self._jog(targets, self._feed(mid, targets))
             self._targets_native.update(targets)
@@ -519,8 +521,10 @@ class GrblStage(SerialStage):
         conn = self.connection
         while conn.inflight:  # every queued line answered (in slices, so stop() gets in)
             conn.pump(0.05)
-            if conn.inflight and time.monotonic() >= deadline:
-                raise DeviceTimeout(f"GRBL move did not finish within {timeout_s:.1f} s")
+            if conn.inflight:
+                if time.monotonic() >= deadline:
+                    raise DeviceTimeout(f"GRBL move did not finish within {timeout_s:.1f} s")
+                time.sleep(LOCK_GAP_S)
         conn.raise_pending()  # a refused move's error:N
         while True:
             status = conn.poll_status()

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 
 from slidescan.hardware.base import AxisCalibration, SoftLimits
-from slidescan.hardware.drivers.connection import PortOpener, SerialConnection
+from slidescan.hardware.drivers.connection import LOCK_GAP_S, PortOpener, SerialConnection
 from slidescan.hardware.drivers.serial_stage import SerialStage
 from slidescan.hardware.errors import DeviceError, DeviceTimeout
 
@@ -232,6 +232,7 @@ class PriorStage(SerialStage):
                         self._expect_late_r()
             if time.monotonic() >= deadline:
                 raise DeviceTimeout(f"Prior ProScan move did not finish within {timeout_s:.1f} s")
+            time.sleep(LOCK_GAP_S)  # outside the lock, so stop() from another thread gets in
         conn.raise_move_error()
         self._verify_arrival(self._read_native())
 
@@ -245,6 +246,8 @@ class PriorStage(SerialStage):
                 raise DeviceError(f"Prior ProScan: unexpected line {line!r} during a move")
         if conn.pending_moves:
             conn.pending_moves = 0
+            if self._stopped_on_request():
+                return  # the stop (its `I`) cut the move short: no `R` comes for it
             raise DeviceError(
                 "Prior ProScan stopped without finishing its move (no 'R'): a limit switch, "
                 "the joystick, or a controller reset"

@@ -9,6 +9,12 @@ Failing safe: when a move or a wait fails for any reason other than a refused ta
 the exception leaves it. After a move reports done, the position is read back and compared
 with the target; a stage that stopped short (an obstacle, a limit switch, a controller that
 reset and forgot its move) raises `DeviceError` instead of being taken for arrived.
+
+A stop asked for (`stop()`, typically from another thread than the one waiting for the move)
+is no failure: the move ends quietly where the stage stopped, and none of its remaining legs
+(backlash approach, `move_via`'s second Z leg) is sent. `stop()` records the request before
+it tells the controller anything, so a waiting thread that sees the stage still short of its
+target has already seen the request too, however the threads are scheduled.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ class SerialStage(StageBase):
         self._targets_native: dict[str, float] = {}
         self._last_native: dict[str, float] | None = None
         self._last_read_at: float | None = None
+        #: Stops asked for so far, and how many there had been when the current move began.
+        self._stops_asked = 0
+        self._stops_before_move = 0
+        self._move_depth = 0
 
     # -- fail safe -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -79,6 +89,46 @@ class SerialStage(StageBase):
         except HardwareError as exc:
             log.warning("%s: stop after a failure also failed: %s", self.label, exc)
 
+    # -- stops asked for ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _one_move(self) -> Iterator[None]:
+        """The span of one public move, all its legs included (`move_via` runs `move_to`
+        twice): a stop asked for anywhere in it ends all of it."""
+        if self._move_depth == 0:
+            self._stops_before_move = self._stops_asked
+        self._move_depth += 1
+        try:
+            yield
+        finally:
+            self._move_depth -= 1
+
+    def _stopped_on_request(self) -> bool:
+        """Whether `stop()` was called since the current (or last) move began: a stage at rest
+        short of its target is then where the stop left it, not a failure."""
+        return self._stops_asked != self._stops_before_move
+
+    def stop(self) -> None:
+        """Stop all motion now and return once the controller reports the stage still.
+
+        The request is recorded first, under the connection's lock (so never between a leg's
+        command and the recording of its target): a thread waiting for the move takes a stage
+        at rest short of its target for stopped, and sends no further leg.
+        """
+        with self.connection.lock:
+            self._stops_asked += 1
+            self._targets_native.clear()
+        try:
+            self._stop_native()
+        finally:
+            self._targets_native.clear()
+
+    def _command(self, targets_um: dict[str, float]) -> None:
+        with self.connection.lock:  # checked and sent before a stop() can come between
+            if self._stopped_on_request():
+                return  # the move was stopped: no further leg
+            super()._command(targets_um)
+
+    # -- public moves ----------------------------------------------------------------------------
     def move_to(
         self,
         x: float | None = None,
@@ -87,23 +137,16 @@ class SerialStage(StageBase):
         *,
         wait: bool = True,
     ) -> None:
-        with self._fail_safe():
+        with self._one_move(), self._fail_safe():
             super().move_to(x, y, z, wait=wait)
 
     def move_via(self, x: float, y: float, z: float, z_via: float, *, wait: bool = True) -> None:
-        with self._fail_safe():
+        with self._one_move(), self._fail_safe():
             super().move_via(x, y, z, z_via, wait=wait)
 
     def wait(self, timeout_s: float | None = None) -> None:
         with self._fail_safe():
             super().wait(timeout_s)
-
-    def stop(self) -> None:
-        """Stop all motion now and return once the controller reports the stage still."""
-        try:
-            self._stop_native()
-        finally:
-            self._targets_native.clear()
 
     # -- shared helpers --------------------------------------------------------------------------
     def _remember(self, native: dict[str, float]) -> dict[str, float]:
@@ -119,8 +162,11 @@ class SerialStage(StageBase):
         return Position(*(self.calibration[a].to_um(self._last_native[a]) for a in AXES))
 
     def _verify_arrival(self, native: dict[str, float]) -> None:
-        """Raise `DeviceError` if the stage came to rest away from the commanded target."""
+        """Raise `DeviceError` if the stage came to rest away from the commanded target (unless
+        a stop was asked for: then that is where it was meant to rest)."""
         targets, self._targets_native = dict(self._targets_native), {}
+        if self._stopped_on_request():
+            return
         for axis, target in targets.items():
             cal = self.calibration[axis]
             error = cal.to_um(native[axis]) - cal.to_um(target)
