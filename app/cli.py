@@ -50,6 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_key_values(items: Sequence[str], where: str) -> dict[str, Any]:
+    """`["k=3", "metric=brenner", "pairs=[3, 4.5]"]` -> `{"k": 3, ...}`: each VALUE read as
+    JSON when it parses, else as text. `where` names the flag in errors ("scan: --focus-param")."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise CliError(f"{where} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def focus_params(method: str, items: Sequence[str], where: str) -> dict[str, Any]:
+    """KEY=VALUE items checked against focus method `method`'s parameter model; returns the
+    given parameters as JSON values (for a scan plan). An unknown method or parameter, or a
+    bad value, is one line naming it."""
+    from slidescan.focus.registry import UnknownMethodError, validate_params
+
+    raw = parse_key_values(items, where)
+    try:
+        validated = validate_params(method, raw)
+    except UnknownMethodError as exc:
+        raise CliError(f"{where.split(':')[0]}: {exc}") from None
+    return validated.model_dump(mode="json", include=set(raw))
+
+
 def print_json(data: Any) -> None:
     """Machine-readable output for --json: one JSON document on stdout."""
     json.dump(data, sys.stdout, indent=2, sort_keys=True, default=_json_default)

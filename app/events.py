@@ -55,9 +55,10 @@ class FocusDone:
     fallback: str  # "" when the method's own result was used, else what replaced it
     curve_z_um: np.ndarray = field(default_factory=lambda: np.zeros(0))
     curve_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    curve_kind: str = "metric"
-    shots_z_um: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    curve_kind: str = "metric"  # the z of every shot taken are curve_z_um
     true_focus_um: float | None = None  # simulator only
+    calibration: bool = False  # a per-slide calibration tile (extra frames by design)
+    image_source: str = "capture"  # "capture", or "made" by the focus method from its shots
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """The scan file: one HDF5 file per scan, crash-safe, readable while it is being written.
 
-Layout (format "slidescan-scan", version 1)::
+Layout (format "slidescan-scan", version 2; `app/records.py` has the per-tile record)::
 
     /                        attributes:
         format               "slidescan-scan"
-        format_version       1
+        format_version       2 (version 1 files are read, and upgraded when resumed)
         software_version     slidescan version that created the file
         created              ISO-8601 creation time (UTC)
         plan                 the ScanPlan as JSON (app/plan.py)
@@ -17,38 +17,35 @@ Layout (format "slidescan-scan", version 1)::
     /plan_tiles              (n_planned,) compound: index, row, col, x_um, y_um
                              every planned tile in visiting order (fixed when the scan starts)
     /committed               scalar int64: how many rows of /tiles/* are complete
-    /tiles/records           (n,) compound, one row per tile taken (RECORD_DTYPE below): planned
-                             index, version, row, col, stage x/y/z, the focus record (method,
-                             focus_z_um = the method's own answer, hint_z_um, frames,
-                             confidence, ok, fallback, hardware_s, compute_s), wall_time (unix
-                             s), hw_time (hardware clock s), true_focus_um (simulator; NaN
-                             otherwise), skipped (empty glass), tissue_fraction, checksum
-                             (CRC-32 of the image bytes), curve_len, curve_kind,
-                             tile_hardware_s and tile_frames (the whole tile: XY move,
-                             quick look, focus, capture)
+    /tiles/records           (n,) compound, one row per tile taken (records.RECORD_DTYPE);
+                             its `checksum` is the CRC-32 of the image bytes followed by the
+                             raw shots' (just the image for a capture)
     /tiles/images            (n, H, W[, C]) camera dtype, one tile per chunk, compression
-                             none | gzip | lzf; rows of skipped tiles are never written (no
-                             storage, read back as None)
+                             none | gzip | lzf: the tile's image, captured at its z or made by
+                             its focus method (record `image_source`); rows of skipped tiles
+                             are never written (no storage, read back as None)
     /tiles/thumbnails        (n, h, w[, C]) uint8, about 64 px on the long side
     /tiles/curve_z_um        (n, curve_max) float32, NaN-padded: the focus curve's z
     /tiles/curve_values      (n, curve_max) float32, NaN-padded: its metric/prediction values
-    /survey                  (m,) compound x_um, y_um, z_um, confidence, ok: focus-map survey
+    /tiles/shots             (m, H, W[, C]) the raw shots a made image came from (record
+                             `shot_first`, `shot_count`); one per chunk
+    /tiles/shot_z_um         (m,) float64: the z of each shot
+    /survey                  (k,) compound x_um, y_um, z_um, confidence, ok: focus-map survey
 
 Crash safety. HDF5 is not crash-safe by default: a kill in the middle of a metadata write can
 leave a file no library opens. Scan files are written in SWMR mode (libver="latest"): every
 object is created up front in a temporary file that is atomically renamed into place, then
 `swmr_mode` is switched on and from then on the writer only appends along the tile axis and
 modifies fixed-size values, which SWMR writes in an order that keeps the file consistent at
-every instant. Each tile is committed in two steps: write its rows, flush; then bump
+every instant. Each tile is committed in two steps: write its shots and rows, flush; then bump
 /committed, flush. A reader trusts only the first `committed` rows, so a tile interrupted half
 way is never counted. Readers open with `swmr=True` (ScanReader does), which works on a file
 still being written and on one whose writer was killed.
 
 A killed SWMR writer leaves the file's "open for writing" flags set, so HDF5 refuses to open it
-for writing again. Resuming therefore recovers it: the committed part is copied (raw chunks,
-no recompression) into `<name>.recover` next to it, which is flushed, fsync'd and atomically
-renamed over the original; the original stays untouched until the copy is complete. A file
-that was closed cleanly (cancelled, error, completed) is reopened in place.
+for writing again: resuming recovers it (`app/repair.py`). A file that was closed cleanly is
+reopened in place; a version 1 file is upgraded first; a damaged file (cut short, say) is never
+written to: `app/repair.py` salvages what it still holds into a new file beside it.
 
 Rescanning tiles appends new versions: a row whose planned index appears again later is
 superseded by the later row (`ScanReader.tiles` marks it; `ScanReader.current()` hides it).
@@ -66,7 +63,6 @@ import shutil
 import socket
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,55 +71,38 @@ import numpy as np
 
 from slidescan.app import __version__
 from slidescan.app.plan import ScanPlan, Tile
+from slidescan.app.records import (
+    CURVE_MAX,
+    FORMAT,
+    FORMAT_VERSION,
+    PLAN_TILE_DTYPE,
+    READABLE_VERSIONS,
+    RECORD_DTYPE,
+    SURVEY_DTYPE,
+    TileRecord,
+    as_current,
+)
 from slidescan.app.tissue import thumbnail as make_thumbnail
 
-FORMAT = "slidescan-scan"
-FORMAT_VERSION = 1
-CURVE_MAX = 128
 STATUSES = ("running", "completed", "cancelled", "error")
 _STATUS_DTYPE = "S16"
 _MESSAGE_DTYPE = "S256"
 
-PLAN_TILE_DTYPE = np.dtype(
-    [("index", "<i4"), ("row", "<i4"), ("col", "<i4"), ("x_um", "<f8"), ("y_um", "<f8")]
-)
+#: Datasets with one row per record, and the shot datasets (one row per shot).
+TILE_DATASETS = ("records", "images", "thumbnails", "curve_z_um", "curve_values")
+SHOT_DATASETS = ("shots", "shot_z_um")
 
-RECORD_DTYPE = np.dtype(
-    [
-        ("index", "<i4"),
-        ("version", "<i4"),
-        ("row", "<i4"),
-        ("col", "<i4"),
-        ("x_um", "<f8"),
-        ("y_um", "<f8"),
-        ("z_um", "<f8"),
-        ("hint_z_um", "<f8"),
-        ("focus_z_um", "<f8"),
-        ("true_focus_um", "<f8"),
-        ("method", "S24"),
-        ("frames", "<i4"),
-        ("confidence", "<f4"),
-        ("ok", "?"),
-        ("fallback", "S24"),
-        ("hardware_s", "<f8"),
-        ("compute_s", "<f8"),
-        ("wall_time", "<f8"),
-        ("hw_time", "<f8"),
-        ("skipped", "?"),
-        ("tissue_fraction", "<f4"),
-        ("checksum", "<u4"),
-        ("curve_len", "<i4"),
-        ("curve_kind", "S12"),
-        ("tile_hardware_s", "<f8"),
-        ("tile_frames", "<i4"),
-    ]
-)
-
-SURVEY_DTYPE = np.dtype(
-    [("x_um", "<f8"), ("y_um", "<f8"), ("z_um", "<f8"), ("confidence", "<f4"), ("ok", "?")]
-)
-
-_TILE_DATASETS = ("records", "images", "thumbnails", "curve_z_um", "curve_values")
+__all__ = [
+    "RECORD_DTYPE",
+    "ScanFileError",
+    "ScanReader",
+    "ScanWriter",
+    "StorageError",
+    "TileRecord",
+    "check_writable",
+    "estimate_bytes",
+    "summarize",
+]
 
 
 class ScanFileError(Exception):
@@ -134,51 +113,17 @@ class StorageError(ScanFileError):
     """Writing failed (disk full, I/O error). Everything committed before stays readable."""
 
 
-@dataclass
-class TileRecord:
-    """What the runner knows about one tile taken. NaN means unknown."""
-
-    index: int
-    row: int
-    col: int
-    x_um: float
-    y_um: float
-    z_um: float
-    hint_z_um: float = float("nan")
-    focus_z_um: float = float("nan")
-    true_focus_um: float = float("nan")
-    method: str = ""
-    frames: int = 0
-    confidence: float = float("nan")
-    ok: bool = True
-    fallback: str = ""
-    hardware_s: float = 0.0
-    compute_s: float = 0.0
-    wall_time: float = 0.0
-    hw_time: float = 0.0
-    skipped: bool = False
-    tissue_fraction: float = float("nan")
-    curve_kind: str = "metric"
-    #: The whole tile on the hardware clock (XY move, quick look, focus, capture) and its
-    #: exposures; `hardware_s`, `compute_s` and `frames` are the focus method's share.
-    tile_hardware_s: float = 0.0
-    tile_frames: int = 0
-    curve_z_um: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    curve_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-
-    def to_row(self, version: int, checksum: int, curve_len: int) -> np.ndarray:
-        row = np.zeros((), RECORD_DTYPE)
-        for name, value in asdict(self).items():
-            if name in RECORD_DTYPE.names:
-                row[name] = value.encode() if isinstance(value, str) else value
-        row["version"] = version
-        row["checksum"] = checksum
-        row["curve_len"] = curve_len
-        return row
+class DamagedScanFile(ScanFileError):
+    """The file opens but some of its data lie beyond its end or fail their checksums (a copy
+    cut short, a failing disk). `app/repair.py` salvages what it still holds."""
 
 
-def image_checksum(image: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(image).data) & 0xFFFFFFFF
+def image_checksum(image: np.ndarray, shots: Sequence[np.ndarray] = ()) -> int:
+    """CRC-32 of a tile's image bytes followed by its raw shots' (none for a capture)."""
+    crc = zlib.crc32(np.ascontiguousarray(image).data)
+    for shot in shots:
+        crc = zlib.crc32(np.ascontiguousarray(shot).data, crc)
+    return crc & 0xFFFFFFFF
 
 
 def thumbnail_shape(tile_shape: Sequence[int]) -> tuple[int, ...]:
@@ -215,8 +160,9 @@ def check_writable(path: str | os.PathLike[str], need_bytes: int) -> None:
         )
 
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+def fsync_path(path: Path, directory: bool = False) -> None:
+    """Force `path` (a file, or a folder's entries) to stable storage; best effort."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if directory and hasattr(os, "O_DIRECTORY") else 0)
     try:
         fd = os.open(path, flags)
     except OSError:
@@ -250,6 +196,82 @@ def _message_bytes(text: str) -> np.bytes_:
     return np.bytes_(text.encode("utf-8", "replace")[:255])
 
 
+def _compression(name: str) -> dict[str, Any]:
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": 4, "shuffle": False}
+    if name == "lzf":
+        return {"compression": "lzf"}
+    return {}
+
+
+def build_skeleton(
+    f: h5py.File,
+    planned: np.ndarray,
+    tile_shape: tuple[int, ...],
+    tile_dtype: Any,
+    compression: str,
+) -> None:
+    """Every dataset of an empty version-2 scan file (attributes are the caller's)."""
+    thumb_shape = thumbnail_shape(tile_shape)
+    packed = _compression(compression)
+    f.create_dataset("plan_tiles", data=np.asarray(planned, PLAN_TILE_DTYPE))
+    f.create_dataset("committed", data=np.int64(0))
+    g = f.create_group("tiles")
+    g.create_dataset("records", (0,), RECORD_DTYPE, maxshape=(None,), chunks=(256,))
+    for name in ("images", "shots"):
+        g.create_dataset(
+            name,
+            (0, *tile_shape),
+            np.dtype(tile_dtype),
+            maxshape=(None, *tile_shape),
+            chunks=(1, *tile_shape),
+            fillvalue=0,
+            **packed,
+        )
+    g.create_dataset("shot_z_um", (0,), np.float64, maxshape=(None,), chunks=(256,))
+    g.create_dataset(
+        "thumbnails",
+        (0, *thumb_shape),
+        np.uint8,
+        maxshape=(None, *thumb_shape),
+        chunks=(1, *thumb_shape),
+    )
+    for name in ("curve_z_um", "curve_values"):
+        g.create_dataset(
+            name,
+            (0, CURVE_MAX),
+            np.float32,
+            maxshape=(None, CURVE_MAX),
+            chunks=(64, CURVE_MAX),
+            fillvalue=np.nan,
+        )
+    f.create_dataset("survey", (0,), SURVEY_DTYPE, maxshape=(None,), chunks=(64,))
+
+
+def write_status_attrs(f: h5py.File, status: str = "running", message: str = "") -> None:
+    """The fixed-size attributes a writer modifies later (created here, at full size)."""
+    a = f.attrs
+    a.create("status", _as_status(status), dtype=_STATUS_DTYPE)
+    a.create("message", _message_bytes(message), dtype=_MESSAGE_DTYPE)
+    a["writer_pid"] = np.int64(0)
+    a["writer_host"] = np.bytes_(socket.gethostname().encode()[:64].ljust(64))
+
+
+def publish(partial: Path, path: Path) -> None:
+    """Make a completely written `partial` file `path`, atomically and durably."""
+    fsync_path(partial)
+    os.replace(partial, path)
+    fsync_path(path.parent, directory=True)
+
+
+def shots_end(records: np.ndarray) -> int:
+    """Rows of /tiles/shots that committed records refer to."""
+    if records.size == 0:
+        return 0
+    ends = np.where(records["shot_count"] > 0, records["shot_first"] + records["shot_count"], 0)
+    return int(ends.max())
+
+
 class ScanWriter:
     """Appends tiles to a scan file in SWMR mode. Not thread-safe: one writer thread owns it.
 
@@ -264,6 +286,8 @@ class ScanWriter:
         self._thumbs = f["tiles/thumbnails"]
         self._curve_z = f["tiles/curve_z_um"]
         self._curve_v = f["tiles/curve_values"]
+        self._shots = f["tiles/shots"]
+        self._shot_z = f["tiles/shot_z_um"]
         self._committed = f["committed"]
         self._survey = f["survey"]
         self.n_committed = int(self._committed[()])
@@ -271,6 +295,9 @@ class ScanWriter:
         self._versions: dict[int, int] = {}
         for idx in records["index"]:
             self._versions[int(idx)] = self._versions.get(int(idx), 0) + 1
+        # Shot rows past those committed records refer to are leftovers of an interrupted
+        # tile: the next tile's shots overwrite them.
+        self._n_shots = shots_end(records)
         self.tile_shape = tuple(int(s) for s in self._images.shape[1:])
         # Without filters a tile is its chunk's bytes: write them straight to the file
         # (write_direct_chunk), which skips h5py's selection and conversion machinery and is
@@ -304,13 +331,10 @@ class ScanWriter:
         if len(tile_shape) not in (2, 3):
             raise ValueError(f"tile shape {tile_shape} must be (H, W) or (H, W, C)")
         partial = path.with_name(path.name + ".partial")
-        compression: dict[str, Any] = {}
-        if plan.compression == "gzip":
-            compression = {"compression": "gzip", "compression_opts": 4, "shuffle": False}
-        elif plan.compression == "lzf":
-            compression = {"compression": "lzf"}
         fov = (tile_shape[1] * pixel_size_um, tile_shape[0] * pixel_size_um)
-        thumb_shape = thumbnail_shape(tile_shape)
+        planned = np.zeros(len(tiles), PLAN_TILE_DTYPE)
+        for i, t in enumerate(tiles):
+            planned[i] = (t.index, t.row, t.col, t.x_um, t.y_um)
         try:
             with h5py.File(partial, "w", libver="latest") as f:
                 a = f.attrs
@@ -320,10 +344,7 @@ class ScanWriter:
                 a["created"] = _now_iso()
                 a["plan"] = plan.to_json()
                 a["profile"] = json.dumps(profile or {}, default=str)
-                a.create("status", _as_status("running"), dtype=_STATUS_DTYPE)
-                a.create("message", _message_bytes(""), dtype=_MESSAGE_DTYPE)
-                a["writer_pid"] = np.int64(0)
-                a["writer_host"] = np.bytes_(socket.gethostname().encode()[:64].ljust(64))
+                write_status_attrs(f)
                 a["objective"] = plan.objective
                 a["pixel_size_um"] = float(pixel_size_um)
                 a["fov_um"] = np.asarray(fov, np.float64)
@@ -334,42 +355,8 @@ class ScanWriter:
                 a["curve_max"] = CURVE_MAX
                 for k, v in (extra_attrs or {}).items():
                     a[k] = v
-                planned = np.zeros(len(tiles), PLAN_TILE_DTYPE)
-                for i, t in enumerate(tiles):
-                    planned[i] = (t.index, t.row, t.col, t.x_um, t.y_um)
-                f.create_dataset("plan_tiles", data=planned)
-                f.create_dataset("committed", data=np.int64(0))
-                g = f.create_group("tiles")
-                g.create_dataset("records", (0,), RECORD_DTYPE, maxshape=(None,), chunks=(256,))
-                g.create_dataset(
-                    "images",
-                    (0, *tile_shape),
-                    np.dtype(tile_dtype),
-                    maxshape=(None, *tile_shape),
-                    chunks=(1, *tile_shape),
-                    fillvalue=0,
-                    **compression,
-                )
-                g.create_dataset(
-                    "thumbnails",
-                    (0, *thumb_shape),
-                    np.uint8,
-                    maxshape=(None, *thumb_shape),
-                    chunks=(1, *thumb_shape),
-                )
-                for name in ("curve_z_um", "curve_values"):
-                    g.create_dataset(
-                        name,
-                        (0, CURVE_MAX),
-                        np.float32,
-                        maxshape=(None, CURVE_MAX),
-                        chunks=(64, CURVE_MAX),
-                        fillvalue=np.nan,
-                    )
-                f.create_dataset("survey", (0,), SURVEY_DTYPE, maxshape=(None,), chunks=(64,))
-            _fsync_path(partial)
-            os.replace(partial, path)
-            _fsync_path(path.parent, directory=True)
+                build_skeleton(f, planned, tile_shape, tile_dtype, plan.compression)
+            publish(partial, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 partial.unlink()
@@ -378,17 +365,24 @@ class ScanWriter:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> ScanWriter:
-        """Open an existing scan file for appending, recovering it if its writer was killed."""
+        """Open an existing scan file for appending: a file whose writer was killed is
+        recovered, a version 1 file upgraded, a damaged one refused (`DamagedScanFile`: salvage
+        it with `app.repair.salvage`)."""
+        from slidescan.app import repair
+
         path = Path(path)
         if not path.is_file():
             raise ScanFileError(f"{path}: no such scan file")
         _refuse_live_writer(path)
+        repair.check_intact(path)
+        if repair.file_version(path) < FORMAT_VERSION:
+            repair.upgrade(path)
         try:
             f = h5py.File(path, "r+", libver="latest")
         except OSError as exc:
             if "already open for write" not in str(exc):
                 raise ScanFileError(f"{path}: cannot open for writing: {exc}") from exc
-            recover(path)
+            repair.recover(path)
             f = h5py.File(path, "r+", libver="latest")
         try:
             if f.attrs.get("format") != FORMAT:
@@ -412,11 +406,16 @@ class ScanWriter:
 
     # -- writing -----------------------------------------------------------------------------
     def append(
-        self, record: TileRecord, image: np.ndarray | None, thumb: np.ndarray | None = None
+        self,
+        record: TileRecord,
+        image: np.ndarray | None,
+        thumb: np.ndarray | None = None,
+        shots: Sequence[tuple[float, np.ndarray]] = (),
     ) -> int:
         """Write one tile and commit it; returns its row. Raises StorageError on I/O failure.
 
         `image` None (skipped tile): no image chunk is written. `thumb` None: computed.
+        `shots`: the raw (z, image) exposures a made image came from.
         """
         if self.closed:
             raise StorageError(f"{self.path} is closed")
@@ -424,29 +423,26 @@ class ScanWriter:
         if (image is None) != record.skipped:
             raise ValueError("a skipped tile has no image, and every other tile has one")
         if image is not None:
-            image = np.ascontiguousarray(image)
-            if image.shape != self.tile_shape:
-                raise ValueError(f"tile image shape {image.shape} != file's {self.tile_shape}")
-            image = image.astype(self.tile_dtype, copy=False)
+            image = self._as_tile(image)
+        shot_images = [self._as_tile(im) for _, im in shots]
         if thumb is None:
             thumb = (
                 make_thumbnail(image)
                 if image is not None
                 else np.zeros(self._thumbs.shape[1:], np.uint8)
             )
-        checksum = image_checksum(image) if image is not None else 0
+        checksum = image_checksum(image, shot_images) if image is not None else 0
         curve_len = min(int(np.asarray(record.curve_z_um).size), CURVE_MAX)
-        row = record.to_row(self.versions(record.index), checksum, curve_len)
+        first = self._n_shots if shots else -1
+        row = record.to_row(self.versions(record.index), checksum, curve_len, first, len(shots))
         try:
+            if shots:
+                self._write_shots(shot_images, [float(z) for z, _ in shots])
             for ds in (self._records, self._images, self._thumbs, self._curve_z, self._curve_v):
                 if ds.shape[0] < n + 1:
                     ds.resize(n + 1, axis=0)
             if image is not None:
-                if self._direct:
-                    offset = (n,) + (0,) * len(self.tile_shape)
-                    self._images.id.write_direct_chunk(offset, image)
-                else:
-                    self._images[n] = image
+                self._write_image(self._images, n, image)
             self._thumbs[n] = thumb
             self._curve_z[n] = _pad_curve(record.curve_z_um)
             self._curve_v[n] = _pad_curve(record.curve_values)
@@ -457,8 +453,30 @@ class ScanWriter:
         except OSError as exc:
             raise StorageError(_storage_message(self.path, exc)) from exc
         self.n_committed = n + 1
+        self._n_shots += len(shots)
         self._versions[record.index] = self.versions(record.index) + 1
         return n
+
+    def _as_tile(self, image: np.ndarray) -> np.ndarray:
+        image = np.ascontiguousarray(image)
+        if image.shape != self.tile_shape:
+            raise ValueError(f"tile image shape {image.shape} != file's {self.tile_shape}")
+        return image.astype(self.tile_dtype, copy=False)
+
+    def _write_image(self, ds: h5py.Dataset, row: int, image: np.ndarray) -> None:
+        if self._direct:
+            ds.id.write_direct_chunk((row,) + (0,) * len(self.tile_shape), image)
+        else:
+            ds[row] = image
+
+    def _write_shots(self, images: list[np.ndarray], z_um: list[float]) -> None:
+        start, end = self._n_shots, self._n_shots + len(images)
+        for ds in (self._shots, self._shot_z):
+            if ds.shape[0] < end:
+                ds.resize(end, axis=0)
+        for k, image in enumerate(images):
+            self._write_image(self._shots, start + k, image)
+        self._shot_z[start:end] = np.asarray(z_um, np.float64)
 
     def add_survey_point(
         self, x_um: float, y_um: float, z_um: float, confidence: float, ok: bool
@@ -501,7 +519,7 @@ class ScanWriter:
     def fsync(self) -> None:
         """Force the file to stable storage (power-loss safety; a kill needs only flush)."""
         self._f.flush()
-        _fsync_path(self.path)
+        fsync_path(self.path)
 
 
 def _storage_message(path: Path, exc: OSError) -> str:
@@ -530,45 +548,18 @@ def _refuse_live_writer(path: Path) -> None:
     raise ScanFileError(f"{path} is being written by process {pid}; stop that scan first")
 
 
-def recover(path: str | os.PathLike[str]) -> int:
-    """Rebuild a file whose writer was killed: copy its committed tiles into a fresh file and
-    atomically replace the original. Returns the number of tiles kept."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".recover")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    try:
-        with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
-            n = int(src["committed"][()])
-            for k, v in src.attrs.items():
-                dst.attrs.create(k, v, dtype=src.attrs.get_id(k).dtype)
-            for name in ("plan_tiles", "committed", "survey"):
-                src.copy(src[name], dst, name)
-            dst.create_group("tiles")
-            for name in _TILE_DATASETS:
-                src.copy(src[f"tiles/{name}"], dst["tiles"], name)
-                ds = dst[f"tiles/{name}"]
-                if ds.shape[0] > n:
-                    ds.resize(n, axis=0)
-            dst["committed"][()] = n
-        _fsync_path(tmp)
-        os.replace(tmp, path)
-        _fsync_path(path.parent, directory=True)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise StorageError(f"cannot recover {path}: {exc}") from exc
-    return n
-
-
 class ScanReader:
     """Read a scan file: finished, still being written (call `refresh()`), or crashed.
 
     Rows are in the order tiles were taken; `index` is the planned tile's index. Only the first
-    `/committed` rows are ever returned.
+    `/committed` rows are ever returned, in the current record layout whatever the file's
+    version. `damage` says what is wrong with a damaged file (None when intact): its rows may
+    then read as zeros, so trust nothing but `app.repair.salvage`.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        from slidescan.app import repair
+
         self.path = Path(path)
         if not self.path.is_file():
             raise ScanFileError(f"{self.path}: no such file")
@@ -576,18 +567,31 @@ class ScanReader:
             self._f = h5py.File(self.path, "r", swmr=True)
         except OSError as exc:
             raise ScanFileError(f"{self.path}: cannot open as a scan file ({exc})") from exc
-        if self._f.attrs.get("format") != FORMAT:
+        try:
+            if self._f.attrs.get("format") != FORMAT:
+                raise ScanFileError(f"{self.path} is not a slidescan scan file")
+            self.format_version = int(self._f.attrs.get("format_version", 1))
+            if self.format_version not in READABLE_VERSIONS:
+                raise ScanFileError(
+                    f"{self.path} has scan format version {self.format_version}; this "
+                    f"slidescan reads versions {', '.join(map(str, READABLE_VERSIONS))}"
+                )
+            self.plan = ScanPlan.from_json(self._f.attrs["plan"])
+            self.profile: dict[str, Any] = json.loads(self._f.attrs["profile"])
+            self.n_planned = int(self._f.attrs["n_planned"])
+            self.tile_shape = tuple(int(s) for s in self._f.attrs["tile_shape"])
+            self.pixel_size_um = float(self._f.attrs["pixel_size_um"])
+            self.fov_um = tuple(float(v) for v in self._f.attrs["fov_um"])
+            self.software_version = str(self._f.attrs["software_version"])
+            self.damage = repair.find_damage(self._f, self.path)
+            self._n = 0
+            self.refresh()
+        except (KeyError, ValueError, OSError) as exc:
             self._f.close()
-            raise ScanFileError(f"{self.path} is not a slidescan scan file")
-        self.plan = ScanPlan.from_json(self._f.attrs["plan"])
-        self.profile: dict[str, Any] = json.loads(self._f.attrs["profile"])
-        self.n_planned = int(self._f.attrs["n_planned"])
-        self.tile_shape = tuple(int(s) for s in self._f.attrs["tile_shape"])
-        self.pixel_size_um = float(self._f.attrs["pixel_size_um"])
-        self.fov_um = tuple(float(v) for v in self._f.attrs["fov_um"])
-        self.software_version = str(self._f.attrs["software_version"])
-        self._n = 0
-        self.refresh()
+            raise ScanFileError(f"{self.path}: not a readable scan file ({exc})") from exc
+        except BaseException:
+            self._f.close()
+            raise
 
     def __enter__(self) -> ScanReader:
         return self
@@ -606,7 +610,8 @@ class ScanReader:
         every read of it return the first chunk (tests/test_store.py guards this).
         """
         if not hasattr(self, "_ds"):
-            self._ds = {name: self._f[f"tiles/{name}"] for name in _TILE_DATASETS}
+            names = TILE_DATASETS + (SHOT_DATASETS if self.format_version >= 2 else ())
+            self._ds = {name: self._f[f"tiles/{name}"] for name in names}
             self._committed_ds = self._f["committed"]
             self._survey_ds = self._f["survey"]
             self._images = self._ds["images"]
@@ -618,8 +623,9 @@ class ScanReader:
             ds.refresh()
         self._survey_ds.refresh()
         n = int(self._committed_ds[()])
-        self._n = min(n, *(ds.shape[0] for ds in self._ds.values()))
-        self._rec = self._ds["records"][: self._n]  # small: read once per refresh
+        self._n = min(n, *(self._ds[name].shape[0] for name in TILE_DATASETS))
+        rows = self._ds["records"][: self._n]  # small: read once per refresh
+        self._rec = as_current(rows, self.format_version)
         return self._n
 
     @property
@@ -681,10 +687,20 @@ class ScanReader:
         return i
 
     def image(self, i: int) -> np.ndarray | None:
-        """Full image of row `i`; None for a skipped (empty glass) tile."""
+        """Full image of row `i` (captured, or made by its focus method); None for a skipped
+        (empty glass) tile."""
         if self._rec[self._row(i)]["skipped"]:
             return None
         return self._images[i]
+
+    def shots(self, i: int) -> list[tuple[float, np.ndarray]]:
+        """The raw (z, image) shots row `i`'s image was made from ([] for a capture)."""
+        rec = self._rec[self._row(i)]
+        first, count = int(rec["shot_first"]), int(rec["shot_count"])
+        if count <= 0 or first < 0:
+            return []
+        z = self._ds["shot_z_um"][first : first + count]
+        return [(float(z[k]), self._ds["shots"][first + k]) for k in range(count)]
 
     def thumbnail(self, i: int) -> np.ndarray:
         return self._thumbs[self._row(i)]
@@ -697,10 +713,13 @@ class ScanReader:
         return self._survey_ds[:]
 
     def verify(self) -> list[int]:
-        """Rows whose stored image does not match its checksum (should be empty)."""
+        """Rows whose stored image and shots do not match their checksum (should be empty)."""
         bad = []
         for i, r in enumerate(self._rec):
-            if not r["skipped"] and image_checksum(self._images[i]) != r["checksum"]:
+            if r["skipped"]:
+                continue
+            shots = [image for _, image in self.shots(i)]
+            if image_checksum(self._images[i], shots) != r["checksum"]:
                 bad.append(i)
         return bad
 
@@ -719,7 +738,9 @@ def summarize(reader: ScanReader) -> dict[str, Any]:
     """Figures for `info`, the CLI summary and the bench, over the latest version of each tile.
 
     Focus error is |z - true focus| over tiles that were focused (not skipped) and whose true
-    focus is known (simulator).
+    focus is known (simulator). `fallbacks` counts tiles another method or the predicted z
+    settled; `made_images` tiles whose image the focus method made; `calibration_tiles`
+    per-slide calibration tiles.
     """
     cur = reader.current()
     taken = cur[~cur["skipped"]]
@@ -731,7 +752,10 @@ def summarize(reader: ScanReader) -> dict[str, Any]:
         "tiles_skipped": int(cur["skipped"].sum()),
         "rows_written": reader.n_tiles,
         "fallbacks": int((taken["fallback"] != b"").sum()),
+        "made_images": int((taken["image_source"] == b"made").sum()),
+        "calibration_tiles": int(taken["calibration"].sum()),
         "file_bytes": reader.file_size,
+        "format_version": reader.format_version,
     }
     if cur.size:
         out["frames_per_tile"] = float(cur["tile_frames"].mean())

@@ -1,29 +1,38 @@
 """Focus engine: metrics, searches, focus maps and the learned modes.
 
 It knows nothing of concrete devices or Qt: every method talks to the small `FocusDevice`
-protocol in `slidescan.focus.protocol`, which hardware objects satisfy structurally.
+protocol in `slidescan.focus.protocol` through the one `FocusDrive` (`slidescan.focus.drive`)
+that commands the focus drive; hardware objects satisfy the protocol structurally.
 """
 
 from slidescan.focus.protocol import (
+    Fallback,
     FocusCurve,
     FocusDevice,
     FocusError,
     FocusHint,
     FocusMethod,
+    FocusParams,
     FocusResult,
+    MadeImage,
     OpticsLike,
-    ZApproach,
+    Shot,
+    SlideCalibrated,
     depth_of_field_um,
 )
 
 __all__ = [
+    "Fallback",
     "FocusCurve",
     "FocusDevice",
     "FocusError",
     "FocusHint",
     "FocusMethod",
+    "FocusParams",
     "FocusResult",
+    "MadeImage",
     "OpticsLike",
-    "ZApproach",
+    "Shot",
+    "SlideCalibrated",
     "depth_of_field_um",
 ]

@@ -1,10 +1,11 @@
 """Classical focus methods: a z-sweep with a sub-step peak fit, a coarse-to-fine Brent search,
 and "none" (use the hint as it is).
 
-Every Z move goes through `ZGuard`: targets are clamped to the soft limits and approached from
-below, so backlash never enters a measurement and the final frame is taken after an upward move.
-Hardware time is the device clock's difference over the run; compute time is the
-`perf_counter` time spent in metrics, fits and the optimiser's own bookkeeping.
+Every Z move goes through the `FocusDrive` a method is given: targets are clamped to the soft
+limits and approached from below, so backlash never enters a measurement and the final frame is
+taken after an upward move. Hardware time is the device clock's difference over the run;
+compute time is the `perf_counter` time spent in metrics, fits and the optimiser's own
+bookkeeping.
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 from scipy.optimize import minimize_scalar
 
-from slidescan.focus.metrics import get_metric
+from slidescan.focus.drive import FocusDrive
+from slidescan.focus.metrics import MetricName, get_metric
 from slidescan.focus.protocol import (
     FocusCurve,
-    FocusDevice,
     FocusError,
     FocusHint,
+    FocusMethod,
+    FocusParams,
     FocusResult,
     FrameLike,
 )
-from slidescan.focus.safety import ZGuard
 
 PeakFitKind = Literal["gauss", "parabola"]
 
@@ -145,27 +148,22 @@ def _prominence(values: np.ndarray) -> float:
     return 1.0 - float(np.min(values)) / vmax if vmax > 0 else 0.0
 
 
-def _dof(device: FocusDevice) -> float:
-    dof = float(device.optics.depth_of_field_um)
+def _dof(drive: FocusDrive) -> float:
+    dof = float(drive.optics.depth_of_field_um)
     if not (math.isfinite(dof) and dof > 0):
         raise FocusError(f"device optics report an invalid depth of field ({dof})")
     return dof
 
 
-def _check_positive(name: str, value: float | None) -> None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value}")
-
-
 class _Session:
-    """One focus run: the guard, the clocks, and the measured curve."""
+    """One focus run: the drive, the clocks, and the measured curve."""
 
-    def __init__(self, device: FocusDevice, metric_name: str, overshoot_um: float | None):
-        self.device = device
+    def __init__(self, drive: FocusDrive, metric_name: str):
+        self.drive = drive
         self.metric = get_metric(metric_name)
         self.metric_name = metric_name
-        self.guard = ZGuard(device, overshoot_um=overshoot_um)
-        self.hw_start = float(device.now())
+        self.moves_start = drive.moves
+        self.hw_start = drive.now()
         self.compute_s = 0.0
         self.frames = 0
         self.z: list[float] = []
@@ -173,10 +171,10 @@ class _Session:
         self.clamped = False
 
     def measure(self, z_um: float) -> tuple[float, float, FrameLike]:
-        """Move to `z_um` through the guard, snap, and score the frame: (z reached, value, frame)."""
-        move = self.guard.move_to(z_um)
+        """Move to `z_um` through the drive, snap, and score the frame: (z reached, value,
+        frame)."""
+        frame, move = self.drive.snap_at(z_um)
         self.clamped |= move.clamped
-        frame = self.device.snap()
         self.frames += 1
         t0 = time.perf_counter()
         value = float(self.metric(np.asarray(frame.image)))
@@ -194,7 +192,12 @@ class _Session:
         return FocusCurve(z[order], v[order], kind="metric", label=label)
 
     def hardware_s(self) -> float:
-        return float(self.device.now()) - self.hw_start
+        return self.drive.now() - self.hw_start
+
+    @property
+    def moves(self) -> int:
+        """Z commands sent during this run."""
+        return self.drive.moves - self.moves_start
 
     def result(
         self,
@@ -238,14 +241,37 @@ def _sweep_planes(centre: float, half: float, step: float, limits: tuple[float, 
     return np.unique(np.clip(planes, lo, hi))
 
 
-class ZSweep:
+class ZSweepParams(FocusParams):
+    range_um: float | None = Field(
+        default=None,
+        gt=0,
+        description="half the sweep range, um (default: the hint's, else max(6, 7.5 DOF))",
+    )
+    step_um: float | None = Field(
+        default=None, gt=0, description="plane spacing, um (default 0.75 DOF)"
+    )
+    metric: MetricName = Field(default=DEFAULT_METRIC, description="focus metric")
+    fit: PeakFitKind = Field(default="gauss", description="peak fit")
+    fit_points: int = Field(default=5, ge=3, description="samples in the peak fit")
+    extend: bool = Field(
+        default=True, description="sweep on once if the peak lands on an end plane"
+    )
+    max_planes: int = Field(default=41, ge=3, description="most planes (the step grows to fit)")
+    min_prominence: float = Field(
+        default=0.2, ge=0, le=1, description="least relative rise of the metric (1 - min/max)"
+    )
+    final_frame: bool = Field(default=True, description="take the final frame at the fitted z")
+
+
+class ZSweep(FocusMethod):
     """Sweep N planes around the hint from bottom to top, then fit the metric's peak.
 
     Defaults scale with the optics: `step_um` = 0.75 x depth of field; half range = `range_um`
     if set, else the hint's `range_um`, else max(6 um, 7.5 x DOF) (20x/0.75: 21 planes 0.61 um
-    apart over +/- 6.1 um); at most `max_planes` (the step grows to fit). If the maximum lands on an end plane and `extend` is set,
-    the sweep continues once by half its length in that direction. The method finishes at the
-    fitted z (approached from below) and takes the final frame there.
+    apart over +/- 6.1 um); at most `max_planes` (the step grows to fit). If the maximum lands
+    on an end plane and `extend` is set, the sweep continues once by half its length in that
+    direction. The method finishes at the fitted z (approached from below) and takes the final
+    frame there.
 
     Below `min_prominence` relative rise of the metric over the sweep (1 - min / max) there is
     no focus signal (blank glass, or focus far outside the range): the result is not ok, its z
@@ -253,74 +279,43 @@ class ZSweep:
     """
 
     name = "zsweep"
+    Params = ZSweepParams
+    params: ZSweepParams
 
-    def __init__(
-        self,
-        range_um: float | None = None,
-        step_um: float | None = None,
-        metric: str = DEFAULT_METRIC,
-        fit: PeakFitKind = "gauss",
-        fit_points: int = 5,
-        extend: bool = True,
-        max_planes: int = 41,
-        overshoot_um: float | None = None,
-        min_prominence: float = 0.2,
-        final_frame: bool = True,
-    ) -> None:
-        _check_positive("range_um", range_um)
-        _check_positive("step_um", step_um)
-        get_metric(metric)
-        if fit not in ("gauss", "parabola"):
-            raise ValueError(f"fit must be 'gauss' or 'parabola', got {fit!r}")
-        if fit_points < 3:
-            raise ValueError(f"fit_points must be at least 3, got {fit_points}")
-        if max_planes < 3:
-            raise ValueError(f"max_planes must be at least 3, got {max_planes}")
-        self.range_um = range_um
-        self.step_um = step_um
-        self.metric = metric
-        self.fit: PeakFitKind = fit
-        self.fit_points = int(fit_points)
-        self.extend = bool(extend)
-        self.max_planes = int(max_planes)
-        self.overshoot_um = overshoot_um
-        self.min_prominence = float(min_prominence)
-        self.final_frame = bool(final_frame)
-
-    def plan(self, device: FocusDevice, hint: FocusHint) -> tuple[float, float]:
-        """(half range, step) in um for this device and hint."""
-        dof = _dof(device)
-        step = self.step_um if self.step_um is not None else 0.75 * dof
-        half = max(_half_range(self.range_um, hint, dof), 2.0 * step)
+    def plan(self, drive: FocusDrive, hint: FocusHint) -> tuple[float, float]:
+        """(half range, step) in um for this drive's optics and this hint."""
+        p = self.params
+        dof = _dof(drive)
+        step = p.step_um if p.step_um is not None else 0.75 * dof
+        half = max(_half_range(p.range_um, hint, dof), 2.0 * step)
         k = math.ceil(half / step - 1e-9)
-        if 2 * k + 1 > self.max_planes:
-            k = (self.max_planes - 1) // 2
+        if 2 * k + 1 > p.max_planes:
+            k = (p.max_planes - 1) // 2
             step = half / k
         return k * step, step
 
-    def approach_z(self, device: FocusDevice, hint: FocusHint) -> float:
-        """The lowest plane: the runner brings Z there from below during the XY move and
-        says so in `hint.approach`, so the sweep's first frame needs no move of its own."""
-        guard = ZGuard(device, overshoot_um=self.overshoot_um)
-        centre, _ = guard.clamp(hint.z_um)
-        half, step = self.plan(device, hint)
-        return _sweep_planes(centre, half, step, guard.limits)[0]
+    def first_z(self, drive: FocusDrive, hint: FocusHint) -> float:
+        """The lowest plane: the scan engine brings Z there from below during the XY move, so
+        the sweep's first frame needs no move of its own."""
+        centre, _ = drive.clamp(hint.z_um)
+        half, step = self.plan(drive, hint)
+        return float(_sweep_planes(centre, half, step, drive.limits)[0])
 
-    def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
-        s = _Session(device, self.metric, self.overshoot_um)
-        s.guard.adopt(hint.approach)
-        centre, hint_clamped = s.guard.clamp(hint.z_um)
-        half, step = self.plan(device, hint)
-        limits = s.guard.limits
+    def focus(self, drive: FocusDrive, hint: FocusHint) -> FocusResult:
+        p = self.params
+        s = _Session(drive, p.metric)
+        centre, hint_clamped = drive.clamp(hint.z_um)
+        half, step = self.plan(drive, hint)
+        limits = drive.limits
         planes = _sweep_planes(centre, half, step, limits)
         for z in planes:
             s.measure(z)
 
         t0 = time.perf_counter()
-        peak = fit_peak(np.array(s.z), np.array(s.values), self.fit, self.fit_points)
+        peak = fit_peak(np.array(s.z), np.array(s.values), p.fit, p.fit_points)
         s.compute_s += time.perf_counter() - t0
         extended = ""
-        if peak.edge and self.extend:
+        if peak.edge and p.extend:
             n_more = max(2, len(planes) // 2)
             at_top = s.z[peak.index] >= max(s.z) - 1e-9
             more = (
@@ -335,12 +330,12 @@ class ZSweep:
                 for z in more:  # ascending: one direction again
                     s.measure(z)
                 t0 = time.perf_counter()
-                peak = fit_peak(np.array(s.z), np.array(s.values), self.fit, self.fit_points)
+                peak = fit_peak(np.array(s.z), np.array(s.values), p.fit, p.fit_points)
                 s.compute_s += time.perf_counter() - t0
 
         values = np.array(s.values)
         prominence = _prominence(values)
-        ok = prominence >= self.min_prominence
+        ok = prominence >= p.min_prominence
         if ok:
             z_best = peak.z_um
             confidence = curve_confidence(values, peak.quality, peak.edge)
@@ -351,78 +346,70 @@ class ZSweep:
             message = f"no focus signal: the metric varies {100 * prominence:.1f}% over the sweep"
 
         final = None
-        if self.final_frame:
-            move = s.guard.move_to(z_best)
+        if p.final_frame:
+            final, move = drive.snap_at(z_best)
             z_best = move.z_um
-            final = device.snap()
             s.frames += 1
         extra: dict[str, Any] = {
-            "metric": self.metric,
-            "fit": self.fit,
+            "metric": p.metric,
+            "fit": p.fit,
             "step_um": float(step),
             "planes": len(s.z),
             "edge": bool(peak.edge),
             "extended": extended,
             "clamped": bool(s.clamped or hint_clamped),
-            "moves": s.guard.moves,
+            "moves": s.moves,
             "fit_quality": float(peak.quality),
             "prominence": float(prominence),
         }
         return s.result(self.name, z_best, confidence, ok, message, final, extra)
 
 
-class BrentSearch:
+class BrentParams(FocusParams):
+    range_um: float | None = Field(default=None, gt=0, description="half the coarse range, um")
+    coarse_step_um: float | None = Field(
+        default=None, gt=0, description="coarse plane spacing, um (default 2 DOF)"
+    )
+    xatol_um: float | None = Field(
+        default=None, gt=0, description="Brent's z tolerance, um (default DOF/16)"
+    )
+    metric: MetricName = Field(default=DEFAULT_METRIC, description="focus metric")
+    max_evaluations: int = Field(default=12, ge=1, description="most Brent evaluations")
+    refine: bool = Field(default=True, description="one more frame at the fitted peak")
+    min_prominence: float = Field(
+        default=0.2, ge=0, le=1, description="least relative rise of the metric (1 - min/max)"
+    )
+
+
+class BrentSearch(FocusMethod):
     """Coarse-to-fine search: a coarse bottom-to-top pass, then bounded Brent on -metric.
 
     The coarse pass (step `coarse_step_um`, default 2 x DOF, over the same range as a z-sweep)
     finds the peak's basin, so the noisy flat tails of the focus curve never mislead the
     optimiser. `scipy.optimize.minimize_scalar(method="bounded")` then searches the bracket of
     one coarse step either side of the best coarse plane to `xatol_um` (default DOF / 16). Brent
-    moves both ways; `ZGuard` approaches every evaluation from below, so backlash does not bias
-    it (at the price of an extra move for each downward step). Near the flat top of the curve
-    the metric's noise decides which evaluation is best, so with `refine` a Gaussian is fitted
-    to every evaluation within `REFINE_WINDOW_DOF` (1.5) DOF of the best and, if its peak lies
-    more than xatol / 2 away, the method moves there and takes one more frame (on the simulator
-    at 20x/0.75 with a 4 um section: MAE 0.051 -> 0.028 um for about one frame more). Otherwise the final frame is
-    the best evaluation's.
-    `min_prominence` as for `ZSweep`, judged on the coarse pass.
+    moves both ways; the drive approaches every evaluation from below, so backlash does not
+    bias it (at the price of an extra move for each downward step). Near the flat top of the
+    curve the metric's noise decides which evaluation is best, so with `refine` a Gaussian is
+    fitted to every evaluation within `REFINE_WINDOW_DOF` (1.5) DOF of the best and, if its
+    peak lies more than xatol / 2 away, the method moves there and takes one more frame (on the
+    simulator at 20x/0.75 with a 4 um section: MAE 0.051 -> 0.028 um for about one frame more).
+    Otherwise the final frame is the best evaluation's. `min_prominence` as for `ZSweep`,
+    judged on the coarse pass.
     """
 
     name = "brent"
+    Params = BrentParams
+    params: BrentParams
 
-    def __init__(
-        self,
-        range_um: float | None = None,
-        coarse_step_um: float | None = None,
-        xatol_um: float | None = None,
-        metric: str = DEFAULT_METRIC,
-        max_evaluations: int = 12,
-        refine: bool = True,
-        overshoot_um: float | None = None,
-        min_prominence: float = 0.2,
-    ) -> None:
-        _check_positive("range_um", range_um)
-        _check_positive("coarse_step_um", coarse_step_um)
-        _check_positive("xatol_um", xatol_um)
-        get_metric(metric)
-        if max_evaluations < 1:
-            raise ValueError(f"max_evaluations must be at least 1, got {max_evaluations}")
-        self.range_um = range_um
-        self.coarse_step_um = coarse_step_um
-        self.xatol_um = xatol_um
-        self.metric = metric
-        self.max_evaluations = int(max_evaluations)
-        self.refine = bool(refine)
-        self.overshoot_um = overshoot_um
-        self.min_prominence = float(min_prominence)
-
-    def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
-        dof = _dof(device)
-        s = _Session(device, self.metric, self.overshoot_um)
-        centre, hint_clamped = s.guard.clamp(hint.z_um)
-        step = self.coarse_step_um if self.coarse_step_um is not None else 2.0 * dof
-        half = max(_half_range(self.range_um, hint, dof), step)
-        limits = s.guard.limits
+    def focus(self, drive: FocusDrive, hint: FocusHint) -> FocusResult:
+        p = self.params
+        dof = _dof(drive)
+        s = _Session(drive, p.metric)
+        centre, hint_clamped = drive.clamp(hint.z_um)
+        step = p.coarse_step_um if p.coarse_step_um is not None else 2.0 * dof
+        half = max(_half_range(p.range_um, hint, dof), step)
+        limits = drive.limits
         best_frame: FrameLike | None = None
         best_value = -math.inf
         best_z = centre
@@ -441,9 +428,9 @@ class BrentSearch:
         i = int(np.argmax(coarse_values))
         edge = i in (0, coarse.size - 1)
         prominence = _prominence(coarse_values)
-        ok = prominence >= self.min_prominence
+        ok = prominence >= p.min_prominence
         converged = False
-        xatol = self.xatol_um if self.xatol_um is not None else dof / 16.0
+        xatol = p.xatol_um if p.xatol_um is not None else dof / 16.0
         if ok:
             lo = max(coarse[i] - step, limits[0])
             hi = min(coarse[i] + step, limits[1])
@@ -462,7 +449,7 @@ class BrentSearch:
                     objective,
                     bounds=(lo, hi),
                     method="bounded",
-                    options={"xatol": xatol, "maxiter": self.max_evaluations},
+                    options={"xatol": xatol, "maxiter": p.max_evaluations},
                 )
                 converged = bool(res.success)
             # The optimiser's own time, without the device calls and metrics inside objective
@@ -474,14 +461,14 @@ class BrentSearch:
         if ok:
             z_best = best_z
             final = best_frame
-            if self.refine:
+            if p.refine:
                 t0 = time.perf_counter()
                 vertex = gaussian_vertex(np.array(s.z), values, best_z, REFINE_WINDOW_DOF * dof)
                 s.compute_s += time.perf_counter() - t0
                 if vertex is not None and abs(vertex - best_z) > xatol / 2:
                     # The fitted peak lies between evaluations: one more frame, from below.
-                    move = s.guard.move_to(vertex)
-                    z_best, final, refined = move.z_um, device.snap(), True
+                    final, move = drive.snap_at(vertex)
+                    z_best, refined = move.z_um, True
                     s.frames += 1
             quality = 1.0 if converged else 0.5
             confidence = curve_confidence(values, quality, edge)
@@ -499,7 +486,7 @@ class BrentSearch:
             message,
             final,
             {
-                "metric": self.metric,
+                "metric": p.metric,
                 "coarse_step_um": float(step),
                 "coarse_planes": int(coarse.size),
                 "evaluations": len(s.z),
@@ -507,13 +494,17 @@ class BrentSearch:
                 "converged": converged,
                 "refined": refined,
                 "clamped": bool(s.clamped or hint_clamped),
-                "moves": s.guard.moves,
+                "moves": s.moves,
                 "prominence": float(prominence),
             },
         )
 
 
-class NoFocus:
+class NoFocusParams(FocusParams):
+    snap: bool = Field(default=False, description="go to the hint and take the final frame there")
+
+
+class NoFocus(FocusMethod):
     """Use the hint as the focus (fixed z, or a focus-map prediction), clamped to the limits.
 
     With `snap=False` (default) nothing moves and no frame is taken; with `snap=True` the drive
@@ -521,23 +512,19 @@ class NoFocus:
     """
 
     name = "none"
+    Params = NoFocusParams
+    params: NoFocusParams
 
-    def __init__(self, snap: bool = False, overshoot_um: float | None = None) -> None:
-        self.snap = bool(snap)
-        self.overshoot_um = overshoot_um
-
-    def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
-        hw0 = float(device.now())
-        guard = ZGuard(device, overshoot_um=self.overshoot_um)
-        z, clamped = guard.clamp(hint.z_um)
+    def focus(self, drive: FocusDrive, hint: FocusHint) -> FocusResult:
+        hw0 = drive.now()
+        z, clamped = drive.clamp(hint.z_um)
         frame = None
-        if self.snap:
-            guard.move_to(z)
-            frame = device.snap()
+        if self.params.snap:
+            frame, _ = drive.snap_at(z)
         return FocusResult(
             z_um=z,
             frames=1 if frame is not None else 0,
-            hardware_s=float(device.now()) - hw0,
+            hardware_s=drive.now() - hw0,
             compute_s=0.0,
             confidence=1.0,
             method=self.name,

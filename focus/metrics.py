@@ -27,10 +27,20 @@ border never adds false edges.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 
 Metric = Callable[[np.ndarray], float | np.ndarray]
+#: The metric names, as a type: parameter models use it (the GUI offers them as a choice).
+MetricName = Literal[
+    "brenner",
+    "brenner_green",
+    "tenengrad",
+    "normalized_variance",
+    "variance_of_laplacian",
+    "highpass",
+]
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _GREEN = np.array([0.0, 1.0, 0.0], dtype=np.float32)

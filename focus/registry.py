@@ -1,76 +1,91 @@
 """The focus-method registry: names for the CLI, the GUI and scan plans.
 
-Built-in classical methods are always there. Learned methods are entries "module:attr" that are
-imported on first use (torch is slow to import), and listed only when their module can be
-found. "focusmap" is not a method: it is a scan strategy (survey points, a fitted surface and an
-inner method) that the scan engine builds from `slidescan.focus.surface`.
+Each entry names the method class and its parameter model. Built-in classical methods are
+classes; learned methods are "module:attr" entries imported on first use (torch is slow to
+import), listed only when their module can be found, and their parameter models live in small
+torch-free modules so a form or `--help` never imports torch. "focusmap" is not a method: it is
+a scan strategy (survey points, a fitted surface and an inner method) that the scan engine
+builds from `slidescan.focus.surface`.
+
+    params = validate_params("zsweep", {"step_um": 0.5})   # a ZSweepParams, or one-line error
+    method = get_method("zsweep", step_um=0.5)             # a fresh ZSweep
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from slidescan.focus.classical import BrentSearch, NoFocus, ZSweep
-from slidescan.focus.protocol import FocusError, FocusMethod
+from slidescan.focus.protocol import FocusError, FocusMethod, FocusParams
 
 
 class UnknownMethodError(FocusError, ValueError):
     """An unknown focus-method name, or parameters the method does not take."""
 
 
+Target = type | str  # a class, or "module:attr" imported on first use
+
+
 @dataclass(frozen=True)
 class _Entry:
-    target: type | str  # the class, or "module:attr" imported on first use
+    method: Target
+    params: Target
     summary: str = ""
 
     @property
-    def module(self) -> str | None:
-        return self.target.split(":", 1)[0] if isinstance(self.target, str) else None
+    def modules(self) -> list[str]:
+        return [t.split(":", 1)[0] for t in (self.method, self.params) if isinstance(t, str)]
 
     def available(self) -> bool:
-        if self.module is None:
-            return True
         try:
-            return importlib.util.find_spec(self.module) is not None
+            return all(importlib.util.find_spec(m) is not None for m in self.modules)
         except (ImportError, ValueError):  # a parent package is missing or broken
             return False
 
-    def load(self, name: str) -> type:
-        if not isinstance(self.target, str):
-            return self.target
-        module_name, _, attr = self.target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-            return getattr(module, attr)
-        except (ImportError, AttributeError) as exc:
-            raise UnknownMethodError(
-                f"focus method {name!r} is not available ({self.target}: {exc})"
-            ) from exc
+
+def _load(name: str, target: Target) -> type:
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownMethodError(
+            f"focus method {name!r} is not available ({target}: {exc})"
+        ) from exc
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "zsweep": _Entry(ZSweep),
-    "brent": _Entry(BrentSearch),
-    "none": _Entry(NoFocus),
+    "zsweep": _Entry(ZSweep, ZSweep.Params),
+    "brent": _Entry(BrentSearch, BrentSearch.Params),
+    "none": _Entry(NoFocus, NoFocus.Params),
     "diffcnn": _Entry(
         "slidescan.focus.learned.diffcnn:DiffCNNFocus",
+        "slidescan.focus.learned.diffcnn_params:DiffCNNParams",
         "Learned: a CNN predicts the defocus from the difference of two frames a known step apart.",
     ),
 }
 
 
-def register(name: str, target: type | str, summary: str = "") -> None:
-    """Add a method: a class, or "module:attr" imported on first use. Replaces an entry of the
-    same name (so a plug-in can override a default)."""
+def register(name: str, method: Target, params: Target | None = None, summary: str = "") -> None:
+    """Add a method: its class (or "module:attr") and its parameter model (default: the
+    class's `Params`; give "module:attr" for a lazily imported method so its form does not
+    import it). Replaces an entry of the same name (a plug-in can override a default)."""
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"method names are letters, digits and '_', got {name!r}")
-    if isinstance(target, str) and ":" not in target:
-        raise ValueError(f"a lazy target is 'module:attr', got {target!r}")
-    _REGISTRY[name] = _Entry(target, summary)
+    for target in (method, params):
+        if isinstance(target, str) and ":" not in target:
+            raise ValueError(f"a lazy target is 'module:attr', got {target!r}")
+    if params is None:
+        if isinstance(method, str):
+            raise ValueError("a lazily imported method needs its parameter model named too")
+        params = method.Params
+    _REGISTRY[name] = _Entry(method, params, summary)
 
 
 def available_methods() -> list[str]:
@@ -86,51 +101,67 @@ def _entry(name: str) -> _Entry:
     return entry
 
 
-def _parameters(cls: type) -> dict[str, inspect.Parameter]:
-    sig = inspect.signature(cls.__init__)
-    return {
-        p.name: p
-        for p in list(sig.parameters.values())[1:]
-        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
+def method_class(name: str) -> type[FocusMethod]:
+    """The class of method `name` (imports a learned method's module)."""
+    cls = _load(name, _entry(name).method)
+    if not (isinstance(cls, type) and issubclass(cls, FocusMethod)):
+        raise UnknownMethodError(f"{cls!r} is not a focus method (subclass FocusMethod)")
+    return cls
 
 
-def get_method(name: str, **params: Any) -> FocusMethod:
-    """A new instance of method `name` with `params`; a clear one-line error for an unknown
-    name, an unknown parameter or a bad value."""
-    cls = _entry(name).load(name)
-    accepted = _parameters(cls)
-    unknown = sorted(set(params) - set(accepted))
+def params_model(name: str) -> type[FocusParams]:
+    """The parameter model of method `name`, without importing the method itself."""
+    model = _load(name, _entry(name).params)
+    if not (isinstance(model, type) and issubclass(model, FocusParams)):
+        raise UnknownMethodError(f"{model!r} is not a focus parameter model (FocusParams)")
+    return model
+
+
+def validate_params(name: str, params: dict[str, Any]) -> FocusParams:
+    """`params` checked against method `name`'s model; one line naming the parameter and the
+    problem (or the valid names) otherwise."""
+    model = params_model(name)
+    unknown = sorted(set(params) - set(model.model_fields))
     if unknown:
-        valid = ", ".join(accepted) or "none"
+        valid = ", ".join(model.model_fields) or "none"
         raise UnknownMethodError(
             f"focus method {name!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"valid parameters: {valid}"
         )
     try:
-        method = cls(**params)
+        return model.model_validate(params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise UnknownMethodError(
+            f"bad parameter {where} for focus method {name!r}: "
+            f"{first['msg'].removeprefix('Value error, ')}{more}"
+        ) from None
+
+
+def get_method(name: str, **params: Any) -> FocusMethod:
+    """A new instance of method `name` with validated `params`; a clear one-line error for an
+    unknown name, an unknown parameter or a bad value."""
+    validated = validate_params(name, params)
+    cls = method_class(name)
+    try:
+        return cls(validated)
     except (TypeError, ValueError) as exc:
         raise UnknownMethodError(f"bad parameters for focus method {name!r}: {exc}") from exc
-    if not isinstance(method, FocusMethod):
-        raise UnknownMethodError(f"{cls.__name__} is not a focus method (needs name and focus())")
-    return method
 
 
 def describe(name: str) -> str:
     """A few lines for --help and the GUI: what the method does and its parameters."""
     entry = _entry(name)
-    if isinstance(entry.target, str) and entry.summary:
-        # Do not import a learned method (and torch) just to describe it.
-        return f"{name}: {entry.summary}"
-    cls = entry.load(name)
-    doc = inspect.getdoc(cls) or entry.summary
-    first = doc.split("\n\n", 1)[0].replace("\n", " ") if doc else ""
+    if isinstance(entry.method, str):
+        first = entry.summary
+    else:
+        doc = entry.method.__doc__ or entry.summary
+        first = " ".join(doc.strip().split("\n\n", 1)[0].split()) if doc else ""
     lines = [f"{name}: {first}"]
-    params = _parameters(cls)
-    if params:
-        parts = [
-            p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
-            for p in params.values()
-        ]
+    model = params_model(name)
+    if model.model_fields:
+        parts = [f"{key}={field.default!r}" for key, field in model.model_fields.items()]
         lines.append("parameters: " + ", ".join(parts))
     return "\n".join(lines)

@@ -369,11 +369,6 @@ class FocusPredictor:
             np.asarray(self._w, dtype=np.float64),
         )
 
-    @property
-    def prediction_errors(self) -> np.ndarray:
-        """Out-of-sample errors (measured - predicted) of the accepted points, oldest first."""
-        return np.asarray(self._errors, dtype=np.float64)
-
     def add(self, x: float, y: float, z: float, confidence: float = 1.0) -> bool:
         """Add a measured focus; False if it was rejected (outlier, no confidence, not finite)."""
         x, y, z, confidence = float(x), float(y), float(z), float(confidence)

@@ -1,8 +1,11 @@
 """A microscope: one stage, one camera, one optical path and one clock.
 
 It satisfies `slidescan.focus.protocol.FocusDevice` structurally (move_z, get_z, snap, optics,
-z_limits, now), so every focus method runs unchanged on the simulator, on recorded stacks and
-on real hardware.
+z_limits, z_play_um, now), so every focus method runs unchanged on the simulator, on recorded
+stacks and on real hardware.
+
+`truth` is what only a simulator knows (`slidescan.hardware.truth.SlideTruth`); None on real
+hardware. Callers ask it instead of probing the microscope for simulator attributes.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slidescan.hardware.base import Camera, Frame, Stage
-from slidescan.hardware.clock import Clock, RealClock
+from slidescan.hardware.clock import Clock
 from slidescan.hardware.optics import OpticalPath
+from slidescan.hardware.truth import SlideTruth
 
 
 @dataclass
@@ -22,11 +26,10 @@ class Microscope:
     clock: Clock
     name: str = "microscope"
 
-    @classmethod
-    def from_devices(
-        cls, stage: Stage, camera: Camera, optics: OpticalPath, clock: Clock | None = None
-    ) -> Microscope:
-        return cls(stage=stage, camera=camera, optics=optics, clock=clock or RealClock())
+    @property
+    def truth(self) -> SlideTruth | None:
+        """What only a simulator knows; None for real hardware (and recorded stacks)."""
+        return None
 
     # -- FocusDevice -------------------------------------------------------------------------
     @property
@@ -40,9 +43,9 @@ class Microscope:
         return self.stage.position().z
 
     @property
-    def z_backlash_um(self) -> float | None:
-        """Play of the focus drive a focus method must take up (see `StageBase.z_play_um`)."""
-        play = getattr(self.stage, "z_play_um", None)
+    def z_play_um(self) -> float | None:
+        """Play of the focus drive a caller must take up itself (`Stage.z_play_um`)."""
+        play = self.stage.z_play_um
         return None if play is None else float(play)
 
     def snap(self) -> Frame:
@@ -61,16 +64,11 @@ class Microscope:
         """One move of all three axes together: Z travels while the stage crosses to the next
         field, so a focus method's first position costs no extra time. With `via_z_um`, Z
         goes there first and then to `z_um` (an approach from below that takes up the drive's
-        play): during the XY move where the stage can (`StageBase.move_via`), else after it."""
+        play): during the XY move where the stage can (`Stage.move_via`), else after it."""
         if via_z_um is None:
             self.stage.move_to(x=x_um, y=y_um, z=z_um, wait=True)
-            return
-        move_via = getattr(self.stage, "move_via", None)
-        if move_via is not None:
-            move_via(x_um, y_um, z_um, via_z_um, wait=True)
         else:
-            self.stage.move_to(x=x_um, y=y_um, z=via_z_um, wait=True)
-            self.stage.move_to(z=z_um, wait=True)
+            self.stage.move_via(x_um, y_um, z_um, via_z_um, wait=True)
 
     def close(self) -> None:
         for dev in (self.camera, self.stage):

@@ -83,6 +83,11 @@ class OpticalPath:
     wavelengths_um: tuple[float, ...] = RGB_WAVELENGTHS_UM
 
     @property
+    def objective_name(self) -> str:
+        """The objective's name ('20x/0.75'); an NA override keeps the catalogue name."""
+        return self.objective.name
+
+    @property
     def na(self) -> float:
         return self.objective.na
 

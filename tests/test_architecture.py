@@ -52,3 +52,24 @@ def test_hardware_does_not_import_focus_or_app():
 
 def test_focus_does_not_import_hardware_or_app():
     assert _offenders(_files("focus"), ("slidescan.hardware", "slidescan.app")) == []
+
+
+def test_the_engine_never_imports_the_offline_tools():
+    """Training, evaluation and benchmarks live in app/tools (and app/gui/tools); the engine,
+    the store, the CLI core and the application import none of them."""
+    room = [f for f in _files("app") if "tools" in f.relative_to(REPO).parts]
+    rest = [f for f in _files("app") if f not in room and "commands" not in f.parts]
+    banned = ("slidescan.app.tools", "slidescan.app.gui.tools")
+    assert _offenders(rest, banned) == []
+
+
+def test_the_tools_never_import_the_cli():
+    tools = [f for f in _files("app") if "tools" in f.relative_to(REPO).parts]
+    assert tools and _offenders(tools, ("slidescan.app.commands", "slidescan.app.cli")) == []
+
+
+def test_no_lazy_imports_slip_past_these_rules(tmp_path):
+    """Imports inside functions count too (_imports walks the whole tree)."""
+    path = tmp_path / "probe.py"
+    path.write_text("def f():\n    import slidescan.app.tools.bench\n", encoding="utf-8")
+    assert "slidescan.app.tools.bench" in _imports(path)

@@ -7,15 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from slidescan.app.bench import (
+from slidescan.app.cli import main
+from slidescan.app.plan import Tile
+from slidescan.app.tools.bench import (
     grid_shape,
     physical_bound_s,
     run_scan_bench,
     run_writer_bench,
     three_exposure_bound_s,
 )
-from slidescan.app.cli import main
-from slidescan.app.plan import Tile
 
 
 def test_physical_bound_is_mean_move_plus_one_frame():
@@ -91,7 +91,6 @@ def test_writer_bench_reports_throughput(tmp_path):
 
 
 def test_scan_bench_on_the_simulator():
-    pytest.importorskip("slidescan.hardware.sim")
     rows = run_scan_bench(
         methods=("zsweep", "none"), profiles=("commercial",), n_tiles=4, camera_shape=(64, 64)
     )

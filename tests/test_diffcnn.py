@@ -10,22 +10,32 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
+from slidescan.focus.drive import FocusDrive
+from slidescan.focus.learned.checkpoint import save_checkpoint
 from slidescan.focus.learned.diffcnn import (
     GAIN_RANGE,
     DiffCNNFocus,
+    DiffCNNMeta,
     DiffCNNPredictor,
     PairPrediction,
     SlideCorrection,
     fit_correction,
     fuse_conv_bn,
+    load_diffcnn,
+    optics_objective,
     weighted_median,
+)
+from slidescan.focus.learned.diffcnn_training import (
+    DiffCNNTask,
+    DiffCNNTrainConfig,
+    PatchDataset,
+    tile_errors,
 )
 from slidescan.focus.learned.losses import distance_weights, weighted_smooth_l1
 from slidescan.focus.learned.mobilenet import MobileNetV2, count_parameters, make_divisible
 from slidescan.focus.learned.preprocess import InputSpec, network_input, patch_pairs
-from slidescan.focus.learned.training import PatchDataset, TrainConfig, Trainer, fit, tile_errors
-from slidescan.focus.learned.weights import DiffCNNMeta, load_checkpoint, save_checkpoint
-from slidescan.focus.protocol import FocusError, FocusHint, FocusResult
+from slidescan.focus.learned.training import LoopConfig, Trainer
+from slidescan.focus.protocol import FocusError, FocusHint, FocusMethod, FocusResult
 
 SPEC = InputSpec(patch_px=32, bin=1, pixel_size_um=0.5, colour="grey", max_patches=8)
 
@@ -161,9 +171,6 @@ def test_patches_resample_to_the_trained_pixel_size():
 # -- checkpoints --------------------------------------------------------------------------------------
 def _meta(spec: InputSpec = SPEC, **kw) -> DiffCNNMeta:
     base = dict(
-        in_channels=spec.in_channels,
-        width_mult=0.35,
-        last_channels=64,
         input_spec=spec.to_dict(),
         objective="test/0.75",
         na=0.75,
@@ -178,19 +185,32 @@ def _meta(spec: InputSpec = SPEC, **kw) -> DiffCNNMeta:
     return DiffCNNMeta(**base)
 
 
+def _arch(meta: DiffCNNMeta) -> dict:
+    return {
+        "in_channels": meta.spec.in_channels,
+        "num_outputs": 1,
+        "width_mult": 0.35,
+        "last_channels": 64,
+    }
+
+
+def _save(path, model, meta: DiffCNNMeta):
+    return save_checkpoint(path, meta.checkpoint(model, _arch(meta)))
+
+
 def _constant_checkpoint(path, distance_um: float, meta: DiffCNNMeta | None = None):
     """A checkpoint whose network answers `distance_um` for any input."""
     meta = meta or _meta()
-    model = MobileNetV2(meta.in_channels, 1, meta.width_mult, meta.last_channels)
+    model = MobileNetV2(**_arch(meta))
     with torch.no_grad():
         model.head[1].weight.zero_()
         model.head[1].bias.fill_((distance_um - meta.y_mean_um) / meta.y_scale_um)
-    return save_checkpoint(path, model, meta)
+    return _save(path, model, meta)
 
 
 def test_checkpoint_round_trip_is_self_describing(tmp_path):
     path = _constant_checkpoint(tmp_path / "m.pt", 5.0)
-    model, meta = load_checkpoint(path)
+    model, meta = load_diffcnn(path)
     assert meta.spec == SPEC and meta.delta_um == 2.0
     assert not model.training
     p = DiffCNNPredictor(path)
@@ -217,7 +237,7 @@ def test_missing_and_corrupt_weights_give_one_line_focus_errors(tmp_path):
     assert "\n" not in str(e.value)
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {}}, other)
-    with pytest.raises(FocusError, match="not a slidescan diffcnn checkpoint"):
+    with pytest.raises(FocusError, match="not a slidescan model checkpoint"):
         DiffCNNFocus(weights=other)
 
 
@@ -239,13 +259,14 @@ def test_tiny_training_run_reduces_the_loss():
     torch.manual_seed(0)
     train, val = _synthetic_patches(256, 1), _synthetic_patches(64, 2)
     model = MobileNetV2(2, 1, 0.35, last_channels=64)
-    cfg = TrainConfig(epochs=6, batch_size=32, lr=1e-2, seed=0, phase1_fraction=0.5)
-    trainer = Trainer(model, SPEC, cfg, 5.25, 1.6, torch.device("cpu"), steps_per_epoch=8)
-    before = trainer.evaluate(val)["patch_mae_um"]
-    history = fit(trainer, train, val)
-    assert [h.phase for h in history] == [1, 1, 1, 2, 2, 2]
+    cfg = DiffCNNTrainConfig(batch_size=32, phase1_fraction=0.5)
+    task = DiffCNNTask(train, val, SPEC, cfg, 6, 5.25, 1.6, torch.device("cpu"))
+    trainer = Trainer(model, task, LoopConfig(epochs=6, lr=1e-2, seed=0), torch.device("cpu"))
+    before = trainer.validate()["patch_mae_um"]
+    history = trainer.fit()
+    assert [cfg.phase(h.epoch - 1, 6) for h in history] == [1, 1, 1, 2, 2, 2]
     assert history[-1].train_loss < 0.6 * history[0].train_loss
-    assert history[-1].val_patch_mae_um < 0.6 * before
+    assert history[-1].metrics["patch_mae_um"] < 0.6 * before
 
 
 def test_tile_errors_combine_patches_by_weighted_median():
@@ -262,6 +283,7 @@ def test_tile_errors_combine_patches_by_weighted_median():
 # -- the method on a toy microscope ------------------------------------------------------------------
 @dataclass
 class _Optics:
+    objective_name: str = ""
     na: float = 0.75
     immersion_n: float = 1.0
     magnification: float = 20.0
@@ -282,6 +304,7 @@ class ToyScope:
     focus_um: float = 0.0
     z: float = 0.0
     z_limits: tuple[float, float] = (-40.0, 40.0)
+    z_play_um: float | None = None
     optics: _Optics = field(default_factory=_Optics)
     blank: bool = False
     moves: list[float] = field(default_factory=list)
@@ -318,7 +341,7 @@ def test_method_two_shots_below_one_move_one_final_frame(tmp_path):
     weights = _constant_checkpoint(tmp_path / "c.pt", 4.0)
     method = DiffCNNFocus(weights=weights, margin_um=0.5, calibrate_tiles=0)
     scope = ToyScope(focus_um=1.0, z=3.0)
-    result = method.focus(scope, FocusHint(z_um=3.0, range_um=5.0))
+    result = method.focus(FocusDrive(scope), FocusHint(z_um=3.0, range_um=5.0))
     offset = 2.5 + 0.5 + 5.0  # y_min + margin + range
     z1 = 3.0 - offset
     assert scope.snaps[:2] == pytest.approx([z1, z1 + 2.0])
@@ -338,7 +361,7 @@ def test_method_clamps_to_soft_limits(tmp_path):
     weights = _constant_checkpoint(tmp_path / "c.pt", 14.0)
     method = DiffCNNFocus(weights=weights)
     scope = ToyScope(z=-5.0, z_limits=(-12.0, 6.0))
-    result = method.focus(scope, FocusHint(z_um=-5.0, range_um=5.0))
+    result = method.focus(FocusDrive(scope), FocusHint(z_um=-5.0, range_um=5.0))
     assert all(-12.0 <= z <= 6.0 for z in scope.moves)
     assert result.z_um <= 6.0 and result.extra["clamped"]
 
@@ -347,8 +370,9 @@ def test_method_falls_back_to_a_sweep_when_the_prediction_is_out_of_range(tmp_pa
     weights = _constant_checkpoint(tmp_path / "c.pt", 40.0)  # far outside y in [2.5, 14]
     method = DiffCNNFocus(weights=weights, max_pairs=2)
     scope = ToyScope(focus_um=0.7, z=0.0)
-    result = method.focus(scope, FocusHint(z_um=0.0, range_um=3.0))
-    assert result.extra["pairs"] == 2 and result.extra["fallback"] == "zsweep"
+    result = method.focus(FocusDrive(scope), FocusHint(z_um=0.0, range_um=3.0))
+    assert result.extra["pairs"] == 2 and result.fallback.to == "zsweep"
+    assert "outside the trained range" in result.fallback.reason
     assert "outside the trained range" in result.message
     assert result.frames == len(scope.snaps) > 5
     # the sweep found the toy's focus; every move stayed in the limits
@@ -358,7 +382,7 @@ def test_method_falls_back_to_a_sweep_when_the_prediction_is_out_of_range(tmp_pa
 
 def test_method_takes_a_second_pair_when_patches_disagree(tmp_path, monkeypatch):
     weights = _constant_checkpoint(tmp_path / "c.pt", 6.0)
-    method = DiffCNNFocus(weights=weights, max_pairs=2, fallback=None)
+    method = DiffCNNFocus(weights=weights, max_pairs=2, fallback="none")
     answers = iter(
         [
             PairPrediction(7.0, 2.0, 0.8, 0.06, 8, 0.0),  # unsure
@@ -367,7 +391,7 @@ def test_method_takes_a_second_pair_when_patches_disagree(tmp_path, monkeypatch)
     )
     monkeypatch.setattr(method.predictor, "predict", lambda *a, **k: next(answers))
     scope = ToyScope(z=0.0)
-    result = method.focus(scope, FocusHint(z_um=0.0, range_um=5.0))
+    result = method.focus(FocusDrive(scope), FocusHint(z_um=0.0, range_um=5.0))
     z1 = -8.0
     est = z1 + 7.0
     z1b = est - method.offset_for(max(2 * 0.8, 1.0))
@@ -378,7 +402,7 @@ def test_method_takes_a_second_pair_when_patches_disagree(tmp_path, monkeypatch)
 
 def test_method_refines_a_far_pair_with_a_second_pair_near_focus(tmp_path, monkeypatch):
     weights = _constant_checkpoint(tmp_path / "c.pt", 6.0)
-    method = DiffCNNFocus(weights=weights, max_pairs=2, fallback=None, trust_within_um=6.0)
+    method = DiffCNNFocus(weights=weights, max_pairs=2, fallback="none", trust_within_um=6.0)
     answers = iter(
         [
             PairPrediction(9.0, 0.1, 0.04, 0.96, 8, 0.0),  # confident, but far from focus
@@ -387,7 +411,7 @@ def test_method_refines_a_far_pair_with_a_second_pair_near_focus(tmp_path, monke
     )
     monkeypatch.setattr(method.predictor, "predict", lambda *a, **k: next(answers))
     scope = ToyScope(z=0.0)
-    result = method.focus(scope, FocusHint(z_um=0.0, range_um=5.0))
+    result = method.focus(FocusDrive(scope), FocusHint(z_um=0.0, range_um=5.0))
     est = -8.0 + 9.0
     z1b = est - (2.5 + 0.5 + 0.75)  # y_min + margin + max(2 stderr, 0.75)
     assert result.ok and result.frames == 5
@@ -396,20 +420,22 @@ def test_method_refines_a_far_pair_with_a_second_pair_near_focus(tmp_path, monke
     # trusting any distance, the same first answer ends the search
     answers = iter([PairPrediction(9.0, 0.1, 0.04, 0.96, 8, 0.0)])
     method.trust_within_um = math.inf
-    assert method.focus(ToyScope(z=0.0), FocusHint(z_um=0.0, range_um=5.0)).frames == 3
+    assert method.focus(FocusDrive(ToyScope(z=0.0)), FocusHint(z_um=0.0, range_um=5.0)).frames == 3
 
 
 def test_method_reports_failure_on_empty_glass(tmp_path):
     weights = _constant_checkpoint(tmp_path / "c.pt", 6.0)
-    result = DiffCNNFocus(weights=weights).focus(ToyScope(blank=True), FocusHint(z_um=0.0))
+    result = DiffCNNFocus(weights=weights).focus(
+        FocusDrive(ToyScope(blank=True)), FocusHint(z_um=0.0)
+    )
     assert not result.ok and "no tissue" in result.message and result.z_um == 0.0
 
 
 def test_inference_is_deterministic(tmp_path):
     torch.manual_seed(1)
     meta = _meta()
-    model = MobileNetV2(meta.in_channels, 1, meta.width_mult, meta.last_channels)
-    path = save_checkpoint(tmp_path / "r.pt", model, meta)
+    model = MobileNetV2(**_arch(meta))
+    path = _save(tmp_path / "r.pt", model, meta)
     a, b = _texture(128, 5), gaussian_filter(_texture(128, 5), 1.0)
     p1 = DiffCNNPredictor(path).predict(a, b)
     p2 = DiffCNNPredictor(path).predict(a, b)
@@ -433,18 +459,21 @@ def test_shipped_weights_follow_the_devices_objective(tmp_path, monkeypatch):
     method = DiffCNNFocus()
     assert method.auto_objective and method.meta.objective == "20x/0.75"
     low_na = ToyScope(optics=_Optics(na=0.5))
-    method.select_model(low_na)
-    assert method.meta.objective == "20x/0.50" and method.axial_scale(low_na) == 1.0
-    method.select_model(ToyScope(optics=_Optics(na=0.95, magnification=40.0)))  # none shipped
+    method.select_model(low_na.optics)
+    assert method.meta.objective == "20x/0.50" and method.axial_scale(low_na.optics) == 1.0
+    method.select_model(_Optics(na=0.95, magnification=40.0))  # none shipped
     assert method.meta.objective == "20x/0.75"
-    method.select_model(ToyScope())
+    method.select_model(_Optics())
     assert method.meta.objective == "20x/0.75"
+    # an objective's declared name wins over magnification and NA (an NA override)
+    method.select_model(_Optics(objective_name="20x/0.50", na=0.52))
+    assert method.meta.objective == "20x/0.50"
     # an explicit objective (or weights file) pins the model
     pinned = DiffCNNFocus(objective="20x/0.75")
-    pinned.select_model(low_na)
-    assert pinned.meta.objective == "20x/0.75" and pinned.axial_scale(low_na) > 1.9
-    assert dc.device_objective(object()) is None
-    assert dc.device_objective(ToyScope(optics=_Optics(na=0.5))) == "20x/0.50"
+    pinned.select_model(low_na.optics)
+    assert pinned.meta.objective == "20x/0.75" and pinned.axial_scale(low_na.optics) > 1.9
+    assert optics_objective(_Optics(na=0.5)) == "20x/0.50"
+    assert optics_objective(_Optics(magnification=float("nan"))) is None
 
 
 def test_per_slide_calibration_removes_a_constant_bias(tmp_path):
@@ -460,13 +489,13 @@ def test_per_slide_calibration_removes_a_constant_bias(tmp_path):
         hint = FocusHint(z_um=focus, range_um=1.0)
         z1 = focus - method.offset_for(1.0)
         scope.focus_um = z1 + 4.3  # the truth is 0.3 um above what the network reads
-        r = method.focus(scope, hint)
+        r = method.focus(FocusDrive(scope), hint)
         errors.append(r.z_um - scope.focus_um)
         frames.append(r.frames)
-        names.append(r.method)
+        names.append((r.method, r.calibration))
     assert frames[0] > 3 and frames[1] > 3 and frames[2:] == [3, 3, 3]
-    # calibration tiles are named as such in the scan file's records
-    assert names == ["diffcnn+calibration"] * 2 + ["diffcnn"] * 3
+    # calibration tiles say so (the scan file records it)
+    assert names == [("diffcnn", True)] * 2 + [("diffcnn", False)] * 3
     assert method.correction().offset_um == pytest.approx(0.3, abs=0.1)
     assert all(abs(e) < 0.12 for e in errors), errors
     # without calibration the bias stays
@@ -474,28 +503,28 @@ def test_per_slide_calibration_removes_a_constant_bias(tmp_path):
     scope = ToyScope(focus_um=1.0, z=1.0)
     z1 = 1.0 - plain.offset_for(1.0)
     scope.focus_um = z1 + 4.3
-    r = plain.focus(scope, FocusHint(z_um=1.0, range_um=1.0))
+    r = plain.focus(FocusDrive(scope), FocusHint(z_um=1.0, range_um=1.0))
     assert r.frames == 3 and r.z_um - scope.focus_um == pytest.approx(-0.3, abs=1e-6)
     method.reset_calibration()
     assert method.correction() == SlideCorrection() and method.calibration_count() == 0
     # frozen: the (empty) calibration is used but no tile is swept for it
     method.calibration_frozen = True
     scope = ToyScope(focus_um=1.0, z=1.0)
-    r = method.focus(scope, FocusHint(z_um=1.0, range_um=1.0))
+    r = method.focus(FocusDrive(scope), FocusHint(z_um=1.0, range_um=1.0))
     assert r.frames == 3 and method.calibration_count() == 0
 
 
 def test_a_failed_calibration_sweep_is_not_kept(tmp_path):
     weights = _constant_checkpoint(tmp_path / "c.pt", 4.0)
 
-    class Failing:
+    class Failing(FocusMethod):
         name = "failing"
 
-        def focus(self, device, hint):
+        def focus(self, drive, hint):
             return FocusResult(hint.z_um + 5.0, 4, 0.0, 0.0, 0.0, ok=False, message="no peak")
 
-    method = DiffCNNFocus(weights=weights, calibrate_tiles=1, fallback=Failing())
-    r = method.focus(ToyScope(focus_um=1.0, z=1.0), FocusHint(z_um=1.0, range_um=1.0))
+    method = DiffCNNFocus(weights=weights, calibrate_tiles=1, fallback_method=Failing())
+    r = method.focus(FocusDrive(ToyScope(focus_um=1.0, z=1.0)), FocusHint(z_um=1.0, range_um=1.0))
     assert not r.ok and "not kept" in r.message and method.correction() == SlideCorrection()
 
 
@@ -549,7 +578,7 @@ def test_per_slide_calibration_fits_the_slides_gain(tmp_path, monkeypatch):
             (0.3, 0.3),
         ]:
             scope.focus_um = focus
-            r = method.focus(scope, FocusHint(z_um=hint, range_um=1.0))
+            r = method.focus(FocusDrive(scope), FocusHint(z_um=hint, range_um=1.0))
             errors.append(r.z_um - focus)
             frames.append(r.frames)
         return method, np.abs(errors), frames

@@ -1,4 +1,5 @@
-"""diffcnn training data from the simulator: splits held out, randomisation, labels."""
+"""Simulator data (app/tools/simdata.py) and diffcnn's training data from it: splits held out,
+randomisation, labels."""
 
 from __future__ import annotations
 
@@ -8,17 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slidescan.app.train_diffcnn import (
+from slidescan.app.tools.simdata import (
     HOLDOUT_SEED_BASE,
     REAL_HOLDOUT_IMAGES,
     REAL_TRAIN_IMAGES,
     TEXTURE_IMAGES,
-    Recipe,
-    data_key,
-    recipe_for,
-    render_scene,
     sample_scene,
 )
+from slidescan.app.tools.train_diffcnn import Recipe, data_key, recipe_for, render_scene
 from slidescan.focus.learned.preprocess import InputSpec
 
 FAKE_TISSUE = Path("/tissue")
@@ -121,7 +119,7 @@ def test_numerical_aperture_can_be_varied_within_the_class():
 
 
 def test_holdout_stacks_can_use_an_aperture_never_trained_on(tmp_path, tissue_dir):
-    from slidescan.app.train_diffcnn import write_holdout_stacks
+    from slidescan.app.tools.simdata import write_holdout_stacks
     from slidescan.hardware.stackfile import open_stacks
 
     out = write_holdout_stacks(

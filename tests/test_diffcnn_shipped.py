@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from slidescan.app.cli import main
-from slidescan.focus.learned.diffcnn import DiffCNNFocus, DiffCNNPredictor
-from slidescan.focus.learned.weights import load_checkpoint, shipped_weights_path
+from slidescan.focus.drive import FocusDrive
+from slidescan.focus.learned.diffcnn import (
+    DiffCNNFocus,
+    DiffCNNPredictor,
+    load_diffcnn,
+    shipped_weights_path,
+)
 from slidescan.focus.protocol import FocusHint
 from slidescan.focus.registry import get_method
 
@@ -20,7 +25,7 @@ SHIPPED = shipped_weights_path("20x/0.75")
 def test_shipped_weights_are_small_and_self_describing():
     assert SHIPPED.is_file(), f"shipped weights missing: {SHIPPED}"
     assert SHIPPED.stat().st_size < 5e6
-    model, meta = load_checkpoint(SHIPPED)
+    model, meta = load_diffcnn(SHIPPED)
     assert meta.objective == "20x/0.75" and meta.na == 0.75
     assert meta.delta_um > 0 and meta.y_min_um - meta.delta_um > 0  # both shots below focus
     assert meta.trained["seed"] == 0 and "slidescan train diffcnn" in meta.trained["command"]
@@ -74,7 +79,7 @@ def test_method_focuses_the_simulator_in_three_frames(held_out_sim):
     sim.move_xy(x, y)
     z_focus = sim.true_focus_um(x, y)
     method = DiffCNNFocus(calibrate_tiles=0)  # the bare method: no per-slide sweep
-    result = method.focus(sim, FocusHint(z_um=z_focus + 1.0, range_um=2.0))
+    result = method.focus(FocusDrive(sim), FocusHint(z_um=z_focus + 1.0, range_um=2.0))
     assert result.ok, result.message
     assert abs(result.z_um - z_focus) < 0.4
     assert result.frames in (3, 5)
@@ -84,13 +89,11 @@ def test_method_focuses_the_simulator_in_three_frames(held_out_sim):
 
 
 @pytest.mark.parametrize("stage", ["commercial", "lowcost"])
-def test_after_the_runners_approach_a_tile_is_two_short_upward_moves(tissue_dir, stage):
-    """What the scan runner does: Z goes to `approach_z` (the first shot) from below during
-    the XY move, through the guard's overshoot point, and the hint says so. The method adopts
-    that approach: its first shot needs no move, then one move up to the second shot and one
-    up to focus. Without the hint's approach it takes the play up itself (one move more)."""
-    from slidescan.focus.protocol import ZApproach
-    from slidescan.focus.safety import ZGuard
+def test_after_the_engines_approach_a_tile_is_two_short_upward_moves(tissue_dir, stage):
+    """What the scan engine does: Z goes to `first_z` (the first shot) from below during the
+    XY move, through the drive's overshoot point, and the hint says so. The first shot then
+    needs no move: one move up to the second shot and one up to focus. Without the approach
+    (a drive that does not know how it got there) it takes the play up itself, one move more."""
     from slidescan.hardware.sim import SimConfig, build_simulator
 
     def scope():
@@ -109,12 +112,14 @@ def test_after_the_runners_approach_a_tile_is_two_short_upward_moves(tissue_dir,
         sim = scope()
         z_focus = sim.true_focus_um(x, y)
         method = DiffCNNFocus(calibrate_tiles=0)
+        drive = FocusDrive(sim)
         hint = FocusHint(z_um=z_focus + 0.3, range_um=1.0)
-        first = method.approach_z(sim, hint)
-        via = first - ZGuard(sim).overshoot_um
-        sim.move_xyz(x, y, first, via_z_um=via if via < first else None)
+        first = method.first_z(drive, hint)
+        drive.approach(first, lambda z, via, s=sim: s.move_xyz(x, y, z, via_z_um=via))
         if told:
-            hint = FocusHint(hint.z_um, hint.range_um, approach=ZApproach(first, first - via))
+            hint = FocusHint(hint.z_um, hint.range_um, start_z_um=first)
+        else:
+            drive = FocusDrive(sim)  # a drive that does not know how Z got here
         commanded: list[float] = []
 
         def move_z(z, _move=sim.move_z, _log=commanded):
@@ -123,11 +128,11 @@ def test_after_the_runners_approach_a_tile_is_two_short_upward_moves(tissue_dir,
 
         sim.move_z = move_z  # type: ignore[method-assign]
         moves_before = sim.sim_stage.moves
-        result = method.focus(sim, hint)
+        result = method.focus(drive, hint)
         assert result.ok and result.frames == 3, result.message
         assert result.curve.z_um[0] == pytest.approx(first, abs=1e-9)
         moves = sim.sim_stage.moves - moves_before
-        if told or sim.z_backlash_um == 0:
+        if told or sim.z_play_um == 0:
             assert np.all(np.diff([first, *commanded]) >= 0), commanded
             assert moves == 2
         else:  # not told: down and back up to the first shot before the pair
@@ -147,18 +152,13 @@ class _Optics:
     immersion_n: float = 1.0
 
 
-@dataclass
-class _Device:
-    optics: _Optics
-
-
 def test_axial_scale_stretches_distances_for_an_untrained_na():
     method = DiffCNNFocus()
-    assert method.axial_scale(_Device(_Optics(0.75))) == 1.0
-    s = method.axial_scale(_Device(_Optics(0.50)))
+    assert method.axial_scale(_Optics(0.75)) == 1.0
+    s = method.axial_scale(_Optics(0.50))
     expected = math.tan(math.asin(0.75)) / math.tan(math.asin(0.50))
     assert s == pytest.approx(expected)
-    assert DiffCNNFocus(na_scaling=False).axial_scale(_Device(_Optics(0.5))) == 1.0
+    assert DiffCNNFocus(na_scaling=False).axial_scale(_Optics(0.5)) == 1.0
 
 
 # -- CLI -------------------------------------------------------------------------------------------

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from slidescan.app.evaluate import evaluate_method
+from slidescan.app.tools.evaluate import evaluate_method
 from slidescan.focus.protocol import (
-    FocusDevice,
     FocusError,
     FocusHint,
+    FocusMethod,
     FocusResult,
+    SlideCalibrated,
     depth_of_field_um,
 )
 from slidescan.hardware.optics import OpticalPath, get_objective
@@ -40,7 +41,7 @@ def _result(z, frames=0, ok=True, message=""):
     )
 
 
-class Peek:
+class Peek(FocusMethod):
     """Snaps once and returns the true focus from the frame metadata plus a known offset."""
 
     name = "peek"
@@ -48,15 +49,15 @@ class Peek:
     def __init__(self, offsets):
         self.offsets = itertools.cycle(offsets)
 
-    def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
-        truth = device.snap().meta["true_focus_um"]
+    def focus(self, drive, hint: FocusHint) -> FocusResult:
+        truth = drive.device.snap().meta["true_focus_um"]
         return _result(truth + next(self.offsets), frames=1)
 
 
-class ReturnHint:
+class ReturnHint(FocusMethod):
     name = "hint"
 
-    def focus(self, device, hint):
+    def focus(self, drive, hint):
         return _result(hint.z_um)
 
 
@@ -99,11 +100,11 @@ def test_hints_are_seeded_uniform_and_scored_exactly():
 
 
 def test_result_outside_the_stack_is_scored_not_clipped():
-    class Overshoot:
+    class Overshoot(FocusMethod):
         name = "overshoot"
 
-        def focus(self, device, hint):
-            return _result(device.z_limits[1] + 2.0)
+        def focus(self, drive, hint):
+            return _result(drive.device.z_limits[1] + 2.0)
 
     report = evaluate_method(Overshoot(), _stacks(1), 2.0, 3, seed=0, optics=OPTICS)
     assert report.summary.out_of_range == 3
@@ -112,10 +113,10 @@ def test_result_outside_the_stack_is_scored_not_clipped():
 
 
 def test_failed_results_are_counted_and_scored_at_their_z():
-    class Fails:
+    class Fails(FocusMethod):
         name = "fails"
 
-        def focus(self, device, hint):
+        def focus(self, drive, hint):
             return _result(hint.z_um + 0.1, ok=False, message="no signal")
 
     report = evaluate_method(Fails(), _stacks(2), 3.0, 5, seed=0, optics=OPTICS)
@@ -127,23 +128,23 @@ def test_failed_results_are_counted_and_scored_at_their_z():
 
 
 def test_raising_or_nan_methods_fail_at_the_hint_and_bugs_propagate():
-    class Wanders:
+    class Wanders(FocusMethod):
         name = "wanders"
 
-        def focus(self, device, hint):
-            device.move_z(device.z_limits[1] + 1.0)  # the replay refuses this
+        def focus(self, drive, hint):
+            drive.device.move_z(drive.device.z_limits[1] + 1.0)  # the replay refuses this
             return _result(0.0)
 
-    class GivesUp:
+    class GivesUp(FocusMethod):
         name = "gives-up"
 
-        def focus(self, device, hint):
+        def focus(self, drive, hint):
             raise FocusError("flat image")
 
-    class Nan:
+    class Nan(FocusMethod):
         name = "nan"
 
-        def focus(self, device, hint):
+        def focus(self, drive, hint):
             return _result(float("nan"))
 
     for method in (Wanders(), GivesUp(), Nan()):
@@ -156,10 +157,10 @@ def test_raising_or_nan_methods_fail_at_the_hint_and_bugs_propagate():
         in evaluate_method(Wanders(), _stacks(1), 1.0, 1, seed=0, optics=OPTICS).records[0].message
     )
 
-    class Buggy:
+    class Buggy(FocusMethod):
         name = "buggy"
 
-        def focus(self, device, hint):
+        def focus(self, drive, hint):
             raise TypeError("bug")
 
     with pytest.raises(TypeError):
@@ -167,14 +168,14 @@ def test_raising_or_nan_methods_fail_at_the_hint_and_bugs_propagate():
 
 
 def test_hardware_time_and_frames_come_from_the_replay():
-    class TwoShots:
+    class TwoShots(FocusMethod):
         name = "two-shots"
 
-        def focus(self, device, hint):
-            z = device.get_z()
-            device.snap()
-            device.move_z(z + 2.0)
-            device.snap()
+        def focus(self, drive, hint):
+            z = drive.device.get_z()
+            drive.device.snap()
+            drive.device.move_z(z + 2.0)
+            drive.device.snap()
             return _result(z, frames=2)
 
     timing = ReplayTiming(
@@ -203,18 +204,18 @@ def test_bad_set_ups_are_refused_with_a_reason():
         evaluate_method(ReturnHint(), _stacks(1), 1.0, 0, seed=0, optics=OPTICS)
 
 
-class VarianceOfLaplacianSweep:
+class VarianceOfLaplacianSweep(FocusMethod):
     """A plain z-sweep over the stack's planes, scoring each frame by Laplacian variance."""
 
     name = "vol-sweep"
 
-    def focus(self, device, hint):
-        lo, hi = device.z_limits
+    def focus(self, drive, hint):
+        lo, hi = drive.device.z_limits
         zs = np.arange(lo, hi + 1e-9, 0.25)
         scores = []
         for z in zs:
-            device.move_z(float(z))
-            scores.append(ndimage.laplace(device.snap().image.astype(float)).var())
+            drive.device.move_z(float(z))
+            scores.append(ndimage.laplace(drive.device.snap().image.astype(float)).var())
         return _result(float(zs[int(np.argmax(scores))]), frames=len(zs))
 
 
@@ -240,7 +241,7 @@ def test_a_real_sweep_on_a_file_finds_the_blur_minimum(tmp_path, tissue_dir):
     assert "DOF/2" in d["threshold"] and "within DOF/2" in report.format_table()
 
 
-class SlideBiased:
+class SlideBiased(FocusMethod, SlideCalibrated):
     """Reads the truth from the frame and misses it by a slide bias plus a per-field error;
     while calibrating it measures (truth - its estimate), like diffcnn against its sweep."""
 
@@ -262,8 +263,8 @@ class SlideBiased:
     def calibration_count(self):
         return len(self.offsets)
 
-    def focus(self, device, hint):
-        meta = device.snap().meta
+    def focus(self, drive, hint):
+        meta = drive.device.snap().meta
         truth, sid = meta["true_focus_um"], meta["stack_id"]
         estimate = truth + self.slide_bias + self.field_error[sid]
         if len(self.offsets) < self.calibrate_tiles and not self.calibration_frozen:
@@ -320,14 +321,14 @@ def test_one_stack_gives_nothing_to_calibrate_on():
 class KeepsEveryOther(SlideBiased):
     """Keeps only every other calibration tile (as diffcnn drops a tile it did not trust)."""
 
-    def focus(self, device, hint):
-        meta = device.snap().meta
+    def focus(self, drive, hint):
+        meta = drive.device.snap().meta
         if not self.calibration_frozen:
             self.tries = getattr(self, "tries", 0) + 1
             if self.tries % 2 == 1:
                 self.calibrated_on.append("-" + meta["stack_id"])
                 return _result(meta["true_focus_um"], frames=5, message="not kept")
-        return super().focus(device, hint)
+        return super().focus(drive, hint)
 
 
 def test_calibration_goes_round_the_other_fields_again_but_never_the_scored_one():

@@ -13,15 +13,21 @@ import pytest
 
 from slidescan.app.cli import main
 from slidescan.app.commands import focus as focus_cmd
-from slidescan.app.evaluate import (
+from slidescan.app.tools.evaluate import (
     EvalSummary,
     PooledReport,
     TrialRecord,
     check_poolable,
     evaluate_method,
-    fallback_of,
 )
-from slidescan.focus.protocol import FocusResult, depth_of_field_um
+from slidescan.focus import registry
+from slidescan.focus.protocol import (
+    Fallback,
+    FocusMethod,
+    FocusParams,
+    FocusResult,
+    depth_of_field_um,
+)
 from slidescan.hardware.optics import OpticalPath, get_objective
 from slidescan.hardware.stackfile import FocusStack, write_stacks
 
@@ -42,37 +48,40 @@ def _stacks(truths: tuple[float, ...], seed: int) -> list[FocusStack]:
     return out
 
 
-class HalfWay:
+class HalfWayParams(FocusParams):
+    far: float = FAR
+
+
+class HalfWay(FocusMethod):
     """Goes half the way from the hint to the true focus, so every error depends on the hint
-    draw; hands far hints to a 'zsweep' it names in `extra` (as diffcnn does) and lands 0.05 um
-    from focus then."""
+    draw; hands far hints to a 'zsweep' (a `Fallback`, as diffcnn does) and lands 0.05 um from
+    focus then. Every instance made is kept in `made`."""
 
     name = "halfway"
+    Params = HalfWayParams
+    made: list[HalfWay] = []
 
-    def __init__(self, far: float = FAR) -> None:
-        self.far = far
+    def __init__(self, params: HalfWayParams | None = None, /, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self.far = self.params.far
+        HalfWay.made.append(self)
 
-    def focus(self, device, hint):
-        truth = device.snap().meta["true_focus_um"]
+    def focus(self, drive, hint):
+        truth = drive.device.snap().meta["true_focus_um"]
         if abs(hint.z_um - truth) > self.far:
             return FocusResult(
-                truth + 0.05, 1, 0.0, 0.0, 0.5, message="far", extra={"fallback": "zsweep"}
+                truth + 0.05, 1, 0.0, 0.0, 0.5, message="far", fallback=Fallback("zsweep", "far")
             )
         return FocusResult(truth + (hint.z_um - truth) / 2, 1, 0.0, 0.0, 1.0)
 
 
 @pytest.fixture
-def fake_registry(monkeypatch):
-    made: list[HalfWay] = []
-
-    def make(name, params):
-        if name != "halfway":
-            raise focus_cmd.CliError(f"focus eval: unknown mode {name!r}; available: halfway")
-        made.append(HalfWay(**params))
-        return made[-1]
-
-    monkeypatch.setattr(focus_cmd, "make_method", make)
-    return made
+def fake_registry():
+    """ "halfway" in the focus registry for the CLI to find; yields the instances it makes."""
+    HalfWay.made.clear()
+    registry.register("halfway", HalfWay)
+    yield HalfWay.made
+    registry._REGISTRY.pop("halfway", None)
 
 
 @pytest.fixture(scope="module")
@@ -276,12 +285,16 @@ def test_pooled_report_of_in_memory_reports():
         PooledReport.of(reports, ["one"])
 
 
-def test_fallback_is_read_from_extra_or_the_message():
-    def result(message="", extra=None):
-        return FocusResult(0.0, 1, 0.0, 0.0, 1.0, message=message, extra=extra or {})
+def test_the_fallback_is_read_from_the_result_never_its_message():
+    class SaysSo(FocusMethod):
+        name = "says"
 
-    assert fallback_of(result(extra={"fallback": "zsweep"})) == "zsweep"
-    assert fallback_of(result(extra={"fallback": ""})) == ""
-    assert fallback_of(result("low confidence; fell back to brent.")) == "brent"
-    assert fallback_of(result("it fell back to")) == "?"
-    assert fallback_of(result("settled in one move")) == ""
+        def focus(self, drive, hint):
+            truth = drive.device.snap().meta["true_focus_um"]
+            return FocusResult(truth, 1, 0.0, 0.0, 1.0, message="it fell back to brent")
+
+    report = evaluate_method(SaysSo(), _stacks((0.0,), 0), 1.0, 2, seed=0, optics=OPTICS)
+    assert all(r.fallback == "" for r in report.records)  # the words are not the field
+    near = HalfWay(far=0.0)
+    report = evaluate_method(near, _stacks((0.0,), 0), 1.0, 2, seed=0, optics=OPTICS)
+    assert all(r.fallback == "zsweep" for r in report.records)

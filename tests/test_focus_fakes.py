@@ -22,6 +22,7 @@ from slidescan.focus.protocol import FocusDevice, depth_of_field_um
 
 @dataclass(frozen=True)
 class FakeOptics:
+    objective_name: str = "20x/0.75"
     na: float = 0.75
     immersion_n: float = 1.0
     magnification: float = 20.0
@@ -78,6 +79,8 @@ class FakeFocusDevice:
         self.move_s_per_um = move_s_per_um
         self.settle_s = settle_s
         self.exposure_s = exposure_s
+        #: the play the drive states (None: it does not say, like an unknown real stage)
+        self.z_play_um: float | None = None
         self.t = 0.0
         self.commanded: list[float] = []
         self.snapped_z: list[float] = []

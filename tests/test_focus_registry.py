@@ -10,6 +10,7 @@ from test_focus_fakes import FakeFocusDevice
 
 from slidescan.focus import registry
 from slidescan.focus.classical import BrentSearch, NoFocus, ZSweep
+from slidescan.focus.drive import FocusDrive
 from slidescan.focus.protocol import FocusError, FocusHint, FocusMethod
 from slidescan.focus.registry import (
     UnknownMethodError,
@@ -26,11 +27,11 @@ def test_builtins_are_listed_first():
 
 def test_get_method_builds_configured_instances():
     m = get_method("zsweep", step_um=0.5, metric="tenengrad")
-    assert isinstance(m, ZSweep) and m.step_um == 0.5 and m.metric == "tenengrad"
+    assert isinstance(m, ZSweep) and m.params.step_um == 0.5 and m.params.metric == "tenengrad"
     assert isinstance(get_method("brent"), BrentSearch)
     assert isinstance(get_method("none"), NoFocus)
     assert get_method("zsweep") is not get_method("zsweep")  # fresh instances
-    r = get_method("zsweep").focus(FakeFocusDevice(truth_um=0.7), FocusHint(0.0))
+    r = get_method("zsweep").focus(FocusDrive(FakeFocusDevice(truth_um=0.7)), FocusHint(0.0))
     assert abs(r.z_um - 0.7) < 0.15
 
 
@@ -52,7 +53,7 @@ def test_unknown_parameter_names_the_valid_ones():
 
 def test_bad_parameter_value_is_one_clear_line():
     with pytest.raises(
-        UnknownMethodError, match="bad parameters for focus method 'zsweep'"
+        UnknownMethodError, match="bad parameter step_um for focus method 'zsweep'"
     ) as info:
         get_method("zsweep", step_um=-1.0)
     assert "\n" not in str(info.value)
@@ -69,7 +70,12 @@ def test_describe_gives_the_summary_and_parameters():
 def test_learned_entry_is_listed_only_when_importable(monkeypatch):
     present = importlib.util.find_spec("slidescan.focus.learned.diffcnn") is not None
     assert ("diffcnn" in available_methods()) == present
-    register("ghost", "slidescan.focus.learned.no_such_module:Ghost", "not there")
+    register(
+        "ghost",
+        "slidescan.focus.learned.no_such_module:Ghost",
+        "slidescan.focus.learned.no_such_module:GhostParams",
+        "not there",
+    )
     try:
         assert "ghost" not in available_methods()
         with pytest.raises(UnknownMethodError, match="unknown focus method 'ghost'"):
@@ -80,26 +86,34 @@ def test_learned_entry_is_listed_only_when_importable(monkeypatch):
 
 def test_lazy_entries_import_on_first_use_only(tmp_path, monkeypatch):
     (tmp_path / "lazyfocus_plugin.py").write_text(
-        "class Lazy:\n"
-        "    '''A lazily imported method.'''\n"
+        "from slidescan.focus.protocol import FocusMethod\n"
+        "from lazyfocus_params import LazyParams\n"
+        "class Lazy(FocusMethod):\n"
         "    name = 'lazy'\n"
-        "    def __init__(self, k=1):\n"
-        "        self.k = k\n"
-        "    def focus(self, device, hint):\n"
+        "    Params = LazyParams\n"
+        "    def focus(self, drive, hint):\n"
         "        raise NotImplementedError\n"
     )
+    (tmp_path / "lazyfocus_params.py").write_text(
+        "from slidescan.focus.protocol import FocusParams\n"
+        "class LazyParams(FocusParams):\n"
+        "    k: int = 1\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    register("lazy", "lazyfocus_plugin:Lazy", "a lazy one")
+    register("lazy", "lazyfocus_plugin:Lazy", "lazyfocus_params:LazyParams", "a lazy one")
     try:
         assert "lazy" in available_methods()
-        assert describe("lazy") == "lazy: a lazy one"
-        assert "lazyfocus_plugin" not in sys.modules  # listing and describing import nothing
+        assert describe("lazy") == "lazy: a lazy one\nparameters: k=1"
+        # listing, describing and validating import the parameter model only
+        assert registry.validate_params("lazy", {"k": 2}).k == 2
+        assert "lazyfocus_plugin" not in sys.modules
         m = get_method("lazy", k=3)
-        assert isinstance(m, FocusMethod) and m.k == 3
+        assert isinstance(m, FocusMethod) and m.params.k == 3
         assert "lazyfocus_plugin" in sys.modules
     finally:
         registry._REGISTRY.pop("lazy", None)
         sys.modules.pop("lazyfocus_plugin", None)
+        sys.modules.pop("lazyfocus_params", None)
 
 
 def test_register_checks_its_arguments():

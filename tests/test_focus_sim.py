@@ -9,13 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from slidescan.focus.drive import FocusDrive
 from slidescan.focus.metrics import METRICS, get_metric
 from slidescan.focus.protocol import FocusDevice, FocusHint
 from slidescan.focus.registry import get_method
 from slidescan.focus.surface import FocusPredictor, fit_surface, survey_points
-
-sim_mod = pytest.importorskip("slidescan.hardware.sim")
-SimConfig, build_simulator = sim_mod.SimConfig, sim_mod.build_simulator
+from slidescan.hardware.sim import SimConfig, build_simulator
 
 SMALL_CAMERA = {"width": 256, "height": 256}
 
@@ -41,7 +40,8 @@ def measure(method, sim, positions, hint_range_um: float = 5.0, seed: int = 0) -
     for x, y in positions:
         sim.move_xy(x, y)
         truth = sim.true_focus_um(x, y)
-        r = method.focus(sim, FocusHint(truth + rng.uniform(-hint_range_um, hint_range_um)))
+        hint = FocusHint(truth + rng.uniform(-hint_range_um, hint_range_um))
+        r = method.focus(FocusDrive(sim), hint)
         assert r.ok, r.message
         errors.append(r.z_um - truth)
         frames.append(r.frames)
@@ -119,7 +119,7 @@ def test_focus_map_from_survey_points_predicts_the_focal_surface(small_sim):
     for x, y in pts:
         sim.move_xy(x, y)
         hint = predictor.predict(x, y)[0] if len(predictor) else sim.get_z()
-        r = get_method("zsweep").focus(sim, FocusHint(hint))
+        r = get_method("zsweep").focus(FocusDrive(sim), FocusHint(hint))
         zs.append(r.z_um)
         predictor.add(x, y, r.z_um, r.confidence)
     surface = fit_surface(pts, np.array(zs), kind="quadratic")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from slidescan.app.gui.bench import live_view_fps, scan_stalls
+from slidescan.app.gui.tools.bench import live_view_fps, scan_stalls
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 

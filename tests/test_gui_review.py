@@ -51,7 +51,7 @@ def test_flag_reasons():
     rec["true_focus_um"] = 2.0
     assert flag_reasons(rec, 0.2, 0.4) == ["|error| 1.00 > 0.40 µm"]
     rec["true_focus_um"], rec["fallback"], rec["confidence"] = np.nan, b"predicted", 0.1
-    assert flag_reasons(rec, 0.2, 0.4) == ["fallback predicted", "confidence 0.10"]
+    assert flag_reasons(rec, 0.2, 0.4) == ["taken at the predicted z", "confidence 0.10"]
     rec["skipped"] = True
     assert flag_reasons(rec, 0.2, 0.4) == []
 
@@ -198,7 +198,7 @@ def test_table_names_per_slide_calibration_tiles(qtbot, tmp_path):
     plan = ScanPlan(region=RectRegion(x0=0, y0=0, x1=40, y1=20), overlap=0.0, output=str(path))
     tiles = plan.tiles(20, 20)
     w = ScanWriter.create(path, plan, tiles, (32, 32, 3), np.uint8, pixel_size_um=0.625)
-    for t, method, frames in zip(tiles, ["diffcnn+calibration", "diffcnn"], [15, 3], strict=True):
+    for t, calibration, frames in zip(tiles, [True, False], [15, 3], strict=True):
         img = np.full((32, 32, 3), 90, np.uint8)
         rec = TileRecord(
             index=t.index,
@@ -207,7 +207,8 @@ def test_table_names_per_slide_calibration_tiles(qtbot, tmp_path):
             x_um=t.x_um,
             y_um=t.y_um,
             z_um=0.5,
-            method=method,
+            method="diffcnn",
+            calibration=calibration,
             confidence=0.9,
             frames=frames,
         )

@@ -15,7 +15,7 @@ from test_gui_helpers import fake_microscope
 from slidescan.app.events import FinishReason, RunnerState
 from slidescan.app.gui.main_window import MainWindow
 from slidescan.app.gui.settings import gui_settings
-from slidescan.app.gui.stall import StallMonitor
+from slidescan.app.gui.tools.stall import StallMonitor
 from slidescan.app.runner import ScanRunner
 from slidescan.app.store import ScanReader
 from slidescan.hardware.errors import DeviceTimeout

@@ -10,7 +10,7 @@ from PySide6 import QtCore
 from slidescan.app.events import FinishReason
 from slidescan.app.gui.main_window import MainWindow
 from slidescan.app.gui.settings import gui_settings
-from slidescan.app.gui.stall import StallMonitor
+from slidescan.app.gui.tools.stall import StallMonitor
 from slidescan.app.store import ScanReader
 from slidescan.hardware.sim import SimConfig, build_simulator
 

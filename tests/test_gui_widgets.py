@@ -122,7 +122,6 @@ def test_focus_curve_plot_shows_choice_and_truth(qtbot):
         fallback="",
         curve_z_um=z,
         curve_values=np.exp(-(z**2)),
-        shots_z_um=z,
         true_focus_um=0.0,
     )
     plot.show_focus(ev)
@@ -148,7 +147,6 @@ def test_learned_focus_is_drawn_as_the_distance_each_shot_read(qtbot):
         curve_z_um=shots,
         curve_values=np.full(2, 0.62),  # the focus z the pair predicted, per shot
         curve_kind="prediction",
-        shots_z_um=shots,
         true_focus_um=0.5,
     )
     plot.show_focus(ev)

@@ -135,3 +135,11 @@ def test_blank_field_scores_near_zero():
     flat = np.full((64, 64), 0.5)
     for name in NAMES:
         assert get_metric(name)(flat) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_metric_name_type_lists_every_metric():
+    from typing import get_args
+
+    from slidescan.focus.metrics import METRICS, MetricName
+
+    assert get_args(MetricName) == tuple(METRICS)

@@ -10,9 +10,9 @@ import pytest
 from scipy import ndimage
 
 from slidescan.app.cli import main
-from slidescan.app.evaluate import evaluate_method, trial_seed
-from slidescan.focus.protocol import FocusResult
-from slidescan.focus.safety import ZGuard
+from slidescan.app.tools.evaluate import evaluate_method, trial_seed
+from slidescan.focus.drive import FocusDrive
+from slidescan.focus.protocol import FocusMethod, FocusResult
 from slidescan.hardware.optics import OpticalPath, get_objective
 from slidescan.hardware.replay import (
     ReplayMechanics,
@@ -73,7 +73,7 @@ def test_approaching_from_below_is_unaffected_by_backlash():
             stack, OPTICS, start_z_um=5.0, mechanics=ReplayMechanics(z_backlash_um=B)
         )
         assert scope.true_z_um != pytest.approx(5.0)  # started with the play open
-        ZGuard(scope, overshoot_um=B + 0.5).move_to(target)
+        FocusDrive(scope, overshoot_um=B + 0.5).move_to(target)
         assert scope.true_z_um == pytest.approx(target) and scope.get_z() == pytest.approx(target)
 
 
@@ -163,7 +163,7 @@ def test_replay_stage_states_its_play():
 
 
 # -- the eval ----------------------------------------------------------------------------------
-class StraightDown:
+class StraightDown(FocusMethod):
     """Knows the truth and moves straight to it, whatever side it comes from (forgets the
     approach direction); snaps its final frame there."""
 
@@ -172,10 +172,10 @@ class StraightDown:
     def __init__(self, final_frame: bool = True) -> None:
         self.final_frame = final_frame
 
-    def focus(self, device, hint):
-        truth = device.snap().meta["true_focus_um"]
-        device.move_z(truth)
-        return _result(truth, device.snap() if self.final_frame else None)
+    def focus(self, drive, hint):
+        truth = drive.device.snap().meta["true_focus_um"]
+        drive.device.move_z(truth)
+        return _result(truth, drive.device.snap() if self.final_frame else None)
 
 
 def test_a_method_that_forgets_the_approach_direction_scores_worse_with_backlash():

@@ -30,7 +30,7 @@ from slidescan.app.events import (
 from slidescan.app.plan import FocusSettings, ScanPlan, TissueSettings
 from slidescan.app.runner import ScanRunner
 from slidescan.app.store import ScanReader
-from slidescan.focus.protocol import FocusResult, ZApproach
+from slidescan.focus.protocol import FocusMethod, FocusResult
 from slidescan.hardware.base import CameraBase, SoftLimits, StageBase
 from slidescan.hardware.clock import VirtualClock
 from slidescan.hardware.errors import DeviceTimeout
@@ -125,25 +125,26 @@ def plan_for(tmp_path, rows=3, cols=4, hw=(H, W), **kw) -> ScanPlan:
     )
 
 
-class FixedMethod:
+class FixedMethod(FocusMethod):
     """A focus method that reads the truth (and can be told to fail)."""
 
     name = "fixed"
 
     def __init__(self, scope: Microscope, fail: set[int] = frozenset(), offset: float = 0.0):
+        super().__init__()
         self.scope = scope
         self.fail = fail
         self.offset = offset
         self.calls = 0
         self.hints: list[float] = []
 
-    def focus(self, device, hint) -> FocusResult:
+    def focus(self, drive, hint) -> FocusResult:
         self.calls += 1
         self.hints.append(hint.z_um)
         if self.calls in self.fail:
             raise RuntimeError("model file is corrupt")
-        p = device.stage.position()
-        device.snap()
+        p = self.scope.stage.position()
+        drive.snap()
         z = true_focus(p.x, p.y) + self.offset
         return FocusResult(z, 1, 0.005, 0.0, 0.9, method="fixed")
 
@@ -441,7 +442,7 @@ def test_memory_stays_flat_when_the_writer_is_slow(tmp_path, monkeypatch):
 
     def slow_append(self, *a, **k):
         time.sleep(0.02)
-        depth.append(runner._queue.qsize())
+        depth.append(runner._writer_thread._queue.qsize())
         return real(self, *a, **k)
 
     monkeypatch.setattr(store.ScanWriter, "append", slow_append)
@@ -486,7 +487,7 @@ def test_focusmap_survey_resumes_where_it_stopped(tmp_path):
 
 
 class Prepositioned(FixedMethod):
-    """Asks the runner to bring Z to `hint - below` during the XY move; records where Z was
+    """Asks the engine to bring Z to `hint - below` during the XY move; records where Z was
     when `focus` began and how many stage moves the tile had made by then."""
 
     def __init__(self, scope: Microscope, below: float | None = 3.0, fail: bool = False):
@@ -496,18 +497,18 @@ class Prepositioned(FixedMethod):
         self.z_at_start: list[float] = []
         self.moves_at_start: list[int] = []
         self.returned: list[float] = []
-        self.approaches: list[ZApproach | None] = []
+        self.starts: list[float | None] = []
 
-    def approach_z(self, device, hint):
+    def first_z(self, drive, hint):
         if self.broken:
             raise RuntimeError("no idea")
         return hint.z_um - self.below
 
-    def focus(self, device, hint) -> FocusResult:
-        self.z_at_start.append(device.get_z())
-        self.moves_at_start.append(device.stage.moves)
-        self.approaches.append(hint.approach)
-        result = super().focus(device, hint)
+    def focus(self, drive, hint) -> FocusResult:
+        self.z_at_start.append(drive.get_z())
+        self.moves_at_start.append(self.scope.stage.moves)
+        self.starts.append(hint.start_z_um)
+        result = super().focus(drive, hint)
         self.returned.append(result.z_um)
         return result
 
@@ -529,10 +530,9 @@ def test_z_moves_to_the_methods_approach_point_together_with_xy(tmp_path):
     assert fin.reason is FinishReason.COMPLETED
     starts = np.array(method.hints) - 6.0
     np.testing.assert_allclose(method.z_at_start, starts, atol=1e-9)
-    # Z arrives from below, through a point the guard's overshoot further down, and the
+    # Z arrives from below, through a point the drive's overshoot further down, and the
     # method is told so
-    assert [a.z_um for a in method.approaches] == pytest.approx(starts.tolist())
-    assert [a.travel_um for a in method.approaches] == pytest.approx([5.0] * len(starts))
+    assert method.starts == pytest.approx(starts.tolist())
     for z in starts:
         i = scope.stage.z_commands.index(pytest.approx(z - 5.0))
         assert scope.stage.z_commands[i + 1] == pytest.approx(z)
@@ -555,17 +555,17 @@ def test_z_moves_to_the_methods_approach_point_together_with_xy(tmp_path):
     assert np.diff(method.moves_at_start).tolist() == [2] * (len(method.hints) - 1)
 
 
-class LeavesZAlone:
+class LeavesZAlone(FocusMethod):
     """Takes the hint as it is, like the "none" method: no frames, no Z move."""
 
     name = "none"
 
-    def focus(self, device, hint) -> FocusResult:
+    def focus(self, drive, hint) -> FocusResult:
         return FocusResult(hint.z_um, 0, 0.0, 0.0, 1.0, method="none")
 
 
 def test_a_method_that_leaves_z_alone_costs_no_z_move(tmp_path):
-    """The runner's guard still knows where it put Z after such a method: every tile after
+    """The engine's drive still knows where it put Z after such a method: every tile after
     the first is one XY move and the final frame, with no re-approach of Z."""
     scope = fake_scope()
     fin = run(ScanRunner(plan_for(tmp_path, rows=2, cols=3), scope, method=LeavesZAlone()))
@@ -588,5 +588,7 @@ def test_approach_point_is_clamped_and_a_failing_wish_is_ignored(tmp_path):
     broken = Prepositioned(scope, fail=True)
     fin = run(ScanRunner(plan_for(tmp_path / "b", rows=1, cols=2), scope, method=broken))
     assert fin.reason is FinishReason.COMPLETED and broken.calls == 2
-    # no wish: Z stays where the previous tile's final frame left it
+    # no wish: Z stays where the previous tile's final frame left it, and the method is told
+    # nothing
     assert broken.z_at_start[1] == pytest.approx(broken.returned[0], abs=1e-9)
+    assert broken.starts == [None, None]

@@ -15,8 +15,6 @@ import pytest
 from slidescan.app.cli import main
 from slidescan.app.store import ScanReader
 
-sim = pytest.importorskip("slidescan.hardware.sim")
-
 
 @pytest.fixture
 def tiny_profile() -> str:

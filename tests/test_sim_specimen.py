@@ -144,14 +144,15 @@ def test_real_image_specimen_renders_the_image_in_focus(he_image):
     assert cfg.specimen.image_pixel_size_um == pytest.approx(0.227)
     sim = build_simulator(cfg)
     x0, y0 = sim.slide_bounds_um[:2]
-    # field centred 100 um into the image
-    cx, cy = x0 + 100.0, y0 + 100.0
-    image = sim.render_intensity(cx, cy, sim.true_focus_um(cx, cy))
-    # the same region straight from the PNG, resampled to the simulator's pixel (area mean)
     rgb = cv2.imread(str(he_image))[..., ::-1].astype(np.float32)
     src = 0.227
+    # a field in the middle of the image (the repository's crop is 116 um across)
+    centre = 0.5 * rgb.shape[0] * src
+    cx, cy = x0 + centre, y0 + centre
+    image = sim.render_intensity(cx, cy, sim.true_focus_um(cx, cy))
+    # the same region straight from the PNG, resampled to the simulator's pixel (area mean)
     half = 80 * PX
-    i0, i1 = round((100.0 - half) / src), round((100.0 + half) / src)
+    i0, i1 = round((centre - half) / src), round((centre + half) / src)
     crop = cv2.resize(rgb[i0:i1, i0:i1], (160, 160), interpolation=cv2.INTER_AREA)
     white = sim.specimen.white_level
     expected = np.clip(crop / white, 0, 1)

@@ -10,9 +10,9 @@ import pytest
 from scipy import ndimage
 
 from slidescan.app.cli import main
-from slidescan.app.commands import focus as focus_cmd
-from slidescan.app.commands.stack import choose_planes, defocus_offsets
-from slidescan.focus.protocol import FocusResult
+from slidescan.app.tools.stacks import choose_planes, defocus_offsets
+from slidescan.focus import registry
+from slidescan.focus.protocol import FocusMethod, FocusParams, FocusResult
 from slidescan.hardware.optics import OpticalPath, get_objective
 from slidescan.hardware.stackfile import FocusStack, write_stacks
 
@@ -155,25 +155,26 @@ def test_defocus_offsets_cover_the_range_in_whole_steps():
     assert len(o) == 81 and o[0] == -10 and o[-1] == 10 and o[40] == 0
 
 
-class _Offset:
+class _OffsetParams(FocusParams):
+    offset: float = 0.0
+
+
+class _Offset(FocusMethod):
+    """Reads the truth from the frame and misses it by `offset`."""
+
     name = "offset"
+    Params = _OffsetParams
 
-    def __init__(self, offset: float = 0.0) -> None:
-        self.offset = offset
-
-    def focus(self, device, hint):
-        truth = device.snap().meta["true_focus_um"]
-        return FocusResult(truth + self.offset, 1, 0.0, 0.0, 1.0)
+    def focus(self, drive, hint):
+        truth = drive.device.snap().meta["true_focus_um"]
+        return FocusResult(truth + self.params.offset, 1, 0.0, 0.0, 1.0)
 
 
 @pytest.fixture
-def fake_registry(monkeypatch):
-    def make(name, params):
-        if name != "offset":
-            raise focus_cmd.CliError(f"focus eval: unknown mode {name!r}; available: offset")
-        return _Offset(**params)
-
-    monkeypatch.setattr(focus_cmd, "make_method", make)
+def fake_registry():
+    registry.register("offset", _Offset)
+    yield
+    registry._REGISTRY.pop("offset", None)
 
 
 def test_focus_eval_json_reports_the_known_error(stack_file, capsys, fake_registry):
@@ -197,7 +198,7 @@ def test_focus_eval_table_and_errors(stack_file, capsys, fake_registry):
     out = capsys.readouterr().out
     assert "MAE 0.000" in out and "within DOF/2  100.0 %" in out and "0002" in out
     assert "reaches outside" in _one_line_error(capsys, 1, [*argv, "--hint-range", "7"])
-    assert "unknown mode" in _one_line_error(
+    assert "unknown focus method 'nope'" in _one_line_error(
         capsys, 2, ["focus", "eval", "--mode", "nope", "--stacks", str(stack_file)]
     )
     assert "not found" in _one_line_error(
@@ -206,7 +207,9 @@ def test_focus_eval_table_and_errors(stack_file, capsys, fake_registry):
 
 
 def test_param_values_are_json_or_text():
-    assert focus_cmd.parse_params(["a=3", "b=0.5", "c=true", "d=brenner", "e=[1, 2]"]) == {
+    from slidescan.app.cli import parse_key_values
+
+    assert parse_key_values(["a=3", "b=0.5", "c=true", "d=brenner", "e=[1, 2]"], "x") == {
         "a": 3,
         "b": 0.5,
         "c": True,
@@ -222,7 +225,6 @@ SYNTH = ["--positions", "2", "--size", "64", "--z-min", "-2", "--z-max", "2", "-
 
 @pytest.fixture(scope="module")
 def synth_run(tmp_path_factory):
-    pytest.importorskip("slidescan.hardware.sim")
     out = tmp_path_factory.mktemp("synth") / "s.h5"
     import contextlib
     import io
@@ -272,7 +274,6 @@ def test_synth_is_deterministic_in_the_seed(synth_run, tmp_path, capsys):
 
 
 def test_synth_bad_choices_are_one_line_errors(tmp_path, capsys):
-    pytest.importorskip("slidescan.hardware.sim")
     out = str(tmp_path / "x.h5")
     cases = [
         (2, ["--objective", "15x/0.4"], "unknown objective"),
@@ -289,7 +290,8 @@ def test_synth_bad_choices_are_one_line_errors(tmp_path, capsys):
 
 
 def test_interrupted_synth_leaves_no_file(tmp_path, monkeypatch, capsys):
-    sim_module = pytest.importorskip("slidescan.hardware.sim.microscope")
+    from slidescan.hardware.sim import microscope as sim_module
+
     calls = {"n": 0}
     real_render = sim_module.SimulatedMicroscope.render
 
@@ -306,7 +308,6 @@ def test_interrupted_synth_leaves_no_file(tmp_path, monkeypatch, capsys):
 
 
 def test_synth_image_specimen_and_text_output(tmp_path, tissue_dir, capsys):
-    pytest.importorskip("slidescan.hardware.sim")
     out = tmp_path / "img.h5"
     image = tissue_dir / "ki67_olympus-vs_0.346um.png"
     argv = ["stack", "synth", "--out", str(out), "--specimen", str(image), "--positions", "1"]

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from slidescan.app.plan import RectRegion, ScanPlan
+from slidescan.app.records import CURVE_MAX
+from slidescan.app.repair import recover
 from slidescan.app.store import (
-    CURVE_MAX,
     ScanFileError,
     ScanReader,
     ScanWriter,
@@ -22,7 +23,6 @@ from slidescan.app.store import (
     TileRecord,
     check_writable,
     estimate_bytes,
-    recover,
     summarize,
 )
 

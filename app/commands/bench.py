@@ -26,7 +26,7 @@ _OPTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from slidescan.app.bench import BENCHMARKS
+    from slidescan.app.tools.bench import BENCHMARKS
 
     p = subparsers.add_parser(
         "bench",
@@ -96,7 +96,7 @@ def _shape(text: str | None) -> tuple[int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slidescan.app.bench import BENCHMARKS
+    from slidescan.app.tools.bench import BENCHMARKS
 
     if args.tiles < 1 or args.writer_tiles < 1 or args.memory_tiles < 10:
         raise CliError("bench: --tiles and --writer-tiles must be >= 1, --memory-tiles >= 10")

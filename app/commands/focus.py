@@ -1,4 +1,5 @@
-"""`slidescan focus eval`: score a focus method on focus-stack files (see app/evaluate.py).
+"""`slidescan focus eval`: score a focus method on focus-stack files (the tool is
+app/tools/evaluate.py; this is its command line).
 
 One file gives the one-file report. Several files (one per specimen, as held-out sets are
 kept), or any folder, give one row per file and the rows pooled: the table model cards quote,
@@ -10,14 +11,13 @@ other files were in the set.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from slidescan.app.cli import CliError, print_json
+from slidescan.app.cli import CliError, focus_params, print_json
 from slidescan.hardware.stackfile import StackFileError, open_stacks
 
 
@@ -102,40 +102,25 @@ def _no_action(args: argparse.Namespace) -> int:
     raise CliError("focus: choose an action: eval (see slidescan focus --help)")
 
 
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """`["k=3", "name=brenner", "fast=true"]` -> `{"k": 3, "name": "brenner", "fast": True}`."""
-    params: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise CliError(f"focus eval: --param expects KEY=VALUE, got {item!r}")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        params[key] = value
-    return params
-
-
 def make_method(name: str, params: dict[str, Any]) -> Any:
     """The focus method `name` from the registry, with a one-line error for a bad name/param."""
-    try:
-        from slidescan.focus.registry import available_methods, get_method
-    except ImportError as exc:
-        raise CliError(f"focus methods are not available: {exc}", code=1) from None
-    known = list(available_methods())
-    if name not in known:
-        raise CliError(f"focus eval: unknown mode {name!r}; available: {', '.join(known)}")
+    from slidescan.focus.registry import UnknownMethodError, get_method
+
     try:
         return get_method(name, **params)
-    except (TypeError, ValueError, KeyError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CliError(f"focus eval: mode {name!r} rejected the parameters: {text}") from None
+    except UnknownMethodError as exc:
+        raise CliError(f"focus eval: {exc}") from None
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from slidescan.app.evaluate import PooledReport, check_poolable, check_stacks, file_labels
+    from slidescan.app.tools.evaluate import (
+        PooledReport,
+        check_poolable,
+        check_stacks,
+        evaluate_files,
+        file_labels,
+        stage_model,
+    )
 
     if args.trials < 1:
         raise CliError("focus eval: --trials must be at least 1")
@@ -147,7 +132,7 @@ def _eval(args: argparse.Namespace) -> int:
         if args.stage not in stage_preset_names():
             known = ", ".join(stage_preset_names())
             raise CliError(f"focus eval: unknown --stage {args.stage!r}; known presets: {known}")
-    params = parse_params(args.param)
+    params = focus_params(args.mode, args.param, "focus eval: --param")
     method = make_method(args.mode, params)  # a bad mode or parameter: refused before any file
     paths, pooled = stack_paths(args.stacks)
     pooled = pooled or args.markdown
@@ -163,7 +148,7 @@ def _eval(args: argparse.Namespace) -> int:
                 raise CliError(str(exc), code=1) from None
             try:
                 check_stacks(stacks, args.hint_range)
-                stage_kw = _stage_model(args.stage, stacks)
+                stage_kw = stage_model(args.stage, stacks)
             except ValueError as exc:
                 where = f"{label}: " if len(paths) > 1 else ""
                 raise CliError(f"focus eval: {where}{exc}", code=1) from None
@@ -175,7 +160,7 @@ def _eval(args: argparse.Namespace) -> int:
                 )
             except ValueError as exc:
                 raise CliError(f"focus eval: {exc}", code=1) from None
-        reports = _run_files(args, params, method, opened)
+        reports = _run_files(args, params, method, opened, evaluate_files)
     if pooled:
         report = PooledReport.of(reports, labels)
         if args.json:
@@ -222,59 +207,28 @@ def _run_files(
     params: dict[str, Any],
     method: Any,
     opened: list[tuple[str, Any, dict[str, Any]]],
+    evaluate_files: Any,
 ) -> list[Any]:
-    """Evaluate each open (label, file, stage keywords) as a one-file run would: the same seed
-    and a method of its own (`method` for the first, a fresh one for each other), so no state
-    a method keeps between calls leaks from one file into the next. One progress bar."""
-    from slidescan.app.evaluate import evaluate_method
-
+    """The tool's `evaluate_files` with a progress bar; a bad file is one line."""
     bar = None
     if not (args.json or args.markdown):
         from tqdm import tqdm
 
         total = sum(len(stacks) for _, stacks, _ in opened) * args.trials
         bar = tqdm(total=total, desc=f"eval {args.mode}", unit="trial", file=sys.stderr)
-    reports = []
-    done = 0
     try:
-        for k, (label, stacks, stage_kw) in enumerate(opened):
-            progress = None
-            if bar is not None:
-                progress = lambda n, base=done: bar.update(base + n - bar.n)  # noqa: E731
-            try:
-                reports.append(
-                    evaluate_method(
-                        method if k == 0 else make_method(args.mode, params),
-                        stacks,
-                        args.hint_range,
-                        args.trials,
-                        args.seed,
-                        params=params,
-                        progress=progress,
-                        **stage_kw,
-                    )
-                )
-            except ValueError as exc:
-                where = f"{label}: " if len(opened) > 1 else ""
-                raise CliError(f"focus eval: {where}{exc}", code=1) from None
-            done += len(stacks) * args.trials
+        return evaluate_files(
+            method,
+            lambda: make_method(args.mode, params),
+            opened,
+            args.hint_range,
+            args.trials,
+            args.seed,
+            params=params,
+            progress=None if bar is None else lambda n: bar.update(n - bar.n),
+        )
+    except ValueError as exc:
+        raise CliError(f"focus eval: {exc}", code=1) from None
     finally:
         if bar is not None:
             bar.close()
-    return reports
-
-
-def _stage_model(preset: str | None, stacks: Any) -> dict[str, Any]:
-    """`evaluate_method` keywords for `--stage`: none for the default ideal stage; else the
-    preset's Z mechanics and Z/light timing over the camera timing the file recorded."""
-    if preset is None:
-        return {}
-    from slidescan.hardware.replay import ReplayMechanics, ReplayTiming, timing_for
-
-    recorded, source = timing_for(stacks)
-    return {
-        "timing": ReplayTiming.from_stage_preset(preset, base=recorded),
-        "timing_source": f"{preset} stage, {source} camera",
-        "mechanics": ReplayMechanics.from_stage_preset(preset),
-        "stage": preset,
-    }

@@ -24,8 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def describe(path: str) -> dict[str, Any]:
+    """What the file holds; for a damaged file, what is wrong and what is still readable
+    (`damaged`: True; see `app.repair.inspect`)."""
+    from slidescan.app import repair
     from slidescan.app.store import ScanReader, summarize
 
+    with ScanReader(path) as r:
+        damaged = r.damage is not None
+    if damaged:
+        return repair.inspect(path)
     with ScanReader(path) as r:
         out = summarize(r)
         out.update(
@@ -52,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         info = describe(args.file)
     except ScanFileError as exc:
         raise CliError(f"info: {exc}", code=1) from None
+    if info.get("damaged"):
+        return _print_damage(info, args.json)
     if args.json:
         print_json(info)
         return 0
@@ -76,10 +85,41 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"focus:    MAE {num('focus_mae_um')} um vs truth (max {num('focus_max_err_um')}), "
         f"{info['fallbacks']} fallbacks, frames/tile {num('frames_per_tile', '{:.1f}')}"
+        + (
+            f", {info['calibration_tiles']} per-slide calibration"
+            if info["calibration_tiles"]
+            else ""
+        )
     )
+    if info["made_images"]:
+        print(
+            f"images:   {info['made_images']} made by the focus method from its shots "
+            "(virtual focus; raw shots kept), the rest captured at their z"
+        )
     print(
         f"time:     hardware {num('hardware_s_per_tile')} s/tile, focus compute "
         f"{num('compute_s_per_tile', '{:.4f}')} s/tile"
     )
     print(f"software: slidescan {info['software_version']}, created {info['created']}")
     return 0
+
+
+def _print_damage(info: dict[str, Any], as_json: bool) -> int:
+    """A damaged file: what is wrong, what is readable, what to do. Exit code 1."""
+    if as_json:
+        print_json(info)
+        return 1
+    committed = info.get("tiles_committed", "?")
+    print(f"file:     {info['path']}")
+    print(f"status:   DAMAGED - {info['damage']}")
+    print(
+        f"readable: {info['readable_tiles']} of {committed} committed tiles intact (records, "
+        f"images and checksums), {info.get('tiles_planned', '?')} planned"
+    )
+    for reason in info.get("reasons", [])[:5]:
+        print(f"lost:     {reason}")
+    print(
+        f"repair:   slidescan scan --resume {info['path']} salvages the intact tiles into a new "
+        "file beside it and finishes the scan there (this file is left as it is)"
+    )
+    return 1

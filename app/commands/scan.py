@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from slidescan.app.cli import CliError, print_json
+from slidescan.app.cli import CliError, focus_params, print_json
 from slidescan.app.events import (
     FinishReason,
     Progress,
@@ -78,24 +77,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """`["k=3", "metric=brenner", "extend=false"]` -> `{"k": 3, ...}` (JSON values, else text)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise CliError(f"scan: --focus-param expects KEY=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        if not isinstance(value, bool | int | float | str):
-            raise CliError(f"scan: --focus-param {key}: expected a number, true/false or text")
-        out[key] = value
-    return out
-
-
 def open_scope(profile_name: str, objective: str) -> tuple[Any, dict[str, Any]]:
     """The microscope of a hardware profile, and the profile as a JSON-ready dict.
 
@@ -109,9 +90,9 @@ def open_scope(profile_name: str, objective: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _slide_centre(scope: Any) -> tuple[float, float]:
-    bounds = getattr(scope, "slide_bounds_um", None)
-    if bounds is not None:
-        x0, y0, x1, y1 = bounds
+    """The centre of the simulated slide's tissue; on hardware, where the stage stands."""
+    if scope.truth is not None:
+        x0, y0, x1, y1 = scope.truth.slide_bounds_um
         return (x0 + x1) / 2, (y0 + y1) / 2
     p = scope.stage.position()
     return p.x, p.y
@@ -120,7 +101,8 @@ def _slide_centre(scope: Any) -> tuple[float, float]:
 def _build_plan(args: argparse.Namespace, scope: Any) -> ScanPlan:
     if args.overlap < 0 or args.overlap > 0.5:
         raise CliError("scan: --overlap must lie in [0, 0.5]")
-    params = parse_params(args.focus_param)
+    method = args.survey_method if args.focus == "focusmap" else args.focus
+    params = focus_params(method, args.focus_param, "scan: --focus-param")
     if args.focus == "focusmap":
         focus = FocusSettings(
             method=args.survey_method,
@@ -143,10 +125,11 @@ def _build_plan(args: argparse.Namespace, scope: Any) -> ScanPlan:
         start_z_um=args.start_z,
     )
     if args.region:
-        if args.rows or args.cols:
+        if args.rows is not None or args.cols is not None:
             raise CliError("scan: give either --region or --rows/--cols, not both")
         return ScanPlan(region=parse_region(args.region), overlap=args.overlap, **common)
-    rows, cols = args.rows or 3, args.cols or 3
+    rows = 3 if args.rows is None else args.rows
+    cols = 3 if args.cols is None else args.cols
     if rows < 1 or cols < 1:
         raise CliError("scan: --rows and --cols must be at least 1")
     shape = scope.camera.shape
@@ -155,12 +138,13 @@ def _build_plan(args: argparse.Namespace, scope: Any) -> ScanPlan:
     return ScanPlan.grid(rows, cols, _slide_centre(scope), fov, overlap=args.overlap, **common)
 
 
-def _check_method(plan: ScanPlan) -> None:
-    """Fail before the scan, in one line, on an unknown method or parameter."""
+def _check_method(plan: ScanPlan) -> Any:
+    """The plan's focus method, built before the scan: an unknown method, a bad parameter or
+    a weight file that cannot load is one line before anything moves."""
     from slidescan.app.runner import build_focus_method
 
     try:
-        build_focus_method(plan.focus.method, dict(plan.focus.params))
+        return build_focus_method(plan.focus.method, dict(plan.focus.params))
     except (ValueError, TypeError, KeyError) as exc:
         raise CliError(f"scan: {str(exc).strip().splitlines()[0]}") from None
 
@@ -215,12 +199,13 @@ def run(args: argparse.Namespace) -> int:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             raise CliError("scan: --resume continues FILE in place; drop --out")
         try:
-            plan = read_plan(args.resume)
+            path = _resumable(Path(args.resume))
+            plan = read_plan(path)
         except ScanFileError as exc:
             raise CliError(f"scan: {exc}", code=1) from None
         scope, profile = open_scope(plan.profile, plan.objective)
-        _check_method(plan)
-        runner = ScanRunner.for_resume(args.resume, scope, profile=profile)
+        method = _check_method(plan)
+        runner = ScanRunner.for_resume(path, scope, profile=profile, method=method)
     else:
         if not args.out:
             raise CliError("scan: give --out FILE (or --resume FILE)")
@@ -233,8 +218,8 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"scan: {_validation_line(exc)}") from None
         except ValueError as exc:
             raise CliError(f"scan: {exc}") from None
-        _check_method(plan)
-        runner = ScanRunner(plan, scope, profile=profile, overwrite=args.overwrite)
+        method = _check_method(plan)
+        runner = ScanRunner(plan, scope, profile=profile, overwrite=args.overwrite, method=method)
 
     observer = _CliObserver(runner, show=not args.json)
     runner.add_observer(observer)
@@ -269,6 +254,28 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_CANCELLED if interrupted else 1
     return 0
+
+
+def _resumable(path: Path) -> Path:
+    """The file to resume: `path`, or, when it is damaged, a new file beside it holding every
+    tile it still gives up (the damaged file is only read)."""
+    from slidescan.app import repair
+    from slidescan.app.store import DamagedScanFile
+
+    if not path.is_file():
+        return path  # read_plan says so in one line
+    try:
+        repair.check_intact(path)
+        return path
+    except DamagedScanFile as exc:
+        damage = str(exc).split(" is damaged: ", 1)[-1].split("; `slidescan", 1)[0]
+    rebuilt = repair.salvage(path)
+    print(
+        f"scan: {path} is damaged ({damage}); salvaged {rebuilt.kept} of "
+        f"{rebuilt.kept + rebuilt.lost} committed tiles into {rebuilt.path}; resuming there",
+        file=sys.stderr,
+    )
+    return rebuilt.path
 
 
 def _validation_line(exc: ValidationError) -> str:

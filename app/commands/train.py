@@ -1,7 +1,7 @@
 """`slidescan train diffcnn ...`: train a learned focus model on simulator data.
 
 Each learned method that can be trained adds one sub-command here; diffcnn is the
-difference-image CNN (slidescan.app.train_diffcnn).
+difference-image CNN (slidescan.app.tools.train_diffcnn).
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def _no_model(args: argparse.Namespace) -> int:
 
 
 def _diffcnn(args: argparse.Namespace) -> int:
-    from slidescan.app import train_diffcnn as td
+    from slidescan.app.tools import simdata
+    from slidescan.app.tools import train_diffcnn as td
     from slidescan.hardware.optics import OBJECTIVES
 
     if args.objective not in OBJECTIVES:
@@ -136,7 +137,7 @@ def _diffcnn(args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr)
 
     if args.holdout_stacks is not None:
-        summaries = td.write_holdout_stacks(
+        summaries = simdata.write_holdout_stacks(
             args.holdout_stacks,
             args.objective,
             tissue,

@@ -102,7 +102,7 @@ class FocusCurvePlot(pg.PlotWidget):
             self.extrapolation.setData([z[top], ev.z_um], [v[top], 0.0])
         else:
             self.extrapolation.setData([], [])
-        shots = np.asarray(ev.shots_z_um, dtype=float)
+        shots = np.asarray(ev.curve_z_um, dtype=float)
         shots = shots[np.isfinite(shots)]
         if shots.size:
             base = 0.0 if prediction else (float(v.min()) if v.size else 0.0)

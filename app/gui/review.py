@@ -23,14 +23,14 @@ import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from slidescan.app.events import FinishReason, FocusDone
+from slidescan.app.export.tiles import export_table, export_tile
 from slidescan.app.gui import dialogs
 from slidescan.app.gui._pg import pg
-from slidescan.app.gui.export import export_table, export_tile
 from slidescan.app.gui.focus_plots import FocusCurvePlot, FocusSurfacePlot
 from slidescan.app.gui.main_window import focus_quality
 from slidescan.app.gui.tile_map import OVERLAYS, TileGeometry, TileMap
+from slidescan.app.records import MADE, PREDICTED
 from slidescan.app.store import ScanReader
-from slidescan.focus.protocol import CALIBRATION_SUFFIX
 from slidescan.hardware.optics import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,21 @@ def _text(v: Any) -> str:
 
 
 def _note(rec: Any) -> str:
-    """What the flags column says of an unflagged tile: empty glass, or a tile the focus method
-    spent on its per-slide calibration (method "diffcnn+calibration": more frames, by design)."""
+    """What the flags column says of an unflagged tile: empty glass, a tile the focus method
+    spent on its per-slide calibration (more frames, by design), an image the method made from
+    raw shots (a virtual focus), or another method that settled the tile."""
     if rec["skipped"]:
         return "empty glass"
-    if _text(rec["method"]).endswith(CALIBRATION_SUFFIX):
-        return "per-slide calibration"
-    return ""
+    notes = []
+    if rec["calibration"]:
+        notes.append("per-slide calibration")
+    if _text(rec["image_source"]) == MADE:
+        kind = _text(rec["made_kind"]) or "made"
+        notes.append(f"virtual focus: {kind} from {int(rec['shot_count'])} shots")
+    fallback = _text(rec["fallback"])
+    if fallback and fallback != PREDICTED:
+        notes.append(f"settled by {fallback}")
+    return "; ".join(notes)
 
 
 def half_depth_of_field(objective: str) -> float | None:
@@ -79,9 +87,8 @@ def flag_reasons(rec: np.void, min_confidence: float, half_dof: float | None) ->
     reasons = []
     if not rec["ok"]:
         reasons.append("focus failed")
-    fallback = _text(rec["fallback"])
-    if fallback:
-        reasons.append(f"fallback {fallback}")
+    if _text(rec["fallback"]) == PREDICTED:
+        reasons.append("taken at the predicted z")
     conf = float(rec["confidence"])
     if np.isfinite(conf) and conf < min_confidence:
         reasons.append(f"confidence {conf:.2f}")
@@ -469,7 +476,8 @@ class ReviewWindow(QtWidgets.QMainWindow):
                 curve_z_um=np.asarray(z, float),
                 curve_values=np.asarray(values, float),
                 curve_kind=kind,
-                shots_z_um=np.asarray(z, float) if kind == "metric" else np.zeros(0),
+                calibration=bool(rec["calibration"]),
+                image_source=_text(rec["image_source"]) or "capture",
                 true_focus_um=truth if np.isfinite(truth) else None,
             )
         )

@@ -50,7 +50,6 @@ import numpy as np
 from slidescan.app.events import FinishReason
 from slidescan.app.plan import ScanPlan, TissueSettings
 from slidescan.app.store import ScanReader
-from slidescan.focus.protocol import CALIBRATION_SUFFIX
 
 
 class _NullObserver:
@@ -207,6 +206,16 @@ def three_exposure_bound_s(
     }
 
 
+def pair_spacing_um(method: Any) -> float:
+    """The Z step between a method's exposures that the three-exposure bound assumes: the
+    difference-image CNN's pair spacing, else `DEFAULT_PAIR_DZ_UM`."""
+    if method is None or method.name != "diffcnn":  # no torch import for the others
+        return DEFAULT_PAIR_DZ_UM
+    from slidescan.focus.learned.diffcnn import DiffCNNFocus
+
+    return float(method.delta_um) if isinstance(method, DiffCNNFocus) else DEFAULT_PAIR_DZ_UM
+
+
 def run_scan_bench(
     methods: Sequence[str] = ("zsweep", "brent", "none"),
     profiles: Sequence[str] = ("commercial", "lowcost"),
@@ -243,7 +252,7 @@ def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> d
     shape = scope.camera.shape
     px = float(scope.optics.pixel_size_um)
     fov = (shape[1] * px, shape[0] * px)
-    x0, y0, x1, y1 = scope.slide_bounds_um
+    x0, y0, x1, y1 = scope.truth.slide_bounds_um
     with tempfile.TemporaryDirectory(prefix="slidescan-bench-") as d:
         plan = ScanPlan.grid(
             grid[0],
@@ -274,11 +283,10 @@ def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> d
     s = fin.summary
     hw_per_tile = s["hardware_s_per_tile"]
     tiles_per_s = 1.0 / hw_per_tile if hw_per_tile > 0 else float("inf")
-    dz = float(getattr(runner.focus_method, "delta_um", DEFAULT_PAIR_DZ_UM))
-    bound3 = three_exposure_bound_s(scope, tiles, dz)
+    bound3 = three_exposure_bound_s(scope, tiles, pair_spacing_um(runner.focus_method))
     # Per-slide calibration tiles (diffcnn's first few, also swept) are a one-off per slide:
     # the "steady" figures are over every other tile, fallbacks included.
-    calibrating = np.char.endswith(records["method"], CALIBRATION_SUFFIX.encode())
+    calibrating = records["calibration"]
     steady = records[~calibrating]
     steady_hw = float(steady["tile_hardware_s"].mean()) if steady.size else math.nan
     return {

@@ -13,8 +13,8 @@ on hardware), starts the stage at a hint drawn as `true focus + U(-hint_range, +
   - a method that hands back its final frame (`FocusResult.final_frame`, as zsweep, brent and
     diffcnn do) is scored at the true z that frame was served at (its `true_position_um`);
   - otherwise the eval does what a scan does before its final capture: it moves the drive to
-    the returned z through a `ZGuard` (approach from below) and scores the true z it arrives
-    at. That move is not counted in the method's frames, moves or hardware seconds.
+    the returned z through the trial's `FocusDrive` (approach from below) and scores the true z
+    it arrives at. That move is not counted in the method's frames, moves or hardware seconds.
   On an ideal stage (the default) the drive is where it was told, so this is the returned z
   for every method whose final frame is taken where it says (all of ours). With `mechanics`
   (steps, backlash, repeatability: `ReplayMechanics`) it is not: a method whose final move
@@ -45,7 +45,7 @@ The summary gives MAE, median, p95 and max of |error|, the signed bias, and the 
 trials within half the depth of field, DOF = `depth_of_field_um(na, n)` at 0.55 um.
 
 A trial in which the method handed the tile to another method (diffcnn's z-sweep when it does
-not trust the CNN) is marked in `TrialRecord.fallback`, so a report can say how much of its
+not trust the CNN: `FocusResult.fallback`) is marked in `TrialRecord.fallback`, so a report can say how much of its
 accuracy the fallback bought. Held-out figures are pooled over several files, one per
 specimen (`PooledReport`): each file is evaluated exactly as it would be alone and the pooled
 summary is the summary of all their trials; files whose optics give different DOF thresholds
@@ -75,24 +75,22 @@ from typing import Any
 
 import numpy as np
 
+from slidescan.focus.drive import FocusDrive
 from slidescan.focus.protocol import (
     FocusError,
     FocusHint,
     FocusMethod,
+    FrameLike,
     OpticsLike,
     SlideCalibrated,
     depth_of_field_um,
 )
-from slidescan.focus.safety import ZGuard
 from slidescan.hardware.errors import HardwareError
 from slidescan.hardware.replay import ReplayMechanics, ReplayMicroscope, ReplayTiming, timing_for
 from slidescan.hardware.stackfile import FocusStack
 
 #: Wavelength the depth-of-field threshold is computed at (um); `depth_of_field_um`'s default.
 DOF_WAVELENGTH_UM = 0.55
-
-#: What a result's message says when the method handed the tile to another method.
-FELL_BACK = "fell back to"
 
 
 def eval_dof_um(optics: OpticsLike) -> float:
@@ -549,7 +547,8 @@ def evaluate_method(
     if stage is None:
         stage = "ideal" if mechanics is None else "custom"
     dof = eval_dof_um(optics)
-    name = str(getattr(method, "name", type(method).__name__))
+    name = method.name
+    method.prepare(optics)
     # All hint offsets are drawn up front, so trial (i, j) sees the same hint whatever the method.
     offsets = np.random.default_rng(seed).uniform(
         -hint_range_um, hint_range_um, size=(len(stacks), trials)
@@ -607,7 +606,7 @@ CALIBRATION_TRIAL_BASE = 1_000_000
 
 
 def _calibrate(
-    method: Any,
+    method: SlideCalibrated,
     stacks: Any,
     i: int,
     optics: OpticsLike,
@@ -632,6 +631,7 @@ def _calibrate(
             break
         offset = float(rng.uniform(-hint_range_um, hint_range_um))
         number = CALIBRATION_TRIAL_BASE + i * n + k
+        assert isinstance(method, FocusMethod)
         out.append(
             _seeded_trial(
                 method, stacks[o], optics, timing, offset, hint_range_um, number, seed, mechanics
@@ -721,6 +721,7 @@ def _run_trial(
     mechanics: ReplayMechanics | None = None,
 ) -> TrialRecord:
     scope = ReplayMicroscope(stack, optics, timing=timing, start_z_um=hint, mechanics=mechanics)
+    drive = FocusDrive(scope)
     range_um = hint_range_um if hint_range_um > 0 else None  # 0: say nothing, method default
     t_hw = scope.now()
     t0 = time.perf_counter()
@@ -728,7 +729,7 @@ def _run_trial(
     final_frame = None
     fallback = ""
     try:
-        result = method.focus(scope, FocusHint(z_um=hint, range_um=range_um, source="eval"))
+        result = method.focus(drive, FocusHint(z_um=hint, range_um=range_um, source="eval"))
     except (FocusError, HardwareError) as exc:
         compute_s = time.perf_counter() - t0
         scored_at_hint = True
@@ -736,10 +737,11 @@ def _run_trial(
         message = f"raised {type(exc).__name__}: {exc}"
     else:
         compute_s = time.perf_counter() - t0
-        z, ok, conf = float(result.z_um), bool(result.ok), float(result.confidence)
+        z = math.nan if result.z_um is None else float(result.z_um)
+        ok, conf = bool(result.ok), float(result.confidence)
         reported_frames, message = int(result.frames), str(result.message)
-        final_frame = getattr(result, "final_frame", None)
-        fallback = fallback_of(result)
+        final_frame = result.final_frame
+        fallback = "" if result.fallback is None else result.fallback.to
         if not math.isfinite(z):
             scored_at_hint, ok, z, final_frame = True, False, hint, None
             message = f"returned a non-finite z ({result.z_um}); {message}".rstrip("; ")
@@ -747,7 +749,7 @@ def _run_trial(
     frames, moves, hardware_s = scope.frames_taken, scope.moves, scope.now() - t_hw
     lo, hi = z_range
     in_range = lo <= z <= hi
-    scored = _final_image_z(scope, stack, z, final_frame) if in_range else z
+    scored = _final_image_z(scope, drive, stack, z, final_frame) if in_range else z
     return TrialRecord(
         stack_id=stack.id,
         trial=trial,
@@ -771,31 +773,71 @@ def _run_trial(
     )
 
 
-def fallback_of(result: Any) -> str:
-    """The method a focus result says it fell back to, "" when none: `extra["fallback"]` (set
-    by diffcnn), else the name after "fell back to" in the message (methods that only say so),
-    else "?" when the message says it fell back without naming what to."""
-    extra = getattr(result, "extra", None)
-    named = extra.get("fallback") if isinstance(extra, dict) else None
-    if named:
-        return str(named)
-    message = str(getattr(result, "message", "") or "")
-    _, found, rest = message.partition(FELL_BACK)
-    if not found:
-        return ""
-    words = rest.split()
-    return (words[0].strip(".,;:()") or "?") if words else "?"
-
-
 def _final_image_z(
-    scope: ReplayMicroscope, stack: FocusStack, z: float, final_frame: Any | None
+    scope: ReplayMicroscope,
+    drive: FocusDrive,
+    stack: FocusStack,
+    z: float,
+    final_frame: FrameLike | None,
 ) -> float:
     """The true z of the tile's final image (see the module docstring): where the method's own
-    final frame was served, else where a scan's guarded move to `z` really lands."""
-    meta = getattr(final_frame, "meta", None)
-    if isinstance(meta, dict) and meta.get("stack_id") == stack.id:
+    final frame was served, else where a scan's move to `z` through the drive really lands."""
+    meta = final_frame.meta if final_frame is not None else {}
+    if meta.get("stack_id") == stack.id:
         true_position = meta.get("true_position_um")
         if true_position is not None:
             return float(true_position[2])
-    ZGuard(scope).move_to(z)
+    drive.move_to(z)
     return scope.true_z_um
+
+
+def stage_model(preset: str | None, stacks: Any) -> dict[str, Any]:
+    """`evaluate_method` keywords for a stage preset: none for the default ideal stage; else
+    the preset's Z mechanics and Z/light timing over the camera timing the file recorded."""
+    if preset is None:
+        return {}
+    recorded, source = timing_for(stacks)
+    return {
+        "timing": ReplayTiming.from_stage_preset(preset, base=recorded),
+        "timing_source": f"{preset} stage, {source} camera",
+        "mechanics": ReplayMechanics.from_stage_preset(preset),
+        "stage": preset,
+    }
+
+
+def evaluate_files(
+    method: FocusMethod,
+    make_method: Callable[[], FocusMethod],
+    opened: Sequence[tuple[str, Any, dict[str, Any]]],
+    hint_range_um: float,
+    trials: int,
+    seed: int,
+    *,
+    params: dict[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[EvalReport]:
+    """Evaluate each open (label, stack file, `stage_model` keywords) as a one-file run would:
+    the same seed and a method of its own (`method` for the first, `make_method()` for each
+    other), so no state a method keeps between calls leaks from one file into the next.
+    `progress(n)` gets the trials done over all files. A `ValueError` names the file."""
+    reports: list[EvalReport] = []
+    done = 0
+    for k, (label, stacks, stage_kw) in enumerate(opened):
+        step = None if progress is None else (lambda n, base=done: progress(base + n))
+        try:
+            reports.append(
+                evaluate_method(
+                    method if k == 0 else make_method(),
+                    stacks,
+                    hint_range_um,
+                    trials,
+                    seed,
+                    params=params,
+                    progress=step,
+                    **stage_kw,
+                )
+            )
+        except ValueError as exc:
+            raise ValueError(f"{label}: {exc}" if len(opened) > 1 else str(exc)) from None
+        done += len(stacks) * trials
+    return reports

@@ -1,21 +1,15 @@
-"""Training the difference-image CNN on simulator data: data generation, the training run,
-the model card, and held-out evaluation stacks.
+"""Training the difference-image CNN: its data recipe, the training run through the kit's loop,
+and the model card. The offline tool behind `slidescan train diffcnn`.
 
-Data. Every *scene* is one simulator (`SimConfig`) with randomised specimen, optics and
-camera; a few fields of it are rendered as frame pairs at z and z + delta below focus, with
-label y = z_focus - z. What a real scanner varies is randomised so the model does not learn one
-simulator setting: NA within the objective's class, cover-glass (spherical) aberration, axial
-chromatic shift, section thickness and depth structure, stain strength and colour balance,
-exposure, read noise, vignetting, JPEG, z repeatability and XY jitter between the two shots.
+Data. Scenes come from `app.tools.simdata` (randomised specimen, optics and camera; training
+and held-out splits). A few fields of each are rendered as frame pairs at z and z + delta below
+focus, labelled y = z_focus - z, and cut into patches (`focus.learned.preprocess`) once per
+(recipe, split, size, seed) into an HDF5 cache, so training runs and resumes read them instead
+of rendering again.
 
-Splits. Training specimens: procedural H&E and IHC (seeds < 10^6) and two real Ki67 images
-(`ki67_nanozoomer`, `ki67_olympus-vs`). Validation (never trained on): the real H&E image, the
-scikit-image IHC image and procedural tissue with seeds >= 10^6, all with optical settings
-outside the training ranges (stronger aberration and chromatic shift). The same held-out
-recipe makes the evaluation stacks (`write_holdout_stacks`).
-
-The generated patches are cached once per (recipe, split, size, seed) in an HDF5 file, so
-training runs and resumes read them instead of rendering again.
+Training: `focus.learned.diffcnn_training.DiffCNNTask` in the kit's loop
+(`focus.learned.training.Trainer`); the weights are a kit checkpoint with the model card inside
+(`focus.learned.checkpoint`), also written beside them as Markdown.
 """
 
 from __future__ import annotations
@@ -24,33 +18,31 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import platform
 import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from slidescan.app.tools.simdata import (
+    REAL_HOLDOUT_IMAGES,
+    REAL_TRAIN_IMAGES,
+    TEXTURE_IMAGES,
+    Scene,
+    build_scene,
+    parallel_map,
+    random_field,
+    sample_scene,
+)
 from slidescan.focus.learned.preprocess import InputSpec, patch_pairs
 
 #: Bump when the data recipe changes so stale caches are not reused.
 DATA_VERSION = 4
-REAL_TRAIN_IMAGES = ("ki67_nanozoomer_0.227um.png", "ki67_olympus-vs_0.346um.png")
-REAL_HOLDOUT_IMAGES = ("he_nanozoomer_0.227um.png",)
-#: Generic textures from scikit-image's bundled images, used as extra training specimens at
-#: random scales: the physics that relates two defocused frames holds for any absorbing
-#: texture, and variety keeps the network from keying on the look of a few tissues.
-TEXTURE_IMAGES = ("gravel.png", "grass.png", "brick.png", "cell.png", "rocket.jpg", "coffee.png")
-#: Assumed pixel size of scikit-image's IHC sample (nuclei ~20 px across, ~8 um).
-SKIMAGE_IHC_PIXEL_UM = 0.4
-HOLDOUT_SEED_BASE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -113,146 +105,6 @@ def recipe_for(objective: str) -> Recipe:
     )
 
 
-# -- scenes ----------------------------------------------------------------------------------------
-@dataclass
-class Scene:
-    """One randomised simulator plus the acquisition noise of its pairs."""
-
-    index: int
-    split: str
-    config: dict[str, Any]  # SimConfig as JSON-able dict
-    na: float
-    xy_jitter_um: float
-    z_noise_um: float
-    seed: int
-    label: str = ""
-
-
-def _image_specimen(path: Path, rng: np.random.Generator, pixel_um: float | None = None):
-    spec: dict[str, Any] = {"kind": "image", "image_path": str(path), "tissue_shape": "fill"}
-    if pixel_um is not None:
-        spec["image_pixel_size_um"] = pixel_um
-    spec.update(
-        thickness_um=float(rng.uniform(2.0, 6.0)),
-        layers=int(rng.integers(3, 6)),
-        medium_n=float(rng.uniform(1.47, 1.56)),
-    )
-    return spec
-
-
-def _procedural_specimen(stain: str, rng: np.random.Generator) -> dict[str, Any]:
-    return {
-        "kind": "procedural",
-        "stain": stain,
-        "tissue_shape": "fill",
-        "hole_fraction": float(rng.uniform(0.0, 0.1)),
-        "thickness_um": float(rng.uniform(2.0, 6.0)),
-        "layers": int(rng.integers(3, 6)),
-        "medium_n": float(rng.uniform(1.47, 1.56)),
-        "nuclei_density_cellular": float(rng.uniform(6.0, 24.0)),
-        "nuclei_density_stroma": float(rng.uniform(0.5, 5.0)),
-        "lumen_density_per_mm2": float(rng.uniform(0.0, 60.0)),
-        "stain_strength": float(rng.uniform(0.45, 1.6)),
-        "dab_positive_fraction": float(rng.uniform(0.05, 0.7)),
-    }
-
-
-def _signed(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(rng.uniform(lo, hi) * rng.choice((-1.0, 1.0)))
-
-
-def sample_scene(index: int, split: str, seed: int, recipe: Recipe, tissue_dir: Path) -> Scene:
-    """Scene `index` of `split`, drawn from its own seed stream (worker-order independent)."""
-    ss = np.random.SeedSequence([seed, {"train": 1, "val": 2}[split], index])
-    rng = np.random.default_rng(ss)
-    sim_seed = int(rng.integers(0, HOLDOUT_SEED_BASE))
-    if split == "train":
-        kind = rng.choice(["he", "ihc", "real", "texture"], p=[0.3, 0.25, 0.25, 0.2])
-        if kind == "real":
-            name = REAL_TRAIN_IMAGES[int(rng.integers(len(REAL_TRAIN_IMAGES)))]
-            # the image's own scale jittered: other cell sizes, other intrinsic sharpness
-            nominal = float(name.rsplit("_", 1)[1].removesuffix("um.png"))
-            pixel = nominal * float(rng.uniform(0.8, 1.5))
-            specimen, label = _image_specimen(tissue_dir / name, rng, pixel), name
-        elif kind == "texture":
-            name = TEXTURE_IMAGES[int(rng.integers(len(TEXTURE_IMAGES)))]
-            path = skimage_data_path(name)
-            pixel = float(rng.uniform(0.12, 0.35))
-            specimen, label = _image_specimen(path, rng, pixel), f"texture {name}"
-        else:
-            specimen, label = _procedural_specimen(str(kind), rng), f"procedural {kind}"
-        coverslip = float(rng.uniform(-15.0, 15.0))
-        chroma = (float(rng.uniform(-0.3, 0.3)), 0.0, float(rng.uniform(-0.3, 0.3)))
-        na = float(rng.uniform(*recipe.na_range))
-    else:
-        kind = rng.choice(["he_real", "ihc_skimage", "he", "ihc"], p=[0.35, 0.25, 0.2, 0.2])
-        sim_seed += HOLDOUT_SEED_BASE
-        if kind == "he_real":
-            name = REAL_HOLDOUT_IMAGES[0]
-            specimen, label = _image_specimen(tissue_dir / name, rng), name
-        elif kind == "ihc_skimage":
-            specimen = _image_specimen(skimage_ihc_path(), rng, SKIMAGE_IHC_PIXEL_UM)
-            label = "skimage ihc"
-        else:
-            specimen, label = _procedural_specimen(str(kind), rng), f"procedural {kind}"
-        coverslip = _signed(rng, 15.0, 22.0)
-        chroma = (_signed(rng, 0.3, 0.4), 0.0, _signed(rng, 0.3, 0.4))
-        na = recipe.na
-    size = recipe.camera_px + 2 * recipe.jitter_px
-    jpeg = int(rng.integers(80, 96)) if rng.random() < 0.15 else None
-    config = {
-        "objective": recipe.objective,
-        "seed": sim_seed,
-        "specimen": specimen,
-        "optics": {
-            "psf": "pupil",
-            "na": na,
-            "coverslip_error_um": coverslip,
-            "chromatic_shift_um": chroma,
-            "fft_workers": 1,
-            "field_cache_size": 1,
-        },
-        "camera": {
-            "width": size,
-            "height": size,
-            "exposure_ms": float(rng.uniform(3.0, 20.0)),
-            "read_noise_e": float(rng.uniform(1.5, 5.0)),
-            "vignetting": float(rng.uniform(0.0, 0.12)),
-            "jpeg_quality": jpeg,
-        },
-    }
-    return Scene(
-        index=index,
-        split=split,
-        config=config,
-        na=na,
-        xy_jitter_um=float(rng.uniform(0.0, 0.4)),
-        z_noise_um=float(rng.uniform(0.0, 0.04)),
-        seed=int(rng.integers(0, 2**31)),
-        label=label,
-    )
-
-
-def skimage_data_path(name: str) -> Path:
-    """A sample image bundled in the scikit-image wheel (no download)."""
-    try:
-        import skimage
-    except ImportError:
-        raise RuntimeError(
-            "training needs scikit-image for its sample images: pip install 'slidescan[train]'"
-        ) from None
-
-    path = Path(skimage.__file__).parent / "data" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"scikit-image's sample {name} not found at {path}")
-    return path
-
-
-def skimage_ihc_path() -> Path:
-    """The file behind `skimage.data.immunohistochemistry()`."""
-    return skimage_data_path("ihc.png")
-
-
 @dataclass
 class SceneData:
     pairs: np.ndarray  # (N, 2, C, P, P) float16
@@ -264,21 +116,16 @@ class SceneData:
 
 def render_scene(scene: Scene, recipe: Recipe) -> SceneData:
     """Render the scene's pairs and cut them into patches (runs in a worker process)."""
-    from slidescan.hardware.sim import SimConfig, build_simulator
-
     t0 = time.perf_counter()
     rng = np.random.default_rng(scene.seed)
-    sim = build_simulator(SimConfig.model_validate(scene.config))
-    x0, y0, x1, y1 = sim.slide_bounds_um
-    fw, fh = sim.field_of_view_um
+    sim = build_scene(scene)
     j = recipe.jitter_px
     n = recipe.camera_px
     px = sim.optics.pixel_size_um
     out_pairs, out_y, out_std, out_tile = [], [], [], []
     local = 0
     for _ in range(recipe.fields_per_scene):
-        x = float(rng.uniform(x0 + fw, x1 - fw))
-        y = float(rng.uniform(y0 + fh, y1 - fh))
+        x, y = random_field(sim, rng)
         z_focus = sim.true_focus_um(x, y)
         for _ in range(recipe.pairs_per_field):
             far = recipe.y_max_um + 0.5 if rng.random() >= recipe.near_fraction else None
@@ -316,7 +163,6 @@ def _render_job(job: tuple[Scene, Recipe]) -> SceneData:
     return render_scene(*job)
 
 
-# -- the cached data set ---------------------------------------------------------------------------
 def data_key(recipe: Recipe, split: str, pairs: int, seed: int) -> str:
     blob = json.dumps(
         {
@@ -348,7 +194,7 @@ def generate(
     rendered (in `workers` processes) and cached. Returns (PatchDataset, cache path)."""
     import h5py
 
-    from slidescan.focus.learned.training import PatchDataset
+    from slidescan.focus.learned.diffcnn_training import PatchDataset
 
     per_scene = recipe.fields_per_scene * recipe.pairs_per_field
     scenes = max(1, math.ceil(pairs / per_scene))
@@ -362,25 +208,8 @@ def generate(
             )
     if not tissue_dir.is_dir():
         raise FileNotFoundError(f"real tissue images not found at {tissue_dir} (see --tissue)")
-    from tqdm import tqdm
-
     jobs = [(sample_scene(i, split, seed, recipe, tissue_dir), recipe) for i in range(scenes)]
-    results: list[SceneData] = []
-    bar = tqdm(
-        total=scenes, desc=f"render {split}", unit="scene", disable=not progress, file=sys.stderr
-    )
-    try:
-        if workers > 1:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                for r in pool.map(_render_job, jobs):
-                    results.append(r)
-                    bar.update(1)
-        else:
-            for job in jobs:
-                results.append(_render_job(job))
-                bar.update(1)
-    finally:
-        bar.close()
+    results: list[SceneData] = parallel_map(_render_job, jobs, workers, f"render {split}", progress)
     tile_offset, tiles, scene_ids = 0, [], []
     for i, r in enumerate(results):
         tiles.append(r.tile + tile_offset)
@@ -410,7 +239,6 @@ def generate(
     return data, path
 
 
-# -- training ----------------------------------------------------------------------------------------
 @dataclass
 class TrainRequest:
     objective: str = "20x/0.75"
@@ -433,7 +261,7 @@ class TrainRequest:
 
 
 def weights_name(objective: str) -> str:
-    from slidescan.focus.learned.weights import objective_slug
+    from slidescan.focus.learned.checkpoint import objective_slug
 
     return f"diffcnn_{objective_slug(objective)}"
 
@@ -442,55 +270,45 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     """Generate (or read) the data, train, and write weights + model card. Returns a summary."""
     import torch
 
+    from slidescan.focus.learned.checkpoint import save_checkpoint
+    from slidescan.focus.learned.diffcnn import DiffCNNMeta
+    from slidescan.focus.learned.diffcnn_training import DiffCNNTask, DiffCNNTrainConfig
     from slidescan.focus.learned.mobilenet import MobileNetV2, count_parameters
-    from slidescan.focus.learned.training import (
-        TrainConfig,
-        Trainer,
-        fit,
-        resolve_device,
-    )
-    from slidescan.focus.learned.weights import DiffCNNMeta, save_checkpoint
+    from slidescan.focus.learned.training import LoopConfig, Trainer, resolve_device
 
     t_start = time.perf_counter()
     recipe = recipe_for(req.objective)
     device = resolve_device(req.device)
     if req.threads:
         torch.set_num_threads(req.threads)
-    train_data, train_path = generate(
-        "train",
-        req.samples,
-        req.seed,
-        recipe,
-        req.tissue_dir,
-        req.cache_dir,
-        workers=req.workers,
-        progress=req.progress,
-        log=log,
-    )
-    val_data, val_path = generate(
-        "val",
-        req.val_samples,
-        req.seed,
-        recipe,
-        req.tissue_dir,
-        req.cache_dir,
-        workers=req.workers,
-        progress=req.progress,
-        log=log,
-    )
+    data: dict[str, Any] = {}
+    for split, pairs in (("train", req.samples), ("val", req.val_samples)):
+        data[split] = generate(
+            split,
+            pairs,
+            req.seed,
+            recipe,
+            req.tissue_dir,
+            req.cache_dir,
+            workers=req.workers,
+            progress=req.progress,
+            log=log,
+        )
+    (train_data, train_path), (val_data, val_path) = data["train"], data["val"]
     if len(train_data) < 2 * req.batch_size:
         raise ValueError(f"only {len(train_data)} training patches; ask for more --samples")
     t_data = time.perf_counter() - t_start
 
     torch.manual_seed(req.seed)
     spec = recipe.spec
-    model = MobileNetV2(spec.in_channels, 1, recipe.width_mult, recipe.last_channels)
+    arch = architecture_config(recipe)
+    model = MobileNetV2(**arch)
     y_mean = float(np.mean(train_data.y_um))
     y_scale = float(np.std(train_data.y_um))
-    cfg = TrainConfig(epochs=req.epochs, batch_size=req.batch_size, lr=req.lr, seed=req.seed)
-    trainer = Trainer(
-        model, spec, cfg, y_mean, y_scale, device, steps_per_epoch=len(train_data) // req.batch_size
-    )
+    loop = LoopConfig(epochs=req.epochs, lr=req.lr, seed=req.seed)
+    task_cfg = DiffCNNTrainConfig(batch_size=req.batch_size)
+    task = DiffCNNTask(train_data, val_data, spec, task_cfg, req.epochs, y_mean, y_scale, device)
+    trainer = Trainer(model, task, loop, device)
     name = weights_name(req.objective)
     req.out.mkdir(parents=True, exist_ok=True)
     state_path = req.out / f"{name}.state.pt"
@@ -499,13 +317,13 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         if not state_path.is_file():
             raise FileNotFoundError(f"--resume: no training state at {state_path}")
         rng = trainer.load_state(state_path)
-        log(f"resumed at epoch {trainer.state.epoch} of {cfg.epochs}")
+        log(f"resumed at epoch {trainer.state.epoch} of {loop.epochs}")
 
     from tqdm import tqdm
 
-    steps = len(train_data) // req.batch_size
+    steps = task.steps_per_epoch()
     bar = tqdm(
-        total=(cfg.epochs - trainer.state.epoch) * steps,
+        total=(loop.epochs - trainer.state.epoch) * steps,
         desc="train",
         unit="batch",
         disable=not req.progress,
@@ -518,32 +336,25 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
             bar.set_postfix(loss=f"{loss:.3f}")
 
     def on_epoch(h: Any) -> None:
+        m = h.metrics
         log(
-            f"epoch {h.epoch}/{cfg.epochs} phase {h.phase}: loss {h.train_loss:.4f}, "
-            f"val patch MAE {h.val_patch_mae_um:.3f} um, tile MAE {h.val_tile_mae_um:.3f} um "
-            f"(p95 {h.val_tile_p95_um:.3f}), {h.seconds:.0f} s"
+            f"epoch {h.epoch}/{loop.epochs} phase {task_cfg.phase(h.epoch - 1, loop.epochs)}: "
+            f"loss {h.train_loss:.4f}, val patch MAE {m['patch_mae_um']:.3f} um, tile MAE "
+            f"{m['tile_mae_um']:.3f} um (p95 {m['tile_p95_um']:.3f}), {h.seconds:.0f} s"
         )
 
     try:
-        history = fit(
-            trainer,
-            train_data,
-            val_data,
-            state_path=state_path,
-            rng=rng,
-            on_epoch=on_epoch,
-            on_step=on_step,
-        )
+        history = trainer.fit(state_path=state_path, rng=rng, on_epoch=on_epoch, on_step=on_step)
     finally:
         bar.close()
-    metrics = trainer.evaluate(val_data)
+    metrics = trainer.validate()
     t_total = time.perf_counter() - t_start
     model_cpu = trainer.model.to("cpu").eval()
     trained = {
         "command": req.command,
         "seed": req.seed,
-        "epochs": cfg.epochs,
-        "train_config": dataclasses.asdict(cfg),
+        "epochs": loop.epochs,
+        "train_config": {"loop": dataclasses.asdict(loop), "task": dataclasses.asdict(task_cfg)},
         "data": {
             "version": DATA_VERSION,
             "train_pairs": int(len(np.unique(train_data.tile))),
@@ -560,7 +371,10 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
             "val_cache": str(val_path.name),
         },
         "val_metrics": metrics,
-        "history": [dataclasses.asdict(h) for h in history],
+        "history": [
+            {**dataclasses.asdict(h), "phase": task_cfg.phase(h.epoch - 1, loop.epochs)}
+            for h in history
+        ],
         "parameters": count_parameters(model_cpu),
         "device": str(device),
         "torch": torch.__version__,
@@ -571,9 +385,6 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         **req.extra,
     }
     meta = DiffCNNMeta(
-        in_channels=spec.in_channels,
-        width_mult=recipe.width_mult,
-        last_channels=recipe.last_channels,
         input_spec=spec.to_dict(),
         objective=recipe.objective,
         na=recipe.na,
@@ -586,15 +397,17 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         y_max_um=recipe.y_max_um,
         trained=trained,
     )
-    weights = save_checkpoint(req.out / f"{name}.pt", model_cpu, meta)
-    card = req.out / f"{name}.md"
-    card.write_text(model_card(meta, recipe, weights), encoding="utf-8")
+    weights = req.out / f"{name}.pt"
+    card = model_card(meta, arch, recipe, weights.name)
+    save_checkpoint(weights, meta.checkpoint(model_cpu, arch, card))
+    card_path = req.out / f"{name}.md"
+    card_path.write_text(card, encoding="utf-8")
     return {
         "weights": str(weights),
-        "model_card": str(card),
+        "model_card": str(card_path),
         "weights_mb": weights.stat().st_size / 1e6,
         "val": metrics,
-        "epochs": cfg.epochs,
+        "epochs": loop.epochs,
         "parameters": trained["parameters"],
         "train_patches": len(train_data),
         "val_patches": len(val_data),
@@ -603,24 +416,37 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     }
 
 
-def model_card(meta: Any, recipe: Recipe, weights: Path) -> str:
+def architecture_config(recipe: Recipe) -> dict[str, Any]:
+    """The `mobilenetv2` keyword arguments for a recipe."""
+    return {
+        "in_channels": recipe.spec.in_channels,
+        "num_outputs": 1,
+        "width_mult": recipe.width_mult,
+        "last_channels": recipe.last_channels,
+    }
+
+
+def model_card(meta: Any, arch: dict[str, Any], recipe: Recipe, weights_name: str) -> str:
     """A short Markdown model card: what the model is, how it was made, how good it is."""
     t = meta.trained
     m = t.get("val_metrics", {})
     spec = meta.spec
     hist = "\n".join(
-        f"| {h['epoch']} | {h['phase']} | {h['train_loss']:.4f} | {h['val_patch_mae_um']:.3f} "
-        f"| {h['val_tile_mae_um']:.3f} | {h['val_tile_p95_um']:.3f} |"
+        f"| {h['epoch']} | {h['phase']} | {h['train_loss']:.4f} | "
+        f"{h['metrics']['patch_mae_um']:.3f} | {h['metrics']['tile_mae_um']:.3f} | "
+        f"{h['metrics']['tile_p95_um']:.3f} |"
         for h in t.get("history", [])
     )
+    loop = t.get("train_config", {}).get("loop", {})
+    task = t.get("train_config", {}).get("task", {})
     extra = t.get("eval", "")
     resumed = " (this invocation resumed an interrupted run)" if t.get("resumed") else ""
     return f"""# diffcnn model card: {meta.objective}
 
 Difference-image CNN autofocus after Dastidar & Ethirajan, "Whole slide imaging system using
 deep learning-based automated focusing", Biomed. Opt. Express 11(1):480-491 (2020).
-Weights file: `{weights.name}` ({weights.stat().st_size / 1e6:.2f} MB), focus method
-`diffcnn` (`slidescan.focus.learned.diffcnn.DiffCNNFocus`).
+Weights file: `{weights_name}` (a slidescan model checkpoint that holds this card too), focus
+method `diffcnn` (`slidescan.focus.learned.diffcnn.DiffCNNFocus`).
 
 ## What it does
 
@@ -637,8 +463,8 @@ eval`), {meta.y_min_um + 1.5:g} um for the method's default 1 um range in scans.
 
 ## Model
 
-MobileNetV2 (plain torch), width {meta.width_mult:g}, last layer {meta.last_channels} channels,
-{meta.in_channels} input channels, {t.get("parameters", "?")} parameters, one regression output
+MobileNetV2 (plain torch), width {arch["width_mult"]:g}, last layer {arch["last_channels"]}
+channels, {arch["in_channels"]} input channels, {t.get("parameters", "?")} parameters, one regression output
 (normalised by mean {meta.y_mean_um:.3f} um, scale {meta.y_scale_um:.3f} um).
 
 ## Training
@@ -646,11 +472,10 @@ MobileNetV2 (plain torch), width {meta.width_mult:g}, last layer {meta.last_chan
 - Command: `{t.get("command", "")}`
 - Seed {t.get("seed")}, {t.get("epochs")} epochs, device {t.get("device")}, torch {t.get("torch")};
   wall time: data generation {t.get("data_s")} s, total {t.get("total_s")} s{resumed}.
-- Loss: smooth L1 (beta {t.get("train_config", {}).get("beta_um")} um) weighted by patch std
-  (phase 1, first {t.get("train_config", {}).get("phase1_fraction")} of the epochs), then also by
-  1 / (1 + ln(1 + |y| / 1 um)) (phase 2). AdamW, one-cycle learning rate
-  {t.get("train_config", {}).get("lr")}, batch {t.get("train_config", {}).get("batch_size")}, flips and
-  90-degree rotations.
+- Loss: smooth L1 (beta {task.get("beta_um")} um) weighted by patch std (phase 1, first
+  {task.get("phase1_fraction")} of the epochs), then also by 1 / (1 + ln(1 + |y| / 1 um))
+  (phase 2). AdamW, one-cycle learning rate {loop.get("lr")}, batch {task.get("batch_size")},
+  flips and 90-degree rotations; batch-norm statistics re-estimated after every epoch.
 - Data (optical simulator, data version {t.get("data", {}).get("version")}):
   {t.get("data", {}).get("train_pairs")} training pairs ({t.get("data", {}).get("train_patches")} patches) from
   {t.get("data", {}).get("train_specimens")}; randomised NA {recipe.na_range[0]:.2f}-{recipe.na_range[1]:.2f},
@@ -681,75 +506,7 @@ back to a short z-sweep.
 """
 
 
-def write_holdout_stacks(
-    out_dir: Path,
-    objective: str,
-    tissue_dir: Path,
-    *,
-    positions: int = 4,
-    seed: int = 7,
-    size: int = 512,
-    z_min: float = -16.0,
-    z_max: float = 8.0,
-    z_step: float = 0.25,
-    stage: str | None = None,
-    na: float | None = None,
-    coverslip_error_um: float = 18.0,
-    chromatic_shift_um: tuple[float, float, float] = (0.35, 0.0, -0.35),
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Focus-stack files of held-out specimens with held-out optics, for `slidescan focus eval`.
-
-    One file per specimen: the real H&E image, scikit-image's IHC image, and procedural H&E
-    and IHC with a seed above the training range. `na` overrides the objective's NA (the
-    simulator's `optics.na`), for a robustness set with an aperture never trained on.
-    """
-    from slidescan.app.commands.stack import synthesise
-    from slidescan.hardware.sim import SimConfig
-
-    offsets = np.round(np.arange(z_min, z_max + z_step / 2, z_step), 6)
-    specimens: list[tuple[str, dict[str, Any]]] = [
-        ("he_real", {"kind": "image", "image_path": str(tissue_dir / REAL_HOLDOUT_IMAGES[0])}),
-        (
-            "ihc_skimage",
-            {
-                "kind": "image",
-                "image_path": str(skimage_ihc_path()),
-                "image_pixel_size_um": SKIMAGE_IHC_PIXEL_UM,
-            },
-        ),
-        ("he_procedural", {"kind": "procedural", "stain": "he"}),
-        ("ihc_procedural", {"kind": "procedural", "stain": "ihc"}),
-    ]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summaries = []
-    for name, specimen in specimens:
-        fields: dict[str, Any] = {
-            "objective": objective,
-            "seed": HOLDOUT_SEED_BASE + seed,
-            "specimen": specimen,
-            "optics": {
-                "na": na,
-                "coverslip_error_um": coverslip_error_um,
-                "chromatic_shift_um": chromatic_shift_um,
-            },
-            "camera": {"width": size, "height": size},
-        }
-        if stage is not None:
-            fields["stage"] = stage
-        config = SimConfig.model_validate(fields)
-        path = out_dir / f"holdout_{name}.h5"
-        summaries.append(
-            synthesise(path, config, positions, offsets, progress=progress) | {"name": name}
-        )
-    return summaries
-
-
 def describe_command(argv: Sequence[str] | None = None) -> str:
     """The command line that ran, for the model card (program name normalised)."""
     args = list(sys.argv[1:] if argv is None else argv)
     return "slidescan " + " ".join(shlex.quote(a) for a in args)
-
-
-def default_threads() -> int:
-    return max(1, min(2, os.cpu_count() or 1))

@@ -15,7 +15,8 @@ defocused frames cannot show and what is constant over a slide: cover-glass aber
 and section, an aperture the network was not trained on.
 
 `DiffCNNPredictor` is the pure image-pair -> distance part, used by the method, by training
-validation and by benchmarks.
+validation and by benchmarks. Weights are the kit's checkpoints (`focus.learned.checkpoint`,
+method "diffcnn"); `DiffCNNMeta` is what a diffcnn checkpoint says about itself.
 """
 
 from __future__ import annotations
@@ -30,25 +31,96 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from slidescan.focus.learned.preprocess import network_input, patch_pairs
-from slidescan.focus.learned.weights import (
-    DEFAULT_OBJECTIVE,
-    DiffCNNMeta,
-    load_checkpoint,
-    shipped_weights_path,
-)
+from slidescan.focus.drive import FocusDrive
+from slidescan.focus.learned.checkpoint import Checkpoint, load_checkpoint, shipped_path
+from slidescan.focus.learned.diffcnn_params import DiffCNNParams
+from slidescan.focus.learned.preprocess import InputSpec, network_input, patch_pairs
 from slidescan.focus.protocol import (
-    CALIBRATION_SUFFIX,
+    Fallback,
     FocusCurve,
-    FocusDevice,
     FocusError,
     FocusHint,
     FocusMethod,
     FocusResult,
+    OpticsLike,
+    SlideCalibrated,
 )
-from slidescan.focus.safety import ZGuard
+
+METHOD = "diffcnn"
+DEFAULT_OBJECTIVE = "20x/0.75"
+ARCHITECTURE = "mobilenetv2"
+
+
+class DiffCNNMeta(BaseModel):
+    """What a diffcnn checkpoint says about itself: its `meta` and `normalisation` parts and
+    its provenance. Unknown keys are kept (forward compatible)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # input
+    input_spec: dict[str, Any]
+    # optics and acquisition
+    objective: str
+    na: float
+    #: NA range the training data covered (None: only `na`)
+    na_range: tuple[float, float] | None = None
+    immersion_n: float = 1.0
+    delta_um: float = Field(gt=0, description="z step between the two shots")
+    offset_um: float = Field(gt=0, description="default distance of the first shot below the hint")
+    # target normalisation: the network outputs (y - y_mean) / y_scale
+    y_mean_um: float
+    y_scale_um: float = Field(gt=0)
+    y_min_um: float
+    y_max_um: float
+    # provenance
+    trained: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def spec(self) -> InputSpec:
+        return InputSpec.from_dict(self.input_spec)
+
+    @classmethod
+    def of(cls, ckpt: Checkpoint) -> DiffCNNMeta:
+        return cls.model_validate({**ckpt.meta, **ckpt.normalisation, "trained": ckpt.trained})
+
+    def checkpoint(self, model: nn.Module, config: dict[str, Any], card: str = "") -> Checkpoint:
+        """A checkpoint of `model` (a `mobilenetv2` built with `config`) with this meta."""
+        data = self.model_dump(mode="json")
+        trained = data.pop("trained")
+        normalisation = {k: data.pop(k) for k in ("y_mean_um", "y_scale_um")}
+        return Checkpoint.of(
+            METHOD,
+            ARCHITECTURE,
+            config,
+            model,
+            normalisation=normalisation,
+            meta=data,
+            trained=trained,
+            card=card,
+        )
+
+
+def load_diffcnn(path: str | Path) -> tuple[nn.Module, DiffCNNMeta]:
+    """The network (eval mode, CPU) and meta of a diffcnn checkpoint; one-line `FocusError`."""
+    ckpt = load_checkpoint(path, METHOD)
+    if ckpt.architecture != ARCHITECTURE:
+        raise FocusError(f"{path}: diffcnn needs a {ARCHITECTURE}, not {ckpt.architecture}")
+    try:
+        meta = DiffCNNMeta.of(ckpt)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise FocusError(f"diffcnn checkpoint {path}: bad {where} ({first['msg']})") from None
+    return ckpt.build(), meta
+
+
+def shipped_weights_path(objective: str = DEFAULT_OBJECTIVE) -> Path:
+    """Path of the shipped weights for `objective` (may not exist: loading says so)."""
+    return shipped_path(METHOD, objective)
+
 
 #: Default largest distance a single pair is trusted at, in pair spacings (4.5 um at 20x/0.75,
 #: where the validation error grows beyond it; other objectives scale with their spacing).
@@ -173,9 +245,9 @@ class DiffCNNPredictor:
     runs on the CPU in eval mode with batch norm folded into the convolutions; it is
     deterministic for a given input. `threads` sets torch's CPU threads during inference
     (restored afterwards): one thread is fastest for a dozen small patches, and far faster
-    than two when other work shares the CPU. `tolerance_um` sets the confidence scale: confidence is
-    1 / (1 + (stderr / tolerance)^2), so 0.5 when the combined value is uncertain by
-    `tolerance_um`.
+    than two when other work shares the CPU. `tolerance_um` sets the confidence scale:
+    confidence is 1 / (1 + (stderr / tolerance)^2), so 0.5 when the combined value is
+    uncertain by `tolerance_um`.
     """
 
     def __init__(
@@ -187,7 +259,7 @@ class DiffCNNPredictor:
         threads: int | None = 1,
     ) -> None:
         path = Path(weights) if weights is not None else shipped_weights_path(objective)
-        model, meta = load_checkpoint(path)
+        model, meta = load_diffcnn(path)
         self.path = path
         self.meta: DiffCNNMeta = meta
         self.spec = meta.spec
@@ -257,26 +329,25 @@ class DiffCNNPredictor:
         )
 
 
-class DiffCNNFocus:
+class DiffCNNFocus(FocusMethod, SlideCalibrated):
     """Focus method "diffcnn": two shots below the hint, one CNN prediction, one move.
 
-    Parameters (all optional; the defaults come from the checkpoint):
+    Parameters (`DiffCNNParams`; all optional, the defaults come from the checkpoint):
     - `weights`: checkpoint path; default the shipped weights for `objective`.
-    - `objective`: whose shipped weights to use. None (the default): the device's objective
-      when weights are shipped for it (looked up on first use per objective), else 20x/0.75
-      with `na_scaling`. The active model is chosen at the start of each `focus` call, so one
-      instance serves one tile at a time.
+    - `objective`: whose shipped weights to use. None (the default): the objective of the
+      optics the method is prepared for (`prepare`, or the first tile's) when weights are
+      shipped for it, else 20x/0.75 with `na_scaling`.
     - `range_um`: how far off a hint may be when it does not say (`FocusHint.range_um`).
     - `margin_um`: extra distance kept between the upper shot and the nearest possible focus.
     - `min_confidence`: below this a pair is not trusted (another pair, then a sweep).
     - `trust_within_um`: a pair further from focus than this (model um) only places a second
       pair close to focus, where the network is most accurate. None (default):
       `TRUST_WITHIN_DELTAS` pair spacings of the active model (4.5 um at 20x/0.75, scaled
-      with the depth of field for other objectives); `math.inf`: trust any distance.
+      with the depth of field for other objectives); infinity: trust any distance.
     - `max_pairs`: pairs before falling back to a sweep.
-    - `calibrate_tiles` (default 5): per slide (one method instance serves one scan), the first this many
-      tiles the CNN settles are also measured: one more pair at each distance of
-      `calibration_pairs_um` below the CNN's focus, then a short sweep
+    - `calibrate_tiles` (default 5): per slide (one method instance serves one scan), the
+      first this many tiles the CNN settles are also measured: one more pair at each distance
+      of `calibration_pairs_um` below the CNN's focus, then a short sweep
       (`calibration_range_um` either side of it, default 1.5 um: about 7 frames) that says
       where focus really is. From these points a gain and an offset are fitted
       (`fit_correction`) and applied to every later prediction: distance = gain x network +
@@ -286,12 +357,11 @@ class DiffCNNFocus:
     - `calibration_pairs_um`: distances (model um) below the CNN's focus of the extra pairs of
       a calibration tile; with the tile's own pair they give the slope. () fits an offset
       only.
-    - `fallback`: the method used when the CNN is not trusted (default a short `ZSweep` on
-      `sweep_metric`); None disables it (the result is then `ok=False` with the best
-      estimate). The calibration sweep is the same method.
-    - `sweep_metric`: the default sweep's metric: "brenner_green" (see
-      `slidescan.focus.metrics`: luminance is pulled towards red focus by axial colour).
-    - `overshoot_um`: the guard's backlash overshoot for downward moves (default: ZGuard's).
+    - `fallback`: "zsweep" (a short `ZSweep` on `sweep_metric`) settles a tile the CNN does
+      not trust, and is the calibration sweep; "none": the result is then `ok=False` with the
+      best estimate. A caller may pass any method as `fallback_method` instead.
+    - `sweep_metric`: the sweep's metric: "brenner_green" (see `slidescan.focus.metrics`:
+      luminance is pulled towards red focus by axial colour).
     - `na_scaling`: on an objective whose NA is outside the trained range, scale the shot
       distance and the prediction by the ratio of blur per um (see `axial_scale`).
     - `threads`: torch CPU threads for inference (1 is fastest for this small network on a
@@ -299,77 +369,53 @@ class DiffCNNFocus:
     """
 
     name = "diffcnn"
+    Params = DiffCNNParams
+    params: DiffCNNParams
 
     def __init__(
         self,
-        weights: str | Path | None = None,
+        params: DiffCNNParams | None = None,
+        /,
         *,
-        objective: str | None = None,
-        range_um: float = 1.0,
-        margin_um: float = 0.5,
-        min_confidence: float = 0.5,
-        max_pairs: int = 2,
-        fallback: FocusMethod | None | str = "zsweep",
-        overshoot_um: float | None = None,
-        tolerance_um: float = 0.2,
-        max_patches: int | None = None,
-        na_scaling: bool = True,
-        threads: int | None = 1,
-        trust_within_um: float | None = None,
-        calibrate_tiles: int = 5,
-        calibration_range_um: float = 1.5,
-        calibration_pairs_um: Sequence[float] = (3.0, 4.5),
-        sweep_metric: str = "brenner_green",
+        fallback_method: FocusMethod | None = None,
+        **kwargs: Any,
     ) -> None:
-        if not (math.isfinite(range_um) and range_um > 0):
-            raise ValueError(f"range_um must be a positive number, got {range_um}")
-        if overshoot_um is not None and not (math.isfinite(overshoot_um) and overshoot_um >= 0):
-            raise ValueError(f"overshoot_um must be a number >= 0, got {overshoot_um}")
-        if max_pairs < 1:
-            raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
-        if calibrate_tiles < 0:
-            raise ValueError(f"calibrate_tiles must be >= 0, got {calibrate_tiles}")
-        if not (math.isfinite(calibration_range_um) and calibration_range_um > 0):
-            raise ValueError(f"calibration_range_um must be positive, got {calibration_range_um}")
-        self.calibrate_tiles = int(calibrate_tiles)
-        self.calibration_range_um = float(calibration_range_um)
-        pairs_um = tuple(float(y) for y in calibration_pairs_um)
+        super().__init__(params, **kwargs)
+        p = self.params
+        self.calibrate_tiles = p.calibrate_tiles
+        self.calibration_range_um = p.calibration_range_um
         #: True: use the correction measured so far but measure no more (see `SlideCalibrated`)
         self.calibration_frozen = False
         #: (model objective, axial scale) -> calibration tiles, each a list of (network
         #: distance, sweep distance) points in model um
         self._calibration: dict[tuple[str, float], list[list[tuple[float, float]]]] = {}
-        self._predictor_args = (tolerance_um, max_patches, threads)
-        first = DiffCNNPredictor(weights, objective or DEFAULT_OBJECTIVE, *self._predictor_args)
-        #: choose shipped weights by the device's objective (neither weights nor objective given)
-        self.auto_objective = weights is None and objective is None
+        self._predictor_args = (p.tolerance_um, p.max_patches, p.threads)
+        first = DiffCNNPredictor(p.weights, p.objective or DEFAULT_OBJECTIVE, *self._predictor_args)
+        #: choose shipped weights by the optics' objective (neither weights nor objective given)
+        self.auto_objective = p.weights is None and p.objective is None
         self._models: dict[str, DiffCNNPredictor] = {first.meta.objective: first}
         self.default_objective = first.meta.objective
         self.predictor = first
         self.meta = first.meta
+        self._prepared_for: OpticsLike | None = None
         lo, hi = self.meta.y_min_um, self.meta.y_max_um
-        if any(not (lo <= y <= hi) for y in pairs_um):
+        if any(not (lo <= y <= hi) for y in p.calibration_pairs_um):
             raise ValueError(
                 f"calibration_pairs_um must lie in the trained range [{lo:g}, {hi:g}] um, "
-                f"got {pairs_um}"
+                f"got {p.calibration_pairs_um}"
             )
-        self.calibration_pairs_um = pairs_um
-        self.na_scaling = bool(na_scaling)
-        if trust_within_um is not None and not trust_within_um > 0:
-            raise ValueError(f"trust_within_um must be positive, got {trust_within_um}")
-        self._trust_within_um = None if trust_within_um is None else float(trust_within_um)
-        self.range_um = float(range_um)
-        self.margin_um = float(margin_um)
-        self.min_confidence = float(min_confidence)
-        self.max_pairs = int(max_pairs)
-        self.overshoot_um = overshoot_um
-        if fallback == "zsweep":
+        self.calibration_pairs_um = p.calibration_pairs_um
+        self.na_scaling = p.na_scaling
+        self._trust_within_um = p.trust_within_um
+        self.range_um = p.range_um
+        self.margin_um = p.margin_um
+        self.min_confidence = p.min_confidence
+        self.max_pairs = p.max_pairs
+        if fallback_method is None and p.fallback == "zsweep":
             from slidescan.focus.classical import ZSweep
 
-            fallback = ZSweep(overshoot_um=overshoot_um, metric=sweep_metric)
-        elif isinstance(fallback, str):
-            raise ValueError(f"unknown fallback {fallback!r}; use 'zsweep', a method or None")
-        self.fallback: FocusMethod | None = fallback
+            fallback_method = ZSweep(metric=p.sweep_metric)
+        self.fallback: FocusMethod | None = fallback_method
 
     # -- geometry ----------------------------------------------------------------------------
     @property
@@ -409,10 +455,10 @@ class DiffCNNFocus:
             and pred.confidence >= self.min_confidence
         )
 
-    def axial_scale(self, device: FocusDevice) -> float:
+    def axial_scale(self, optics: OpticsLike) -> float:
         """Device um per model um along z.
 
-        1 when the device's NA lies in the range the model was trained on. Otherwise (with
+        1 when the optics' NA lies in the range the model was trained on. Otherwise (with
         `na_scaling`) the ratio of the geometric blur per um of defocus, tan(asin(NA/n)),
         of the trained and the device objective: the shots are taken that much further apart
         and the predicted distance is stretched by the same factor, so the pair looks like
@@ -422,9 +468,9 @@ class DiffCNNFocus:
         if not self.na_scaling:
             return 1.0
         try:
-            na = float(device.optics.na)
-            n = float(device.optics.immersion_n)
-        except (AttributeError, TypeError, ValueError):
+            na = float(optics.na)
+            n = float(optics.immersion_n)
+        except (TypeError, ValueError):
             return 1.0
         lo, hi = self.meta.na_range or (self.meta.na, self.meta.na)
         if not (math.isfinite(na) and 0 < na < n) or lo - 1e-6 <= na <= hi + 1e-6:
@@ -432,16 +478,22 @@ class DiffCNNFocus:
         trained = math.tan(math.asin(self.meta.na / self.meta.immersion_n))
         return trained / math.tan(math.asin(na / n))
 
+    # -- lifecycle ---------------------------------------------------------------------------
+    def prepare(self, optics: OpticsLike) -> None:
+        """Choose the model for these optics (loading shipped weights for their objective the
+        first time) and run it once, so the first tile pays no set-up."""
+        self.select_model(optics)
+        self.predictor.warm_up()
+
     def warm_up(self) -> None:
-        """Run the loaded model once (see `DiffCNNPredictor.warm_up`)."""
+        """Run the loaded models once (see `DiffCNNPredictor.warm_up`)."""
         for predictor in self._models.values():
             predictor.warm_up()
 
     # -- per-slide calibration ---------------------------------------------------------------
     def _calibration_tile(
         self,
-        guard: ZGuard,
-        device: FocusDevice,
+        drive: FocusDrive,
         first: tuple[float, float],
         z_cnn: float,
         scale: float,
@@ -457,14 +509,14 @@ class DiffCNNFocus:
         answer when it is ok)."""
         assert self.fallback is not None
         frames, hw_start, compute_s = spent
-        pixel_size = _pixel_size(device)
+        pixel_size = _pixel_size(drive.optics)
         delta = self.delta_um * scale
         corrected = self.correction(scale)
         measured = [first]
         shots, values = list(curve.z_um), list(curve.values)
         for y in sorted(self.calibration_pairs_um, reverse=True):  # lowest first: moves go up
-            f1, m1 = guard.snap_at(z_cnn - scale * y)
-            f2, m2 = guard.snap_at(m1.z_um + delta)
+            f1, m1 = drive.snap_at(z_cnn - scale * y)
+            f2, m2 = drive.snap_at(m1.z_um + delta)
             frames += 2
             if abs((m2.z_um - m1.z_um) - delta) > 1e-6:
                 continue  # the soft limits left no room for this pair
@@ -476,13 +528,14 @@ class DiffCNNFocus:
             if pred.ok and self.in_trained_range(pred.distance_um):
                 measured.append((m1.z_um, pred.distance_um))
         half = self.calibration_range_um * scale
-        sub = self.fallback.focus(device, FocusHint(z_cnn, range_um=half, source="calibration"))
-        diff = float(sub.z_um) - z_cnn
+        sub = self.fallback.focus(drive, FocusHint(z_cnn, range_um=half, source="calibration"))
+        sub_z = math.nan if sub.z_um is None else float(sub.z_um)
+        diff = sub_z - z_cnn
         kept = bool(sub.ok and math.isfinite(diff) and abs(diff) <= 2.0 * half)
         if kept:
-            tiles.append([(p, (float(sub.z_um) - z) / scale) for z, p in measured])
+            tiles.append([(p, (sub_z - z) / scale) for z, p in measured])
         fitted = self.correction(scale)
-        name = self._fallback_name()
+        name = self.fallback.name
         extra["calibration"] = {
             "tile": len(tiles),
             "of": self.calibrate_tiles,
@@ -498,15 +551,12 @@ class DiffCNNFocus:
             + ("" if kept else " (not kept)")
             + f"; slide correction: gain {fitted.gain:.3f}, offset {fitted.offset_um * scale:+.2f} um"
         )
-        spent = (frames, float(device.now()) - hw_start, compute_s)
-        label = f"diffcnn+{name} (calibration)"
+        spent = (frames, drive.now() - hw_start, compute_s)
+        label = f"diffcnn, then {name} (calibration)"
         joined = FocusCurve(np.array(shots), np.array(values), kind="prediction", label="diffcnn")
-        return _handed_over(
-            sub, spent, joined, label, f"{self.name}{CALIBRATION_SUFFIX}", message, extra
-        )
-
-    def _fallback_name(self) -> str:
-        return str(getattr(self.fallback, "name", type(self.fallback).__name__))
+        result = _handed_over(sub, spent, joined, label, self.name, message, extra)
+        result.calibration = True
+        return result
 
     def _cal_key(self, scale: float) -> tuple[str, float]:
         return (self.meta.objective, round(scale, 6))
@@ -525,10 +575,10 @@ class DiffCNNFocus:
         return sum(len(v) for v in self._calibration.values())
 
     # -- which model -------------------------------------------------------------------------
-    def select_model(self, device: FocusDevice) -> DiffCNNPredictor:
-        """Make the model for this device's objective the active one (see `objective`)."""
+    def select_model(self, optics: OpticsLike) -> DiffCNNPredictor:
+        """Make the model for these optics' objective the active one (see `objective`)."""
         if self.auto_objective:
-            name = device_objective(device)
+            name = optics_objective(optics)
             model = self._models.get(name) if name is not None else None
             if model is None and name is not None:
                 path = shipped_weights_path(name)
@@ -540,59 +590,57 @@ class DiffCNNFocus:
                 self._models[name] = model
             if model is not None:
                 self.predictor, self.meta = model, model.meta
+        self._prepared_for = optics
         return self.predictor
 
-    # -- one tile ----------------------------------------------------------------------------
-    def _guard(self, device: FocusDevice) -> ZGuard:
-        if self.overshoot_um is None:
-            return ZGuard(device)
-        return ZGuard(device, overshoot_um=self.overshoot_um)
+    def _ready(self, optics: OpticsLike) -> None:
+        """The model for these optics, chosen once (by `prepare` or here)."""
+        if self._prepared_for is not optics:
+            self.select_model(optics)
 
+    # -- one tile ----------------------------------------------------------------------------
     def _range(self, hint: FocusHint) -> float:
         r = hint.range_um
         return float(r) if r is not None and math.isfinite(r) and r > 0 else self.range_um
 
-    def _first_shot(self, guard: ZGuard, device: FocusDevice, hint: FocusHint) -> float:
+    def _first_shot(self, drive: FocusDrive, hint: FocusHint) -> float:
         """z of the first shot: far enough below the (clamped) hint for its range."""
-        scale = self.axial_scale(device)
-        hint_z, _ = guard.clamp(hint.z_um)
+        scale = self.axial_scale(drive.optics)
+        hint_z, _ = drive.clamp(hint.z_um)
         return hint_z - scale * self.offset_for(self._range(hint) / scale)
 
-    def approach_z(self, device: FocusDevice, hint: FocusHint) -> float:
-        """The first shot's z (clamped to the soft limits): the runner brings Z there from
-        below during the XY move and says so in `hint.approach`, so the pair starts without a
-        move of its own."""
-        self.select_model(device)
-        guard = self._guard(device)
-        return guard.clamp(self._first_shot(guard, device, hint))[0]
+    def first_z(self, drive: FocusDrive, hint: FocusHint) -> float:
+        """The first shot's z (clamped to the soft limits): the scan engine brings Z there
+        from below during the XY move, so the pair starts without a move of its own."""
+        self._ready(drive.optics)
+        return drive.clamp(self._first_shot(drive, hint))[0]
 
-    def focus(self, device: FocusDevice, hint: FocusHint) -> FocusResult:
-        self.select_model(device)
-        guard = self._guard(device)
-        guard.adopt(hint.approach)
-        hw_start = float(device.now())
+    def focus(self, drive: FocusDrive, hint: FocusHint) -> FocusResult:
+        optics = drive.optics
+        self._ready(optics)
+        hw_start = drive.now()
         compute_s = 0.0
         frames = 0
-        pixel_size = _pixel_size(device)
-        scale = self.axial_scale(device)  # device um per model um
+        pixel_size = _pixel_size(optics)
+        scale = self.axial_scale(optics)  # device um per model um
         delta = self.delta_um * scale
-        hint_z, hint_clamped = guard.clamp(hint.z_um)
+        hint_z, hint_clamped = drive.clamp(hint.z_um)
         range_um = self._range(hint)
         shots: list[float] = []
         shot_pred: list[float] = []
         pairs: list[tuple[float, PairPrediction]] = []
-        start = self._first_shot(guard, device, hint)
+        start = hint.start_z_um if hint.start_z_um is not None else self._first_shot(drive, hint)
         clamped = hint_clamped
         corrected = self.correction(scale)
         for _ in range(self.max_pairs):
-            f1, m1 = guard.snap_at(start)
-            f2, m2 = guard.snap_at(m1.z_um + delta)
+            f1, m1 = drive.snap_at(start)
+            f2, m2 = drive.snap_at(m1.z_um + delta)
             frames += 2
             clamped = clamped or m1.clamped or m2.clamped
             if abs((m2.z_um - m1.z_um) - delta) > 1e-6:
                 raise FocusError(
                     f"no room for the diffcnn pair: z {m1.z_um:.2f}+{delta:.2f} um "
-                    f"leaves the soft limits {guard.limits}"
+                    f"leaves the soft limits {drive.limits}"
                 )
             pred = self.predictor.predict(f1.image, f2.image, pixel_size)
             compute_s += pred.compute_s
@@ -628,7 +676,6 @@ class DiffCNNFocus:
             "spread_um": float(last.spread_um),
             "patches": int(last.n_patches),
             "clamped": bool(clamped),
-            "fallback": "",
         }
         extra["correction"] = {"gain": corrected.gain, "offset_um": corrected.offset_um * scale}
         if trusted:
@@ -639,17 +686,15 @@ class DiffCNNFocus:
                 spent = (frames, hw_start, compute_s)
                 first = (z_first, last.distance_um)
                 return self._calibration_tile(
-                    guard, device, first, z_best, scale, tiles, spent, curve, extra
+                    drive, first, z_best, scale, tiles, spent, curve, extra
                 )
-            move = guard.move_to(z_best)
-            final = device.snap()
+            final, move = drive.snap_at(z_best)
             frames += 1
             extra["clamped"] = bool(clamped or move.clamped)
-            extra["moves"] = guard.moves
             return FocusResult(
                 z_um=move.z_um,
                 frames=frames,
-                hardware_s=float(device.now()) - hw_start,
+                hardware_s=drive.now() - hw_start,
                 compute_s=compute_s,
                 confidence=last.confidence,
                 curve=curve,
@@ -681,11 +726,11 @@ class DiffCNNFocus:
         else:
             centre, sweep_range = hint_z, range_um
         if self.fallback is None or not seen:
-            z_best, _ = guard.clamp(centre)
+            z_best, _ = drive.clamp(centre)
             return FocusResult(
                 z_um=z_best,
                 frames=frames,
-                hardware_s=float(device.now()) - hw_start,
+                hardware_s=drive.now() - hw_start,
                 compute_s=compute_s,
                 confidence=0.0,
                 curve=curve,
@@ -694,14 +739,13 @@ class DiffCNNFocus:
                 message=why,
                 extra=extra,
             )
-        sub = self.fallback.focus(device, FocusHint(centre, range_um=sweep_range, source="diffcnn"))
-        extra["fallback"] = self._fallback_name()
-        extra["fallback_reason"] = why
-        spent = (frames, float(device.now()) - hw_start, compute_s)
-        message = f"{why}; fell back to {extra['fallback']}"
-        return _handed_over(
-            sub, spent, curve, f"diffcnn+{extra['fallback']}", self.name, message, extra
-        )
+        sub = self.fallback.focus(drive, FocusHint(centre, range_um=sweep_range, source="diffcnn"))
+        name = self.fallback.name
+        spent = (frames, drive.now() - hw_start, compute_s)
+        message = f"{why}; fell back to {name}"
+        result = _handed_over(sub, spent, curve, f"diffcnn, then {name}", self.name, message, extra)
+        result.fallback = Fallback(name, why)
+        return result
 
 
 def _handed_over(
@@ -718,9 +762,10 @@ def _handed_over(
     sub-method's, hardware s is the whole tile's (`spent[1]`), and the curve is the CNN's
     shots followed by the sub-method's frames, all valued at the z it settled on."""
     frames, hardware_s, compute_s = spent
+    settled = math.nan if sub.z_um is None else sub.z_um
     joined = FocusCurve(
         np.concatenate([curve.z_um, sub.curve.z_um]),
-        np.concatenate([curve.values, np.full(sub.curve.z_um.size, sub.z_um)]),
+        np.concatenate([curve.values, np.full(sub.curve.z_um.size, settled)]),
         kind="prediction",
         label=label,
     )
@@ -739,26 +784,25 @@ def _handed_over(
     )
 
 
-def device_objective(device: object) -> str | None:
-    """The device objective's name ('20x/0.75'): the optics' own objective when it has one
-    (an NA override keeps the class name), else magnification and NA as a stack file records
-    them; None when the device does not say."""
-    optics = getattr(device, "optics", None)
-    name = getattr(getattr(optics, "objective", None), "name", None)
+def optics_objective(optics: OpticsLike) -> str | None:
+    """The optics' objective name ('20x/0.75'): the declared name when there is one (an NA
+    override keeps the catalogue name), else magnification and NA as a stack file records
+    them; None when the optics do not say."""
+    name = optics.objective_name
     if isinstance(name, str) and name:
         return name
     try:
-        mag, na = float(optics.magnification), float(optics.na)  # type: ignore[union-attr]
-    except (AttributeError, TypeError, ValueError):
+        mag, na = float(optics.magnification), float(optics.na)
+    except (TypeError, ValueError):
         return None
     if not (math.isfinite(mag) and math.isfinite(na) and mag > 0 and na > 0):
         return None
     return f"{mag:g}x/{na:.2f}"
 
 
-def _pixel_size(device: FocusDevice) -> float | None:
+def _pixel_size(optics: OpticsLike) -> float | None:
     try:
-        px = float(device.optics.pixel_size_um)
-    except (AttributeError, TypeError, ValueError):
+        px = float(optics.pixel_size_um)
+    except (TypeError, ValueError):
         return None
     return px if math.isfinite(px) and px > 0 else None

@@ -36,6 +36,7 @@ from slidescan.hardware.sim.specimen import ProceduralSpecimen, Specimen
 from slidescan.hardware.sim.stage import SimStage
 from slidescan.hardware.sim.stains import transmission
 from slidescan.hardware.sim.surface import FocalSurface
+from slidescan.hardware.truth import SlideTruth
 
 
 def make_specimen(config: SimConfig, pixel_size_um: float) -> Specimen:
@@ -67,8 +68,9 @@ def make_defocus_model(config: SimConfig) -> DefocusModel:
     )
 
 
-class SimulatedMicroscope(Microscope):
-    """A complete simulated microscope; build it with `build_simulator`."""
+class SimulatedMicroscope(Microscope, SlideTruth):
+    """A complete simulated microscope; build it with `build_simulator`. It is its own
+    `truth` (`SlideTruth`: slide bounds, true focus, overview)."""
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
@@ -127,6 +129,10 @@ class SimulatedMicroscope(Microscope):
             clock=clock,
             name=f"simulator {objective.name}",
         )
+
+    @property
+    def truth(self) -> SlideTruth:
+        return self
 
     # typed views of the devices
     @property

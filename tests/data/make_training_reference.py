@@ -55,8 +55,17 @@ def main() -> None:
     trainer = Trainer(model, InputSpec(**SPEC), cfg, 5.25, 1.6, torch.device("cpu"), 6)
     history = fit(trainer, train, val)
     rows = [
-        {k: getattr(h, k) for k in ("epoch", "phase", "train_loss", "val_patch_mae_um",
-                                    "val_tile_mae_um", "val_tile_p95_um")}
+        {
+            k: getattr(h, k)
+            for k in (
+                "epoch",
+                "phase",
+                "train_loss",
+                "val_patch_mae_um",
+                "val_tile_mae_um",
+                "val_tile_p95_um",
+            )
+        }
         for h in history
     ]
     OUT.write_text(json.dumps({"config": CONFIG, "history": rows}, indent=1) + "\n")

@@ -4,7 +4,7 @@
 camera imaginable) and counts the frames actually painted per second of wall time, window shown
 at a realistic size. `scan_stalls` runs a scan on the simulator from the main window and
 reports the `StallMonitor` figures (the longest event-loop gap, wall clock, and the GUI
-thread's own CPU time in its busiest turn). Run them with `python -m slidescan.app.gui.bench`
+thread's own CPU time in its busiest turn). Run them with `python -m slidescan.app.gui.tools.bench`
 (offscreen or under Xvfb).
 """
 
@@ -108,7 +108,7 @@ def scan_stalls(
 
     from slidescan.app.gui.main_window import MainWindow
     from slidescan.app.gui.settings import gui_settings
-    from slidescan.app.gui.stall import StallMonitor
+    from slidescan.app.gui.tools.stall import StallMonitor
     from slidescan.hardware.sim import SimConfig, build_simulator
 
     app = QtWidgets.QApplication.instance()

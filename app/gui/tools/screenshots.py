@@ -1,6 +1,6 @@
 """Drive the application on the simulator and save screenshots (docs, visual checks).
 
-    xvfb-run -s "-screen 0 1600x1000x24" python -m slidescan.app.gui.screenshots --out DIR
+    xvfb-run -s "-screen 0 1600x1000x24" python -m slidescan.app.gui.tools.screenshots --out DIR
 
 Takes `main-window.png` while a simulated scan is running (about two thirds done) and
 `review.png` of the finished scan with one tile open. Also reports the event-loop stall
@@ -52,7 +52,7 @@ def run(
     from slidescan.app.gui.app import ensure_app
     from slidescan.app.gui.main_window import MainWindow
     from slidescan.app.gui.settings import gui_settings
-    from slidescan.app.gui.stall import StallMonitor
+    from slidescan.app.gui.tools.stall import StallMonitor
 
     app = ensure_app()
     work = Path(tempfile.mkdtemp(prefix="slidescan-shots-"))

@@ -1,0 +1,184 @@
+"""What a scan file stores per tile: the record layout (format version 2) and `TileRecord`.
+
+Version 2 (this release) added, per tile: the fallback's reason, whether it was a per-slide
+calibration tile, where its image came from (a capture at z, or an image the focus method made
+from raw shots, which are stored too), and the stage's reported and (simulator) true XY.
+Version 1 files are read through `as_current`, which fills the new fields (a v1 method name
+"diffcnn+calibration" becomes "diffcnn" with `calibration` set).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+FORMAT = "slidescan-scan"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+CURVE_MAX = 128
+
+#: `fallback` of a tile taken at the predicted z because its focus method failed.
+PREDICTED = "predicted"
+#: `image_source`: a frame captured at the tile's z, or an image the focus method made.
+CAPTURE, MADE = "capture", "made"
+
+PLAN_TILE_DTYPE = np.dtype(
+    [("index", "<i4"), ("row", "<i4"), ("col", "<i4"), ("x_um", "<f8"), ("y_um", "<f8")]
+)
+
+_V1_FIELDS = [
+    ("index", "<i4"),
+    ("version", "<i4"),
+    ("row", "<i4"),
+    ("col", "<i4"),
+    ("x_um", "<f8"),
+    ("y_um", "<f8"),
+    ("z_um", "<f8"),
+    ("hint_z_um", "<f8"),
+    ("focus_z_um", "<f8"),
+    ("true_focus_um", "<f8"),
+    ("method", "S24"),
+    ("frames", "<i4"),
+    ("confidence", "<f4"),
+    ("ok", "?"),
+    ("fallback", "S24"),
+    ("hardware_s", "<f8"),
+    ("compute_s", "<f8"),
+    ("wall_time", "<f8"),
+    ("hw_time", "<f8"),
+    ("skipped", "?"),
+    ("tissue_fraction", "<f4"),
+    ("checksum", "<u4"),
+    ("curve_len", "<i4"),
+    ("curve_kind", "S12"),
+    ("tile_hardware_s", "<f8"),
+    ("tile_frames", "<i4"),
+]
+RECORD_DTYPE_V1 = np.dtype(_V1_FIELDS)
+
+RECORD_DTYPE = np.dtype(
+    _V1_FIELDS
+    + [
+        ("fallback_reason", "S128"),
+        ("calibration", "?"),
+        ("image_source", "S8"),
+        ("made_kind", "S16"),
+        ("shot_first", "<i8"),
+        ("shot_count", "<i4"),
+        ("stage_x_um", "<f8"),
+        ("stage_y_um", "<f8"),
+        ("true_x_um", "<f8"),
+        ("true_y_um", "<f8"),
+    ]
+)
+
+SURVEY_DTYPE = np.dtype(
+    [("x_um", "<f8"), ("y_um", "<f8"), ("z_um", "<f8"), ("confidence", "<f4"), ("ok", "?")]
+)
+
+_V2_DEFAULTS = {
+    "fallback_reason": b"",
+    "calibration": False,
+    "image_source": b"",
+    "made_kind": b"",
+    "shot_first": -1,
+    "shot_count": 0,
+    "stage_x_um": math.nan,
+    "stage_y_um": math.nan,
+    "true_x_um": math.nan,
+    "true_y_um": math.nan,
+}
+_V1_CALIBRATION_SUFFIX = b"+calibration"
+
+
+@dataclass
+class TileRecord:
+    """What the engine knows about one tile taken. NaN means unknown.
+
+    `z_um` is the z the tile's image shows (NaN for an image a method made without measuring
+    a z); `focus_z_um` the method's own answer; `fallback` what settled the tile instead of
+    the method (another method's name, or `PREDICTED`) and `fallback_reason` why;
+    `calibration` marks a per-slide calibration tile; `image_source` is `CAPTURE` or `MADE`
+    ("" for skipped glass) and `made_kind` how a made image was made. `tile_hardware_s` and
+    `tile_frames` cover the whole tile (XY move, quick look, focus, capture);
+    `hardware_s`, `compute_s` and `frames` are the focus method's share.
+    """
+
+    index: int
+    row: int
+    col: int
+    x_um: float
+    y_um: float
+    z_um: float
+    hint_z_um: float = math.nan
+    focus_z_um: float = math.nan
+    true_focus_um: float = math.nan
+    method: str = ""
+    frames: int = 0
+    confidence: float = math.nan
+    ok: bool = True
+    fallback: str = ""
+    fallback_reason: str = ""
+    calibration: bool = False
+    hardware_s: float = 0.0
+    compute_s: float = 0.0
+    wall_time: float = 0.0
+    hw_time: float = 0.0
+    skipped: bool = False
+    tissue_fraction: float = math.nan
+    curve_kind: str = "metric"
+    image_source: str = CAPTURE
+    made_kind: str = ""
+    stage_x_um: float = math.nan
+    stage_y_um: float = math.nan
+    true_x_um: float = math.nan
+    true_y_um: float = math.nan
+    tile_hardware_s: float = 0.0
+    tile_frames: int = 0
+    curve_z_um: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    curve_values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def to_row(
+        self, version: int, checksum: int, curve_len: int, shot_first: int = -1, shots: int = 0
+    ) -> np.ndarray:
+        row = np.zeros((), RECORD_DTYPE)
+        for name, value in asdict(self).items():
+            if name in RECORD_DTYPE.names:
+                row[name] = _field(name, value)
+        row["version"] = version
+        row["checksum"] = checksum
+        row["curve_len"] = curve_len
+        row["shot_first"] = shot_first
+        row["shot_count"] = shots
+        return row
+
+
+def _field(name: str, value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    size = RECORD_DTYPE[name].itemsize
+    data = value.encode("utf-8", "replace")
+    return data[:size]
+
+
+def as_current(rows: np.ndarray, version: int) -> np.ndarray:
+    """Records of a file of format `version`, in this version's layout."""
+    if version == FORMAT_VERSION:
+        return rows
+    if version != 1:
+        raise ValueError(f"scan file format version {version} is not one this slidescan reads")
+    out = np.zeros(rows.shape, RECORD_DTYPE)
+    for name in RECORD_DTYPE_V1.names:
+        out[name] = rows[name]
+    for name, value in _V2_DEFAULTS.items():
+        out[name] = value
+    method = rows["method"]
+    calibration = np.char.endswith(method, _V1_CALIBRATION_SUFFIX)
+    out["calibration"] = calibration
+    out["method"] = np.where(
+        calibration, np.char.replace(method, _V1_CALIBRATION_SUFFIX, b""), method
+    )
+    out["image_source"] = np.where(rows["skipped"], b"", CAPTURE.encode())
+    return out

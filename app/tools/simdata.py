@@ -1,0 +1,304 @@
+"""Simulator data for learned methods, any method: randomised scenes, renders, held-out stacks.
+
+A *scene* is one simulator (`SimConfig`) with randomised specimen, optics and camera; a method's
+training tool renders what it needs from it: frame pairs (diffcnn), pairs around focus with the
+noise-free in-focus target (`render_clean`; TSVA), stacks. What a real scanner varies is
+randomised so a model does not learn one simulator setting: NA within the objective's class,
+cover-glass (spherical) aberration, axial chromatic shift, section thickness and depth
+structure, stain strength and colour balance, exposure, read noise, vignetting, JPEG, z
+repeatability and XY jitter between shots.
+
+Splits. Training specimens: procedural H&E and IHC (seeds < 10^6), two real Ki67 images
+(`ki67_nanozoomer`, `ki67_olympus-vs`) and natural textures from scikit-image. Validation (never
+trained on): the real H&E image, the scikit-image IHC image and procedural tissue with seeds
+>= 10^6, all with optical settings outside the training ranges (stronger aberration and
+chromatic shift). The same held-out recipe makes the evaluation stacks (`write_holdout_stacks`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+REAL_TRAIN_IMAGES = ("ki67_nanozoomer_0.227um.png", "ki67_olympus-vs_0.346um.png")
+REAL_HOLDOUT_IMAGES = ("he_nanozoomer_0.227um.png",)
+#: Generic textures from scikit-image's bundled images, used as extra training specimens at
+#: random scales: the physics that relates two defocused frames holds for any absorbing
+#: texture, and variety keeps the network from keying on the look of a few tissues.
+TEXTURE_IMAGES = ("gravel.png", "grass.png", "brick.png", "cell.png", "rocket.jpg", "coffee.png")
+#: Assumed pixel size of scikit-image's IHC sample (nuclei ~20 px across, ~8 um).
+SKIMAGE_IHC_PIXEL_UM = 0.4
+HOLDOUT_SEED_BASE = 1_000_000
+
+
+class SceneRecipe(Protocol):
+    """What scene sampling needs from a method's recipe."""
+
+    objective: str
+    na: float
+    na_range: tuple[float, float]
+    camera_px: int
+    jitter_px: int
+
+
+@dataclass
+class Scene:
+    """One randomised simulator plus the acquisition noise of its pairs."""
+
+    index: int
+    split: str
+    config: dict[str, Any]  # SimConfig as JSON-able dict
+    na: float
+    xy_jitter_um: float
+    z_noise_um: float
+    seed: int
+    label: str = ""
+
+
+def _image_specimen(path: Path, rng: np.random.Generator, pixel_um: float | None = None):
+    spec: dict[str, Any] = {"kind": "image", "image_path": str(path), "tissue_shape": "fill"}
+    if pixel_um is not None:
+        spec["image_pixel_size_um"] = pixel_um
+    spec.update(
+        thickness_um=float(rng.uniform(2.0, 6.0)),
+        layers=int(rng.integers(3, 6)),
+        medium_n=float(rng.uniform(1.47, 1.56)),
+    )
+    return spec
+
+
+def _procedural_specimen(stain: str, rng: np.random.Generator) -> dict[str, Any]:
+    return {
+        "kind": "procedural",
+        "stain": stain,
+        "tissue_shape": "fill",
+        "hole_fraction": float(rng.uniform(0.0, 0.1)),
+        "thickness_um": float(rng.uniform(2.0, 6.0)),
+        "layers": int(rng.integers(3, 6)),
+        "medium_n": float(rng.uniform(1.47, 1.56)),
+        "nuclei_density_cellular": float(rng.uniform(6.0, 24.0)),
+        "nuclei_density_stroma": float(rng.uniform(0.5, 5.0)),
+        "lumen_density_per_mm2": float(rng.uniform(0.0, 60.0)),
+        "stain_strength": float(rng.uniform(0.45, 1.6)),
+        "dab_positive_fraction": float(rng.uniform(0.05, 0.7)),
+    }
+
+
+def _signed(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(rng.uniform(lo, hi) * rng.choice((-1.0, 1.0)))
+
+
+def sample_scene(index: int, split: str, seed: int, recipe: SceneRecipe, tissue_dir: Path) -> Scene:
+    """Scene `index` of `split`, drawn from its own seed stream (worker-order independent)."""
+    ss = np.random.SeedSequence([seed, {"train": 1, "val": 2}[split], index])
+    rng = np.random.default_rng(ss)
+    sim_seed = int(rng.integers(0, HOLDOUT_SEED_BASE))
+    if split == "train":
+        kind = rng.choice(["he", "ihc", "real", "texture"], p=[0.3, 0.25, 0.25, 0.2])
+        if kind == "real":
+            name = REAL_TRAIN_IMAGES[int(rng.integers(len(REAL_TRAIN_IMAGES)))]
+            # the image's own scale jittered: other cell sizes, other intrinsic sharpness
+            nominal = float(name.rsplit("_", 1)[1].removesuffix("um.png"))
+            pixel = nominal * float(rng.uniform(0.8, 1.5))
+            specimen, label = _image_specimen(tissue_dir / name, rng, pixel), name
+        elif kind == "texture":
+            name = TEXTURE_IMAGES[int(rng.integers(len(TEXTURE_IMAGES)))]
+            path = skimage_data_path(name)
+            pixel = float(rng.uniform(0.12, 0.35))
+            specimen, label = _image_specimen(path, rng, pixel), f"texture {name}"
+        else:
+            specimen, label = _procedural_specimen(str(kind), rng), f"procedural {kind}"
+        coverslip = float(rng.uniform(-15.0, 15.0))
+        chroma = (float(rng.uniform(-0.3, 0.3)), 0.0, float(rng.uniform(-0.3, 0.3)))
+        na = float(rng.uniform(*recipe.na_range))
+    else:
+        kind = rng.choice(["he_real", "ihc_skimage", "he", "ihc"], p=[0.35, 0.25, 0.2, 0.2])
+        sim_seed += HOLDOUT_SEED_BASE
+        if kind == "he_real":
+            name = REAL_HOLDOUT_IMAGES[0]
+            specimen, label = _image_specimen(tissue_dir / name, rng), name
+        elif kind == "ihc_skimage":
+            specimen = _image_specimen(skimage_ihc_path(), rng, SKIMAGE_IHC_PIXEL_UM)
+            label = "skimage ihc"
+        else:
+            specimen, label = _procedural_specimen(str(kind), rng), f"procedural {kind}"
+        coverslip = _signed(rng, 15.0, 22.0)
+        chroma = (_signed(rng, 0.3, 0.4), 0.0, _signed(rng, 0.3, 0.4))
+        na = recipe.na
+    size = recipe.camera_px + 2 * recipe.jitter_px
+    jpeg = int(rng.integers(80, 96)) if rng.random() < 0.15 else None
+    config = {
+        "objective": recipe.objective,
+        "seed": sim_seed,
+        "specimen": specimen,
+        "optics": {
+            "psf": "pupil",
+            "na": na,
+            "coverslip_error_um": coverslip,
+            "chromatic_shift_um": chroma,
+            "fft_workers": 1,
+            "field_cache_size": 1,
+        },
+        "camera": {
+            "width": size,
+            "height": size,
+            "exposure_ms": float(rng.uniform(3.0, 20.0)),
+            "read_noise_e": float(rng.uniform(1.5, 5.0)),
+            "vignetting": float(rng.uniform(0.0, 0.12)),
+            "jpeg_quality": jpeg,
+        },
+    }
+    return Scene(
+        index=index,
+        split=split,
+        config=config,
+        na=na,
+        xy_jitter_um=float(rng.uniform(0.0, 0.4)),
+        z_noise_um=float(rng.uniform(0.0, 0.04)),
+        seed=int(rng.integers(0, 2**31)),
+        label=label,
+    )
+
+
+def skimage_data_path(name: str) -> Path:
+    """A sample image bundled in the scikit-image wheel (no download)."""
+    try:
+        import skimage
+    except ImportError:
+        raise RuntimeError(
+            "training needs scikit-image for its sample images: pip install 'slidescan[train]'"
+        ) from None
+
+    path = Path(skimage.__file__).parent / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"scikit-image's sample {name} not found at {path}")
+    return path
+
+
+def skimage_ihc_path() -> Path:
+    """The file behind `skimage.data.immunohistochemistry()`."""
+    return skimage_data_path("ihc.png")
+
+
+def build_scene(scene: Scene) -> Any:
+    """The scene's simulator."""
+    from slidescan.hardware.sim import SimConfig, build_simulator
+
+    return build_simulator(SimConfig.model_validate(scene.config))
+
+
+def random_field(sim: Any, rng: np.random.Generator) -> tuple[float, float]:
+    """A field centre inside the slide's tissue area, one field of view from its edges."""
+    x0, y0, x1, y1 = sim.truth.slide_bounds_um
+    fw, fh = sim.field_of_view_um
+    return float(rng.uniform(x0 + fw, x1 - fw)), float(rng.uniform(y0 + fh, y1 - fh))
+
+
+def render_clean(sim: Any, x_um: float, y_um: float, z_um: float) -> np.ndarray:
+    """The camera's expected image of a field at z, without noise, rounding or JPEG: float32
+    on the 0-255 scale (whatever the camera's bit depth). The in-focus target a simulator can
+    give and a real scanner cannot."""
+    sensor, camera = sim.sensor, sim.camera
+    c = sensor.config
+    e = sensor.expected_electrons(sim.render_intensity(x_um, y_um, z_um), camera.exposure_ms)
+    e = np.clip(e, 0.0, c.full_well_e) * (sensor.max_adu / c.full_well_e * camera.gain)
+    e = np.clip(e + c.black_level_adu, 0.0, sensor.max_adu)
+    return (e * (255.0 / sensor.max_adu)).astype(np.float32)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel_map(
+    fn: Callable[[T], R], jobs: Sequence[T], workers: int, desc: str, progress: bool = True
+) -> list[R]:
+    """`fn` over `jobs` in `workers` spawned processes (in order), with a progress bar."""
+    from tqdm import tqdm
+
+    results: list[R] = []
+    bar = tqdm(total=len(jobs), desc=desc, unit="scene", disable=not progress, file=sys.stderr)
+    try:
+        if workers > 1:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                for r in pool.map(fn, jobs):
+                    results.append(r)
+                    bar.update(1)
+        else:
+            for job in jobs:
+                results.append(fn(job))
+                bar.update(1)
+    finally:
+        bar.close()
+    return results
+
+
+def write_holdout_stacks(
+    out_dir: Path,
+    objective: str,
+    tissue_dir: Path,
+    *,
+    positions: int = 4,
+    seed: int = 7,
+    size: int = 512,
+    z_min: float = -16.0,
+    z_max: float = 8.0,
+    z_step: float = 0.25,
+    stage: str | None = None,
+    na: float | None = None,
+    coverslip_error_um: float = 18.0,
+    chromatic_shift_um: tuple[float, float, float] = (0.35, 0.0, -0.35),
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Focus-stack files of held-out specimens with held-out optics, for `slidescan focus eval`.
+
+    One file per specimen: the real H&E image, scikit-image's IHC image, and procedural H&E
+    and IHC with a seed above the training range. `na` overrides the objective's NA (the
+    simulator's `optics.na`), for a robustness set with an aperture never trained on.
+    """
+    from slidescan.app.tools.stacks import synthesise
+    from slidescan.hardware.sim import SimConfig
+
+    offsets = np.round(np.arange(z_min, z_max + z_step / 2, z_step), 6)
+    specimens: list[tuple[str, dict[str, Any]]] = [
+        ("he_real", {"kind": "image", "image_path": str(tissue_dir / REAL_HOLDOUT_IMAGES[0])}),
+        (
+            "ihc_skimage",
+            {
+                "kind": "image",
+                "image_path": str(skimage_ihc_path()),
+                "image_pixel_size_um": SKIMAGE_IHC_PIXEL_UM,
+            },
+        ),
+        ("he_procedural", {"kind": "procedural", "stain": "he"}),
+        ("ihc_procedural", {"kind": "procedural", "stain": "ihc"}),
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    for name, specimen in specimens:
+        fields: dict[str, Any] = {
+            "objective": objective,
+            "seed": HOLDOUT_SEED_BASE + seed,
+            "specimen": specimen,
+            "optics": {
+                "na": na,
+                "coverslip_error_um": coverslip_error_um,
+                "chromatic_shift_um": chromatic_shift_um,
+            },
+            "camera": {"width": size, "height": size},
+        }
+        if stage is not None:
+            fields["stage"] = stage
+        config = SimConfig.model_validate(fields)
+        path = out_dir / f"holdout_{name}.h5"
+        summaries.append(
+            synthesise(path, config, positions, offsets, progress=progress) | {"name": name}
+        )
+    return summaries
