@@ -93,14 +93,17 @@ class TileEngine:
 
     def accepts(self, result: FocusResult) -> bool:
         """Whether a focus result is good enough to use (else the tile falls back)."""
-        has_answer = (result.z_um is not None and math.isfinite(result.z_um)) or (
-            result.made is not None
-        )
-        return (
-            bool(result.ok)
-            and has_answer
-            and result.confidence >= self.focus_settings.min_confidence
-        )
+        return self._why_not(result) == ""
+
+    def _why_not(self, result: FocusResult) -> str:
+        """Why a result is not used, for the person ("" when it is)."""
+        if not result.ok:
+            return result.message or "failed"
+        if (result.z_um is None or not math.isfinite(result.z_um)) and result.made is None:
+            return f"returned neither a z nor an image ({result.z_um})"
+        if result.confidence < self.focus_settings.min_confidence:
+            return result.message or f"confidence {result.confidence:.2f}"
+        return ""
 
     # -- a focus-map survey point -------------------------------------------------------------
     def survey_point(self, x_um: float, y_um: float, hint_z: float, source: str) -> FocusResult:
@@ -164,9 +167,7 @@ class TileEngine:
                     learned = rec.z_um
             else:
                 rec.z_um = hint_z
-                why = result.message or (
-                    f"confidence {result.confidence:.2f}" if result.ok else "failed"
-                )
+                why = self._why_not(result)
                 rec.fallback, rec.fallback_reason = PREDICTED, why
                 warning = (
                     f"tile {tile.index}: autofocus {why}; using the predicted z {hint_z:.2f} um"

@@ -17,7 +17,7 @@ import numpy as np
 
 from slidescan.app.plan import FocusSettings
 from slidescan.focus.protocol import FocusError
-from slidescan.focus.surface import FocusPredictor, fit_surface
+from slidescan.focus.surface import MIN_POINTS, FocusPredictor, fit_surface
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +71,34 @@ class FocusHints:
             w = float(rec["confidence"]) if math.isfinite(rec["confidence"]) else 1.0
             self.predictor.add(float(rec["x_um"]), float(rec["y_um"]), float(rec["z_um"]), w)
 
-    def fit_map(self, x_um: list[float], y_um: list[float], z_um: list[float], w: list[float]):
-        """Fit the focus-map surface to the survey points; from now on it gives every hint."""
+    def fit_map(
+        self, x_um: list[float], y_um: list[float], z_um: list[float], w: list[float]
+    ) -> str:
+        """Fit the focus-map surface to the survey points; from now on it gives every hint.
+        With too few points for the planned surface (survey points that failed were dropped),
+        a simpler one is fitted: returns a warning saying so ("" when none). Fewer than three
+        points: `FocusError`."""
         xs, ys, zs, ws = (np.asarray(v, float) for v in (x_um, y_um, z_um, w))
-        smoothing = 1e-3 if self.settings.surface == "tps" else 0.0
+        kind = self.settings.surface
+        warning = ""
+        if len(zs) < MIN_POINTS[kind]:
+            if len(zs) < MIN_POINTS["plane"]:
+                raise FocusError(
+                    f"the focus map needs at least {MIN_POINTS['plane']} focused survey points, "
+                    f"got {len(zs)}"
+                )
+            warning = (
+                f"only {len(zs)} survey points focused: fitting a plane instead of a {kind} "
+                "focus map"
+            )
+            kind = "plane"
         surface = fit_surface(
             np.column_stack([xs, ys]),
             zs,
-            kind=self.settings.surface,
-            smoothing=smoothing,
+            kind=kind,
+            smoothing=1e-3 if kind == "tps" else 0.0,
             weights=np.clip(ws, 1e-3, None),
             robust=True,
         )
         self.surface = surface.predict
-        return surface
+        return warning

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from slidescan.focus.surface import MIN_POINTS as SURFACE_MIN_POINTS
+
 _EPS = 1e-9
 
 
@@ -70,7 +72,8 @@ class PolygonRegion(_Frozen):
 
 Region = Annotated[RectRegion | PolygonRegion, Field(discriminator="kind")]
 
-FocusParam = bool | int | float | str
+#: A focus method's parameter value in a plan (JSON): the method's `Params` model checks it.
+FocusParam = bool | int | float | str | list[float]
 
 
 class FocusSettings(_Frozen):
@@ -91,6 +94,16 @@ class FocusSettings(_Frozen):
     min_confidence: float = Field(default=0.2, ge=0.0, le=1.0)
     #: Search range around the hint (um); None: the method's default.
     range_um: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _enough_survey_points(self) -> FocusSettings:
+        need = SURFACE_MIN_POINTS[self.surface]
+        if self.strategy == "focusmap" and self.survey_points < need:
+            raise ValueError(
+                f"a {self.surface} focus map needs at least {need} survey points, "
+                f"got {self.survey_points}"
+            )
+        return self
 
 
 class TissueSettings(_Frozen):

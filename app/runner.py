@@ -527,7 +527,9 @@ class ScanRunner:
             ys.append(y)
             zs.append(z)
             ws.append(result.confidence)
-        hints.fit_map(xs, ys, zs, ws)
+        warning = hints.fit_map(xs, ys, zs, ws)
+        if warning:
+            self._warn(warning)
 
     # -- the writer thread's callback ----------------------------------------------------------
     def _written(self, item: WriteItem, thumb: np.ndarray | None) -> None:

@@ -11,18 +11,16 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from slidescan.focus.drive import FocusDrive
+from slidescan.focus.learned import diffcnn_model
 from slidescan.focus.learned.checkpoint import save_checkpoint
-from slidescan.focus.learned.diffcnn import (
-    GAIN_RANGE,
-    DiffCNNFocus,
+from slidescan.focus.learned.diffcnn import DiffCNNFocus, optics_objective
+from slidescan.focus.learned.diffcnn_calibration import GAIN_RANGE, SlideCorrection, fit_correction
+from slidescan.focus.learned.diffcnn_model import (
     DiffCNNMeta,
     DiffCNNPredictor,
     PairPrediction,
-    SlideCorrection,
-    fit_correction,
     fuse_conv_bn,
     load_diffcnn,
-    optics_objective,
     weighted_median,
 )
 from slidescan.focus.learned.diffcnn_training import (
@@ -447,15 +445,15 @@ def test_inference_is_deterministic(tmp_path):
 def test_shipped_weights_follow_the_devices_objective(tmp_path, monkeypatch):
     """With neither weights nor objective given, the method uses the shipped model for the
     device's objective when there is one, else the default 20x/0.75 model."""
-    import slidescan.focus.learned.diffcnn as dc
-
     files = {
         "20x/0.75": _constant_checkpoint(tmp_path / "a.pt", 4.0, _meta(objective="20x/0.75")),
         "20x/0.50": _constant_checkpoint(
             tmp_path / "b.pt", 6.0, _meta(objective="20x/0.50", na=0.5)
         ),
     }
-    monkeypatch.setattr(dc, "shipped_weights_path", lambda o: files.get(o, tmp_path / "none.pt"))
+    monkeypatch.setattr(
+        diffcnn_model, "shipped_weights_path", lambda o: files.get(o, tmp_path / "none.pt")
+    )
     method = DiffCNNFocus()
     assert method.auto_objective and method.meta.objective == "20x/0.75"
     low_na = ToyScope(optics=_Optics(na=0.5))

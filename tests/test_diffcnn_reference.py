@@ -20,7 +20,7 @@ def _reference_module():
 
 
 def test_predictions_are_bit_identical_to_the_recorded_reference():
-    from slidescan.focus.learned.diffcnn import DiffCNNPredictor
+    from slidescan.focus.learned.diffcnn_model import DiffCNNPredictor
 
     ref = np.load(DATA / "diffcnn_reference.npz")
     make = _reference_module()

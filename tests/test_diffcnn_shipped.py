@@ -10,8 +10,8 @@ import pytest
 
 from slidescan.app.cli import main
 from slidescan.focus.drive import FocusDrive
-from slidescan.focus.learned.diffcnn import (
-    DiffCNNFocus,
+from slidescan.focus.learned.diffcnn import DiffCNNFocus
+from slidescan.focus.learned.diffcnn_model import (
     DiffCNNPredictor,
     load_diffcnn,
     shipped_weights_path,

@@ -13,13 +13,13 @@ import pytest
 
 from slidescan.app.cli import main
 from slidescan.app.commands import focus as focus_cmd
-from slidescan.app.tools.evaluate import (
+from slidescan.app.tools.eval_report import (
     EvalSummary,
     PooledReport,
     TrialRecord,
     check_poolable,
-    evaluate_method,
 )
+from slidescan.app.tools.evaluate import evaluate_method
 from slidescan.focus import registry
 from slidescan.focus.protocol import (
     Fallback,

@@ -139,3 +139,15 @@ def test_small_region_gets_one_tile_at_its_centre():
     plan = ScanPlan(region=RectRegion(x0=0, y0=0, x1=50, y1=50))
     (tile,) = plan.tiles(300, 200)
     assert (tile.x_um, tile.y_um) == (25.0, 25.0)
+
+
+def test_a_focus_map_needs_enough_survey_points_for_its_surface():
+    from pydantic import ValidationError
+
+    from slidescan.app.plan import FocusSettings
+
+    FocusSettings(strategy="focusmap", survey_points=6, surface="quadratic")
+    FocusSettings(strategy="focusmap", survey_points=3, surface="plane")
+    with pytest.raises(ValidationError, match="at least 6 survey points, got 5"):
+        FocusSettings(strategy="focusmap", survey_points=5, surface="quadratic")
+    FocusSettings(strategy="per-tile", survey_points=5, surface="quadratic")  # not used

@@ -592,3 +592,30 @@ def test_approach_point_is_clamped_and_a_failing_wish_is_ignored(tmp_path):
     # nothing
     assert broken.z_at_start[1] == pytest.approx(broken.returned[0], abs=1e-9)
     assert broken.starts == [None, None]
+
+
+def test_a_focus_map_with_failed_survey_points_falls_back_to_a_plane(tmp_path):
+    """Two of six survey points fail (dropped); four cannot carry the planned quadratic: the
+    map is a plane, with a warning, and the scan completes (the truth is a plane)."""
+    scope = fake_scope()
+    plan = plan_for(
+        tmp_path,
+        rows=3,
+        cols=4,
+        focus=FocusSettings(strategy="focusmap", survey_points=6, surface="quadratic"),
+    )
+    log = EventLog()
+    fin = run(ScanRunner(plan, scope, log, method=FixedMethod(scope, fail={2, 5})))
+    assert fin.reason is FinishReason.COMPLETED, fin.message
+    messages = [w.message for w in log.of_type(ScanWarning)]
+    assert sum("failed: dropped" in m for m in messages) == 2
+    assert any("fitting a plane instead of a quadratic" in m for m in messages)
+    with ScanReader(tmp_path / "s.h5") as r:
+        t = r.tiles
+        np.testing.assert_allclose(t["z_um"], t["true_focus_um"], atol=1e-6)
+
+    (tmp_path / "b").mkdir()
+    scope = fake_scope()
+    plan = plan.model_copy(update={"output": str(tmp_path / "b" / "s.h5")})
+    fin = run(ScanRunner(plan, scope, method=FixedMethod(scope, fail={1, 2, 3, 4})))
+    assert fin.reason is FinishReason.ERROR and "at least 3 focused survey points" in fin.message

@@ -143,6 +143,9 @@ def test_tissue_detection_skips_the_glass_around_the_section(tmp_path, capsys, t
         (["--focus-param", "nope", "--out", "{d}/a.h5"], "KEY=VALUE"),
         (["--focus-param", "wrong=1", "--out", "{d}/a.h5"], "no parameter"),
         (["--overlap", "0.9", "--out", "{d}/a.h5"], "overlap"),
+        (["--rows", "0", "--cols", "3", "--out", "{d}/a.h5"], "at least 1"),
+        (["--cols", "-2", "--out", "{d}/a.h5"], "at least 1"),
+        (["--focus-param", "step_um=-1", "--out", "{d}/a.h5"], "step_um"),
         (["--out", "{d}/missing/a.h5"], "does not exist"),
         (["--resume", "{d}/none.h5"], "no such file"),
         (["--profile", "no-such-profile", "--out", "{d}/a.h5"], "unknown profile"),
@@ -199,3 +202,43 @@ def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path, tiny_profile):
     with ScanReader(out_file) as r:
         assert r.status == "completed"
         assert sorted(r.tiles["index"].tolist()) == list(range(12))
+
+
+def test_a_damaged_file_is_reported_and_resume_salvages_it(tmp_path, capsys, tiny_profile):
+    """The first 60 % of a finished 9-tile file (a copy cut short): `info` says it is damaged
+    and what is readable; `scan --resume` copies every intact tile into a new file beside it,
+    leaves the damaged one as it is, and finishes the scan there."""
+    import hashlib
+
+    whole = tmp_path / "whole.h5"
+    code, _, err = _run(
+        capsys, "scan", "--profile", tiny_profile, "--rows", "3", "--cols", "3",
+        "--out", str(whole), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    cut = tmp_path / "cut.h5"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: int(0.6 * len(data))])
+    digest = hashlib.sha256(cut.read_bytes()).hexdigest()
+
+    code, out, _ = _run(capsys, "info", str(cut))
+    assert code == 1 and "DAMAGED" in out and "cut short" in out
+    readable = int(out.split("readable: ", 1)[1].split(" of 9", 1)[0])
+    assert 1 <= readable < 9
+    code, out, _ = _run(capsys, "info", str(cut), "--json")
+    assert code == 1 and json.loads(out)["readable_tiles"] == readable
+
+    code, out, err = _run(capsys, "scan", "--resume", str(cut), "--json")
+    assert code == 0, err
+    salvaged = tmp_path / "cut.salvaged.h5"
+    assert f"salvaged {readable} of 9" in err and str(salvaged) in err
+    summary = json.loads(out)
+    assert summary["tiles_done"] == 9 and summary["path"] == str(salvaged)
+    assert summary["tiles_this_run"] == 9 - readable
+    assert hashlib.sha256(cut.read_bytes()).hexdigest() == digest  # left as it was
+    with ScanReader(salvaged) as r, ScanReader(whole) as w:
+        assert r.status == "completed" and r.verify() == []
+        kept = [i for i in range(readable)]
+        for i in kept:  # the salvaged tiles are the original ones, bit for bit
+            assert r.tiles["index"][i] == w.tiles["index"][i]
+            np.testing.assert_array_equal(r.image(i), w.image(i))

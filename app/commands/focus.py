@@ -113,14 +113,8 @@ def make_method(name: str, params: dict[str, Any]) -> Any:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from slidescan.app.tools.evaluate import (
-        PooledReport,
-        check_poolable,
-        check_stacks,
-        evaluate_files,
-        file_labels,
-        stage_model,
-    )
+    from slidescan.app.tools.eval_report import PooledReport, check_poolable, file_labels
+    from slidescan.app.tools.evaluate import check_stacks, evaluate_files, stage_model
 
     if args.trials < 1:
         raise CliError("focus eval: --trials must be at least 1")

@@ -271,7 +271,7 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     import torch
 
     from slidescan.focus.learned.checkpoint import save_checkpoint
-    from slidescan.focus.learned.diffcnn import DiffCNNMeta
+    from slidescan.focus.learned.diffcnn_model import DiffCNNMeta
     from slidescan.focus.learned.diffcnn_training import DiffCNNTask, DiffCNNTrainConfig
     from slidescan.focus.learned.mobilenet import MobileNetV2, count_parameters
     from slidescan.focus.learned.training import LoopConfig, Trainer, resolve_device

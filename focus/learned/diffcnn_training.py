@@ -76,7 +76,7 @@ def augment_pairs(pairs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def tile_errors(pred_um: np.ndarray, data: PatchDataset) -> np.ndarray:
     """|error| per tile of the std-weighted median of its patches' predictions."""
-    from slidescan.focus.learned.diffcnn import weighted_median
+    from slidescan.focus.learned.diffcnn_model import weighted_median
 
     errs = []
     order = np.argsort(data.tile, kind="stable")

@@ -45,7 +45,10 @@ def reference_inputs() -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]
 def main() -> None:
     import torch
 
-    from slidescan.focus.learned.diffcnn import DiffCNNPredictor
+    try:  # today's layout; 0.1 had the predictor in focus.learned.diffcnn
+        from slidescan.focus.learned.diffcnn_model import DiffCNNPredictor
+    except ImportError:
+        from slidescan.focus.learned.diffcnn import DiffCNNPredictor
 
     torch.manual_seed(0)
     predictor = DiffCNNPredictor()
