@@ -78,6 +78,40 @@ SURVEY_DTYPE = np.dtype(
     [("x_um", "<f8"), ("y_um", "<f8"), ("z_um", "<f8"), ("confidence", "<f4"), ("ok", "?")]
 )
 
+#: Stitching results (app/stitch): one row per placed tile and per registered pair, tagged with
+#: the run (`generation`) that made them; `/stitch/generation` names the latest complete run.
+PLACEMENT_DTYPE = np.dtype(
+    [
+        ("generation", "<i4"),
+        ("row", "<i4"),  # the tile's row in /tiles
+        ("index", "<i4"),  # its planned index
+        ("x_px", "<f8"),  # its top-left corner in the level-0 mosaic, pixels
+        ("y_px", "<f8"),
+        ("residual_px", "<f4"),  # how far the pairs disagree with the placement here
+        ("source", "S12"),  # "registered" (placed by its overlaps) or "stage"
+    ]
+)
+PAIR_DTYPE = np.dtype(
+    [
+        ("generation", "<i4"),
+        ("row_a", "<i4"),
+        ("row_b", "<i4"),
+        ("dx_px", "<f8"),  # b's top-left minus a's, as the overlap says
+        ("dy_px", "<f8"),
+        ("ncc", "<f4"),  # normalised cross-correlation of the overlap at that shift
+        ("weight", "<f4"),
+        ("used", "?"),  # kept by the global placement (not rejected as an outlier)
+    ]
+)
+STITCH_RUN_DTYPE = np.dtype(
+    [
+        ("generation", "<i4"),
+        ("created", "S32"),
+        ("software", "S16"),
+        ("info", "S2048"),  # JSON: method, figures, white balance, flat-field source
+    ]
+)
+
 _V2_DEFAULTS = {
     "fallback_reason": b"",
     "calibration": False,
@@ -91,6 +125,27 @@ _V2_DEFAULTS = {
     "true_y_um": math.nan,
 }
 _V1_CALIBRATION_SUFFIX = b"+calibration"
+
+
+@dataclass(frozen=True)
+class Overview:
+    """A low-resolution image of the whole slide (RGB uint8), taken before the scan: its
+    pixel (i, j) covers x0 + [j, j + 1) * pixel, y0 + [i, i + 1) * pixel in stage um."""
+
+    image: np.ndarray
+    x0_um: float
+    y0_um: float
+    pixel_size_um: float
+
+    def to_pixel(self, x_um: float, y_um: float) -> tuple[float, float]:
+        """(column, row) of a stage position, in overview pixels (fractional)."""
+        return (x_um - self.x0_um) / self.pixel_size_um, (y_um - self.y0_um) / self.pixel_size_um
+
+    @property
+    def bounds_um(self) -> tuple[float, float, float, float]:
+        h, w = self.image.shape[:2]
+        p = self.pixel_size_um
+        return self.x0_um, self.y0_um, self.x0_um + w * p, self.y0_um + h * p
 
 
 @dataclass

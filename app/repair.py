@@ -106,6 +106,10 @@ def recover(path: str | os.PathLike[str]) -> int:
                 dst.attrs.create(k, v, dtype=src.attrs.get_id(k).dtype)
             for name in ("plan_tiles", "committed", "survey"):
                 src.copy(src[name], dst, name)
+            if "stitch" in src:  # stitching results stay with the tiles they place
+                src.copy(src["stitch"], dst, "stitch")
+            if "overview" in src:
+                src.copy(src["overview"], dst, "overview")
             dst.create_group("tiles")
             keep = {name: n for name in TILE_DATASETS}
             if version >= 2:
@@ -175,6 +179,8 @@ def _rebuild(src_path: Path, dst_path: Path | None, tolerant: bool) -> Rebuilt:
                     dst = stack.enter_context(h5py.File(partial, "w", libver="latest"))
                     _copy_attrs(src, dst)
                     build_skeleton(dst, planned, tile_shape, dtype, compression)
+                    if "overview" in src and not damaged:
+                        src.copy(src["overview"], dst, "overview")
                     _copy_survey(src, dst, damaged)
                 copier = _TileCopier(src, dst, version, plan_rc)
                 for i in range(n):

@@ -31,6 +31,17 @@ Layout (format "slidescan-scan", version 2; `app/records.py` has the per-tile re
                              `shot_first`, `shot_count`); one per chunk
     /tiles/shot_z_um         (m,) float64: the z of each shot
     /survey                  (k,) compound x_um, y_um, z_um, confidence, ok: focus-map survey
+    /overview                (h, w, 3) uint8, when the scan had one: the whole slide at low
+                             resolution, attributes x0_um, y0_um, pixel_size_um (records.Overview)
+    /stitch/placement        (m,) records.PLACEMENT_DTYPE: every tile's place in the mosaic
+    /stitch/pairs            (p,) records.PAIR_DTYPE: the registered overlaps
+    /stitch/runs             (r,) records.STITCH_RUN_DTYPE: one row per stitching run
+    /stitch/flatfield        (H, W, C) float32: the illumination the images are divided by
+                             (NaN until a stitching run estimates it)
+    /stitch/generation       scalar int64: the latest complete stitching run (0: none); rows
+                             of other generations are history. Written by app/stitch, with the
+                             same commit-last rule as the tiles, so a stitch run killed half
+                             way leaves the previous one in force.
 
 Crash safety. HDF5 is not crash-safe by default: a kill in the middle of a metadata write can
 leave a file no library opens. Scan files are written in SWMR mode (libver="latest"): every
@@ -75,10 +86,14 @@ from slidescan.app.records import (
     CURVE_MAX,
     FORMAT,
     FORMAT_VERSION,
+    PAIR_DTYPE,
+    PLACEMENT_DTYPE,
     PLAN_TILE_DTYPE,
     READABLE_VERSIONS,
     RECORD_DTYPE,
+    STITCH_RUN_DTYPE,
     SURVEY_DTYPE,
+    Overview,
     TileRecord,
     as_current,
 )
@@ -246,6 +261,27 @@ def build_skeleton(
             fillvalue=np.nan,
         )
     f.create_dataset("survey", (0,), SURVEY_DTYPE, maxshape=(None,), chunks=(64,))
+    st = f.create_group("stitch")
+    for name, dtype in (
+        ("placement", PLACEMENT_DTYPE),
+        ("pairs", PAIR_DTYPE),
+        ("runs", STITCH_RUN_DTYPE),
+    ):
+        st.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(256,))
+    flat_shape = tile_shape if len(tile_shape) == 3 else (*tile_shape, 1)
+    st.create_dataset("flatfield", flat_shape, np.float32, fillvalue=np.nan)
+    st.create_dataset("generation", data=np.int64(0))
+
+
+def write_overview(f: h5py.File, overview: Overview) -> None:
+    """The slide's overview image (before the file goes SWMR: it never changes)."""
+    image = np.asarray(overview.image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"an overview is an RGB uint8 image, got {image.dtype} {image.shape}")
+    ds = f.create_dataset("overview", data=image, compression="gzip", compression_opts=4)
+    ds.attrs["x0_um"] = float(overview.x0_um)
+    ds.attrs["y0_um"] = float(overview.y0_um)
+    ds.attrs["pixel_size_um"] = float(overview.pixel_size_um)
 
 
 def write_status_attrs(f: h5py.File, status: str = "running", message: str = "") -> None:
@@ -322,6 +358,7 @@ class ScanWriter:
         profile: dict[str, Any] | None = None,
         overwrite: bool = False,
         extra_attrs: dict[str, Any] | None = None,
+        overview: Overview | None = None,
     ) -> ScanWriter:
         """Build the whole skeleton in `<path>.partial`, rename it into place, go SWMR."""
         path = Path(path)
@@ -356,11 +393,15 @@ class ScanWriter:
                 for k, v in (extra_attrs or {}).items():
                     a[k] = v
                 build_skeleton(f, planned, tile_shape, tile_dtype, plan.compression)
+                if overview is not None:
+                    write_overview(f, overview)
             publish(partial, path)
-        except OSError as exc:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 partial.unlink()
-            raise StorageError(f"cannot create {path}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot create {path}: {exc}") from exc
+            raise
         return cls.open(path)
 
     @classmethod
@@ -711,6 +752,64 @@ class ScanReader:
 
     def survey(self) -> np.ndarray:
         return self._survey_ds[:]
+
+    def overview(self) -> Overview | None:
+        """The slide's overview image taken before the scan, if the scan had one."""
+        if "overview" not in self._f:
+            return None
+        ds = self._f["overview"]
+        a = ds.attrs
+        return Overview(ds[()], float(a["x0_um"]), float(a["y0_um"]), float(a["pixel_size_um"]))
+
+    @property
+    def stitch_generation(self) -> int:
+        """The latest complete stitching run (0: the file was never stitched)."""
+        if "stitch" not in self._f:  # a version 1 file
+            return 0
+        ds = self._f["stitch/generation"]
+        ds.refresh()
+        return int(ds[()])
+
+    def placement(self) -> np.ndarray | None:
+        """Every tile's place in the mosaic from the latest stitching run (PLACEMENT_DTYPE
+        rows), None when the file was never stitched."""
+        return self._stitch_rows("placement")
+
+    def pairs(self) -> np.ndarray | None:
+        """The overlaps the latest stitching run registered (PAIR_DTYPE rows)."""
+        return self._stitch_rows("pairs")
+
+    def stitch_run(self) -> dict[str, Any] | None:
+        """What the latest stitching run says of itself (its `info` JSON, with `generation`
+        and `created`), None when never stitched."""
+        rows = self._stitch_rows("runs")
+        if rows is None or rows.size == 0:
+            return None
+        row = rows[-1]
+        return {
+            **json.loads(_decode(row["info"]) or "{}"),
+            "generation": int(row["generation"]),
+            "created": _decode(row["created"]),
+            "software": _decode(row["software"]),
+        }
+
+    def flatfield(self) -> np.ndarray | None:
+        """The flat-field the latest stitching run estimated ((H, W, C) float32), or None."""
+        if self.stitch_generation == 0:
+            return None
+        ds = self._f["stitch/flatfield"]
+        ds.refresh()
+        flat = ds[()]
+        return None if not np.all(np.isfinite(flat)) else flat
+
+    def _stitch_rows(self, name: str) -> np.ndarray | None:
+        generation = self.stitch_generation
+        if generation == 0:
+            return None
+        ds = self._f[f"stitch/{name}"]
+        ds.refresh()
+        rows = ds[:]
+        return rows[rows["generation"] == generation]
 
     def verify(self) -> list[int]:
         """Rows whose stored image and shots do not match their checksum (should be empty)."""

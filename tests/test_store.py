@@ -262,3 +262,29 @@ def test_recover_copies_only_committed_rows(tmp_path):
         assert r.n_tiles == 5 and r.verify() == []
         with h5py.File(tmp_path / "s.h5", "r") as f:
             assert f["tiles/images"].shape[0] == 5
+
+
+def test_an_overview_and_an_empty_stitch_come_with_a_new_file(tmp_path):
+    from slidescan.app.records import Overview
+
+    plan = _plan(tmp_path)
+    tiles = plan.tiles(64, 48)
+    image = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    w = ScanWriter.create(
+        plan.output, plan, tiles, SHAPE, np.uint8, pixel_size_um=1.0,
+        overview=Overview(image, -100.0, -50.0, 10.0),
+    )  # fmt: skip
+    w.append(_record(tiles[0]), _image(0))
+    w.close("completed")
+    with ScanReader(plan.output) as r:
+        o = r.overview()
+        np.testing.assert_array_equal(o.image, image)
+        assert o.bounds_um == (-100.0, -50.0, 300.0, 250.0) and o.to_pixel(0.0, 0.0) == (10, 5)
+        assert r.stitch_generation == 0 and r.placement() is None and r.flatfield() is None
+        assert r.stitch_run() is None
+    with pytest.raises(ValueError, match="RGB uint8"):
+        ScanWriter.create(
+            tmp_path / "x.h5", plan, tiles, SHAPE, np.uint8, pixel_size_um=1.0,
+            overview=Overview(image.astype(float), 0, 0, 1),
+        )  # fmt: skip
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.partial").exists()
