@@ -70,7 +70,38 @@ class PolygonRegion(_Frozen):
         return self
 
 
-Region = Annotated[RectRegion | PolygonRegion, Field(discriminator="kind")]
+class PolygonsRegion(_Frozen):
+    """Several simple polygons in stage um, scanned as their union: the tissue pieces found on
+    a slide's overview, each grown by a margin (app/slide/tissue.py)."""
+
+    kind: Literal["polygons"] = "polygons"
+    polygons: tuple[tuple[tuple[float, float], ...], ...] = Field(min_length=1)
+
+    @field_validator("polygons")
+    @classmethod
+    def _each_a_polygon(
+        cls, v: tuple[tuple[tuple[float, float], ...], ...]
+    ) -> tuple[tuple[tuple[float, float], ...], ...]:
+        for k, poly in enumerate(v):
+            if len(poly) < 3:
+                raise ValueError(f"polygon {k} has {len(poly)} points; a polygon needs 3")
+        return v
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        xs = [p[0] for poly in self.polygons for p in poly]
+        ys = [p[1] for poly in self.polygons for p in poly]
+        return min(xs), min(ys), max(xs), max(ys)
+
+    @model_validator(mode="after")
+    def _has_area(self) -> PolygonsRegion:
+        x0, y0, x1, y1 = self.bounds
+        if not (x1 > x0 and y1 > y0):
+            raise ValueError("the polygons have no area")
+        return self
+
+
+Region = Annotated[RectRegion | PolygonRegion | PolygonsRegion, Field(discriminator="kind")]
 
 #: A focus method's parameter value in a plan (JSON): the method's `Params` model checks it.
 FocusParam = bool | int | float | str | list[float]
@@ -194,21 +225,23 @@ class ScanPlan(_Frozen):
             if self.order == "serpentine" and r % 2 == 1:
                 cols = reversed(cols)
             cells.extend((r, c) for c in cols)
+        polygons: tuple[tuple[tuple[float, float], ...], ...] = ()
         if isinstance(self.region, PolygonRegion):
-            poly = self.region.points
-            cells = [
-                (r, c)
-                for r, c in cells
-                if rect_intersects_polygon(
-                    (
-                        xs[c] - fov_w_um / 2,
-                        ys[r] - fov_h_um / 2,
-                        xs[c] + fov_w_um / 2,
-                        ys[r] + fov_h_um / 2,
-                    ),
-                    poly,
+            polygons = (self.region.points,)
+        elif isinstance(self.region, PolygonsRegion):
+            polygons = self.region.polygons
+        if polygons:
+
+            def inside(r: int, c: int) -> bool:
+                rect = (
+                    xs[c] - fov_w_um / 2,
+                    ys[r] - fov_h_um / 2,
+                    xs[c] + fov_w_um / 2,
+                    ys[r] + fov_h_um / 2,
                 )
-            ]
+                return any(rect_intersects_polygon(rect, poly) for poly in polygons)
+
+            cells = [(r, c) for r, c in cells if inside(r, c)]
         return [Tile(i, r, c, xs[c], ys[r]) for i, (r, c) in enumerate(cells)]
 
     def summary(self) -> str:
@@ -217,8 +250,11 @@ class ScanPlan(_Frozen):
         focus = self.focus.method
         if self.focus.strategy == "focusmap":
             focus = f"focusmap({self.focus.method}, {self.focus.survey_points} pts, {self.focus.surface})"
+        kind = self.region.kind
+        if isinstance(self.region, PolygonsRegion):
+            kind = f"tissue ({len(self.region.polygons)} regions)"
         return (
-            f"{self.region.kind} [{x0:.0f},{y0:.0f}]-[{x1:.0f},{y1:.0f}] um, {self.objective}, "
+            f"{kind} [{x0:.0f},{y0:.0f}]-[{x1:.0f},{y1:.0f}] um, {self.objective}, "
             f"overlap {self.overlap:.0%}, {self.order}, focus {focus}, "
             f"tissue detection {'on' if self.tissue.enabled else 'off'}, "
             f"compression {self.compression}"

@@ -53,6 +53,7 @@ from slidescan.app.events import (
 )
 from slidescan.app.hints import FocusHints
 from slidescan.app.plan import ScanPlan, Tile
+from slidescan.app.records import Overview
 from slidescan.app.store import (
     ScanFileError,
     ScanReader,
@@ -110,6 +111,7 @@ class ScanRunner:
         method: FocusMethod | None = None,
         predictor_factory: Callable[[], Any] | None = None,
         queue_size: int = 2,
+        overview: Overview | None = None,
     ) -> None:
         if mode not in ("new", "resume", "rescan"):
             raise ValueError(f"mode must be new, resume or rescan, got {mode!r}")
@@ -125,6 +127,7 @@ class ScanRunner:
         self._method = method
         self._predictor_factory = predictor_factory
         self._queue_size = queue_size
+        self._overview = overview  # stored in a new scan file (the slide's macro image)
         self._observers: list[ScanObserver] = [observer] if observer is not None else []
         self._emit_lock = threading.Lock()
         self._state = RunnerState.IDLE
@@ -310,6 +313,7 @@ class ScanRunner:
                 pixel_size_um=pixel,
                 profile=self.profile,
                 overwrite=self.overwrite,
+                overview=self._overview,
             )
             self._done_before = 0
         else:

@@ -29,7 +29,15 @@ from typing import Any
 
 import platformdirs
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from slidescan.hardware.base import Camera, Position
 from slidescan.hardware.clock import RealClock
@@ -102,6 +110,18 @@ class HardwareProfile(_Model):
     default_objective: str | None = None
     #: Passed to `slidescan.hardware.sim.SimConfig` for a simulated microscope.
     simulator: dict[str, Any] | None = None
+    #: (x0, y0, x1, y1) stage um of the slide holder's opening: what a pre-scan for the
+    #: slide's overview covers (`slidescan scan --tissue` on hardware). None: not set up.
+    slide_area_um: tuple[float, float, float, float] | None = None
+
+    @field_validator("slide_area_um")
+    @classmethod
+    def _ordered_area(
+        cls, v: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
+        if v is not None and not (v[2] > v[0] and v[3] > v[1]):
+            raise ValueError(f"slide_area_um {v}: need x1 > x0 and y1 > y0")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> HardwareProfile:

@@ -138,7 +138,7 @@ def test_tissue_detection_skips_the_glass_around_the_section(tmp_path, capsys, t
         (["--rows", "2", "--cols", "2"], "--out"),
         (["--region", "1,2,3", "--out", "{d}/a.h5"], "four numbers"),
         (["--region", "5,0,1,1", "--out", "{d}/a.h5"], "x1 > x0"),
-        (["--rows", "2", "--region", "0,0,10,10", "--out", "{d}/a.h5"], "not both"),
+        (["--rows", "2", "--region", "0,0,10,10", "--out", "{d}/a.h5"], "give one of"),
         (["--focus", "bogus", "--out", "{d}/a.h5"], "unknown focus method"),
         (["--focus-param", "nope", "--out", "{d}/a.h5"], "KEY=VALUE"),
         (["--focus-param", "wrong=1", "--out", "{d}/a.h5"], "no parameter"),
@@ -242,3 +242,62 @@ def test_a_damaged_file_is_reported_and_resume_salvages_it(tmp_path, capsys, tin
         for i in kept:  # the salvaged tiles are the original ones, bit for bit
             assert r.tiles["index"][i] == w.tiles["index"][i]
             np.testing.assert_array_equal(r.image(i), w.image(i))
+
+
+@pytest.fixture
+def small_slide_profile() -> str:
+    """A simulator with a small slide (2.4 x 1.6 mm of tissue area) at 10x with a 256 px
+    camera: a whole-slide tissue scan in about a hundred tiles."""
+    from slidescan.hardware.profile import HardwareProfile, load_profile, save_profile
+
+    data = load_profile("simulator").model_dump(mode="json")
+    data["simulator"] = {
+        **(data.get("simulator") or {}),
+        "camera": {"width": 256, "height": 256},
+        "specimen": {"bounds_um": [20000.0, 6000.0, 22400.0, 7600.0]},
+    }
+    data["objectives"] = [{"name": "10x/0.30"}]
+    data["default_objective"] = "10x/0.30"
+    data["name"] = "small-slide"
+    save_profile(HardwareProfile.model_validate(data), "small-slide")
+    return "small-slide"
+
+
+def test_scan_tissue_covers_the_tissue_and_keeps_the_overview(tmp_path, capsys, small_slide_profile):
+    out_file = tmp_path / "t.h5"
+    code, out, err = _run(
+        capsys, "scan", "--profile", small_slide_profile, "--tissue",
+        "--focus", "none", "--no-tissue-detection", "--out", str(out_file), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "tissue: 1 region(s)" in err
+    s = json.loads(out)
+    assert s["status"] == "completed" and s["tiles_done"] == s["tiles_planned"]
+    with ScanReader(out_file) as r:
+        assert r.plan.region.kind == "polygons"
+        overview = r.overview()
+        assert overview is not None and overview.image.shape[2] == 3
+        tiles = r.planned_tiles
+        fov = r.fov_um
+    from slidescan.hardware.sim import SimConfig, build_simulator
+
+    sim_ = build_simulator(
+        SimConfig(specimen={"bounds_um": [20000.0, 6000.0, 22400.0, 7600.0]},
+                  camera={"width": 16, "height": 16})
+    )  # fmt: skip
+    # every point of tissue (the simulator's truth, on a 40 um grid) lies in some tile
+    xs = np.arange(19000.0, 23400.0, 40.0)
+    ys = np.arange(5000.0, 8600.0, 40.0)
+    mask = sim_.tissue_mask(xs, ys) > 0.5
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    px, py = xx[mask], yy[mask]
+    cx = np.array([t.x_um for t in tiles])
+    cy = np.array([t.y_um for t in tiles])
+    covered = (np.abs(px[:, None] - cx) <= fov[0] / 2) & (np.abs(py[:, None] - cy) <= fov[1] / 2)
+    assert covered.any(axis=1).mean() > 0.999
+    # and it takes fewer tiles than the bounding box of the slide's tissue area would
+    box = (2400 / (fov[0] * 0.9) + 1) * (1600 / (fov[1] * 0.9) + 1)
+    assert len(tiles) < box
+    code, _, err = _run(capsys, "scan", "--profile", small_slide_profile, "--tissue",
+                        "--rows", "2", "--out", str(tmp_path / "x.h5"))  # fmt: skip
+    _one_line_error(code, err, "one of --tissue, --region or --rows/--cols")

@@ -34,10 +34,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--profile", default="simulator", help="hardware profile (default simulator)")
-    p.add_argument("--objective", default="20x/0.75", help="objective (default 20x/0.75)")
+    p.add_argument(
+        "--objective", default=None, help="objective (default: the profile's default objective)"
+    )
     p.add_argument("--rows", type=int, help="rows of tiles around the slide centre (3)")
     p.add_argument("--cols", type=int, help="columns of tiles around the slide centre (3)")
     p.add_argument("--region", help="x0,y0,x1,y1 in stage um (instead of --rows/--cols)")
+    p.add_argument(
+        "--tissue",
+        action="store_true",
+        help="scan the tissue: take the slide's overview, find the tissue on it and cover it "
+        "with tiles (instead of --rows/--cols or --region); the overview is kept in the file",
+    )
+    p.add_argument(
+        "--tissue-margin",
+        type=float,
+        default=100.0,
+        metavar="UM",
+        help="glass kept around the tissue found, um (default 100)",
+    )
     p.add_argument("--overlap", type=float, default=0.1, help="tile overlap fraction (0.1)")
     p.add_argument("--order", choices=("serpentine", "raster"), default="serpentine")
     p.add_argument(
@@ -77,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def open_scope(profile_name: str, objective: str) -> tuple[Any, dict[str, Any]]:
+def open_scope(profile_name: str, objective: str | None) -> tuple[Any, dict[str, Any]]:
     """The microscope of a hardware profile, and the profile as a JSON-ready dict.
 
     Module-level so tests can point the CLI at a small simulator.
@@ -98,7 +113,7 @@ def _slide_centre(scope: Any) -> tuple[float, float]:
     return p.x, p.y
 
 
-def _build_plan(args: argparse.Namespace, scope: Any) -> ScanPlan:
+def _build_plan(args: argparse.Namespace, scope: Any, overview: Any = None) -> ScanPlan:
     if args.overlap < 0 or args.overlap > 0.5:
         raise CliError("scan: --overlap must lie in [0, 0.5]")
     method = args.survey_method if args.focus == "focusmap" else args.focus
@@ -115,7 +130,7 @@ def _build_plan(args: argparse.Namespace, scope: Any) -> ScanPlan:
     else:
         focus = FocusSettings(method=args.focus, params=params, range_um=args.focus_range)
     common: dict[str, Any] = dict(
-        objective=args.objective,
+        objective=scope.optics.objective_name,
         profile=args.profile,
         order=args.order,
         focus=focus,
@@ -124,9 +139,12 @@ def _build_plan(args: argparse.Namespace, scope: Any) -> ScanPlan:
         compression=args.compression,
         start_z_um=args.start_z,
     )
+    given = [args.tissue, bool(args.region), args.rows is not None or args.cols is not None]
+    if sum(given) > 1:
+        raise CliError("scan: give one of --tissue, --region or --rows/--cols")
+    if args.tissue:
+        return ScanPlan(region=_tissue_region(overview, args.tissue_margin), **common)
     if args.region:
-        if args.rows is not None or args.cols is not None:
-            raise CliError("scan: give either --region or --rows/--cols, not both")
         return ScanPlan(region=parse_region(args.region), overlap=args.overlap, **common)
     rows = 3 if args.rows is None else args.rows
     cols = 3 if args.cols is None else args.cols
@@ -136,6 +154,35 @@ def _build_plan(args: argparse.Namespace, scope: Any) -> ScanPlan:
     px = float(scope.optics.pixel_size_um)
     fov = (shape[1] * px, shape[0] * px)
     return ScanPlan.grid(rows, cols, _slide_centre(scope), fov, overlap=args.overlap, **common)
+
+
+def _overview(scope: Any, profile: dict[str, Any]) -> Any:
+    """The slide's overview (the simulator's, or a pre-scan of the profile's slide area)."""
+    from slidescan.app.slide.overview import acquire_overview
+
+    area = profile.get("slide_area_um")
+    try:
+        return acquire_overview(scope, area_um=tuple(area) if area else None)
+    except ValueError as exc:
+        raise CliError(f"scan --tissue: {exc}", code=1) from None
+
+
+def _tissue_region(overview: Any, margin_um: float) -> Any:
+    from slidescan.app.plan import PolygonsRegion
+    from slidescan.app.slide.tissue import detect_tissue
+
+    if not margin_um >= 0:
+        raise CliError("scan: --tissue-margin must be a number >= 0")
+    found = detect_tissue(overview)
+    regions = found.regions(margin_um)
+    if not regions:
+        raise CliError("scan --tissue: no tissue found on the slide's overview", code=1)
+    print(
+        f"tissue: {len(regions)} region(s), {found.tissue_area_mm2:.1f} mm2 "
+        f"(OD threshold {found.od_threshold:.3f})",
+        file=sys.stderr,
+    )
+    return PolygonsRegion(polygons=tuple(tuple(poly) for poly in regions))
 
 
 def _check_method(plan: ScanPlan) -> Any:
@@ -212,14 +259,22 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.out).exists() and not args.overwrite:
             raise CliError(f"scan: {args.out} exists (use --overwrite to replace it)")
         scope, profile = open_scope(args.profile, args.objective)
+        overview = _overview(scope, profile) if args.tissue else None
         try:
-            plan = _build_plan(args, scope)
+            plan = _build_plan(args, scope, overview)
         except ValidationError as exc:
             raise CliError(f"scan: {_validation_line(exc)}") from None
         except ValueError as exc:
             raise CliError(f"scan: {exc}") from None
         method = _check_method(plan)
-        runner = ScanRunner(plan, scope, profile=profile, overwrite=args.overwrite, method=method)
+        runner = ScanRunner(
+            plan,
+            scope,
+            profile=profile,
+            overwrite=args.overwrite,
+            method=method,
+            overview=overview,
+        )
 
     observer = _CliObserver(runner, show=not args.json)
     runner.add_observer(observer)
