@@ -96,6 +96,15 @@ class ObjectiveConfig(_Model):
         return Objective(self.name, self.magnification, self.na, self.immersion_n)
 
 
+class CameraMountConfig(_Model):
+    """How the camera sits relative to the stage axes, as `slidescan hw calibrate-camera`
+    measured it: a specimen point at image pixel (u, v) lies at stage + pixel_size *
+    R(rotation_deg) @ F @ ((u, v) - centre), F mirroring x when `flipped`."""
+
+    rotation_deg: float = Field(default=0.0, ge=-180.0, le=180.0)
+    flipped: bool = False
+
+
 class HardwareProfile(_Model):
     """One microscope: stage, camera, objectives, and (for the simulator) its configuration."""
 
@@ -110,6 +119,8 @@ class HardwareProfile(_Model):
     default_objective: str | None = None
     #: Passed to `slidescan.hardware.sim.SimConfig` for a simulated microscope.
     simulator: dict[str, Any] | None = None
+    #: The camera's rotation and mirroring against the stage (None: square, unmeasured).
+    camera_mount: CameraMountConfig | None = None
     #: (x0, y0, x1, y1) stage um of the slide holder's opening: what a pre-scan for the
     #: slide's overview covers (`slidescan scan --tissue` on hardware). None: not set up.
     slide_area_um: tuple[float, float, float, float] | None = None

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from slidescan.app.cli import CliError, print_json
+from slidescan.app.commands import _calibrate_camera
 from slidescan.hardware.registry import serial_driver, serial_stage_kinds, stage_kind, stage_kinds
 
 
@@ -36,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.set_defaults(func=_no_subcommand)
-    sub = p.add_subparsers(dest="hw_command", metavar="{list,check}", parser_class=type(p))
+    sub = p.add_subparsers(
+        dest="hw_command", metavar="{list,check,calibrate-camera}", parser_class=type(p)
+    )
 
     ls = sub.add_parser(
         "list",
@@ -83,10 +86,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ck.add_argument("--z-step-um", type=float, default=10.0, help="Z test step in um (10)")
     ck.add_argument("--json", action="store_true", help="print the report as JSON")
     ck.set_defaults(func=run_check)
+    _calibrate_camera.add_parser(sub)
 
 
 def _no_subcommand(args: argparse.Namespace) -> int:
-    raise CliError("hw: choose a subcommand: 'hw list' or 'hw check' (see slidescan hw --help)")
+    raise CliError(
+        "hw: choose a subcommand: 'hw list', 'hw check' or 'hw calibrate-camera' "
+        "(see slidescan hw --help)"
+    )
 
 
 # -- hw list ---------------------------------------------------------------------------------------

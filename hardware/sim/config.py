@@ -195,6 +195,11 @@ class SimCameraConfig(_Model):
     stream_interval_s: float = Field(default=0.05, ge=0)
     #: Shot and read noise; False gives the expected image (still quantised).
     noise: bool = True
+    #: How the camera is mounted (hardware/sim/mount.py): turned by this angle (keep it
+    #: within a few degrees: the corners are filled by reflection) and/or mirrored.
+    rotation_deg: float = Field(default=0.0, ge=-10.0, le=10.0)
+    flip_x: bool = False
+    flip_y: bool = False
 
     @model_validator(mode="after")
     def _jpeg(self) -> SimCameraConfig:

@@ -24,6 +24,7 @@ from slidescan.hardware.microscope import Microscope
 from slidescan.hardware.optics import Objective, OpticalPath, get_objective
 from slidescan.hardware.sim.camera import SensorModel, SimCamera
 from slidescan.hardware.sim.config import SimConfig
+from slidescan.hardware.sim.mount import mount_image
 from slidescan.hardware.sim.noise import derive_seed
 from slidescan.hardware.sim.psf import (
     DefocusModel,
@@ -225,8 +226,13 @@ class SimulatedMicroscope(Microscope, SlideTruth):
         gain: float,
         rng: np.random.Generator | None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Render, digitise, and describe one frame (used by the camera and `render`)."""
-        intensity = self.renderer.intensity(x_um, y_um, z_um)
+        """Render, digitise, and describe one frame (used by the camera and `render`): the
+        field as the camera, mounted as configured (`SimCameraConfig.rotation_deg`, flips),
+        sees it."""
+        cam = self.config.camera
+        intensity = mount_image(
+            self.renderer.intensity(x_um, y_um, z_um), cam.rotation_deg, cam.flip_x, cam.flip_y
+        )
         frame = self.sensor.digitise(intensity, exposure_ms, gain, rng)
         truth = self.renderer.truth(x_um, y_um)
         meta = {
