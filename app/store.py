@@ -36,8 +36,9 @@ Layout (format "slidescan-scan", version 2; `app/records.py` has the per-tile re
     /stitch/placement        (m,) records.PLACEMENT_DTYPE: every tile's place in the mosaic
     /stitch/pairs            (p,) records.PAIR_DTYPE: the registered overlaps
     /stitch/runs             (r,) records.STITCH_RUN_DTYPE: one row per stitching run
-    /stitch/flatfield        (H, W, C) float32: the illumination the images are divided by
-                             (NaN until a stitching run estimates it)
+    /stitch/flatfields       (g, H, W, C) float32, one per stitching run, and
+    /stitch/flatfield_generation (g,) int32 naming its run: the illumination the images
+                             are divided by
     /stitch/generation       scalar int64: the latest complete stitching run (0: none); rows
                              of other generations are history. Written by app/stitch, with the
                              same commit-last rule as the tiles, so a stitch run killed half
@@ -269,7 +270,14 @@ def build_skeleton(
     ):
         st.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(256,))
     flat_shape = tile_shape if len(tile_shape) == 3 else (*tile_shape, 1)
-    st.create_dataset("flatfield", flat_shape, np.float32, fillvalue=np.nan)
+    st.create_dataset(
+        "flatfields",
+        (0, *flat_shape),
+        np.float32,
+        maxshape=(None, *flat_shape),
+        chunks=(1, *flat_shape),
+    )
+    st.create_dataset("flatfield_generation", (0,), np.int32, maxshape=(None,), chunks=(64,))
     st.create_dataset("generation", data=np.int64(0))
 
 
@@ -414,7 +422,7 @@ class ScanWriter:
         path = Path(path)
         if not path.is_file():
             raise ScanFileError(f"{path}: no such scan file")
-        _refuse_live_writer(path)
+        refuse_live_writer(path)
         repair.check_intact(path)
         if repair.file_version(path) < FORMAT_VERSION:
             repair.upgrade(path)
@@ -570,7 +578,7 @@ def _storage_message(path: Path, exc: OSError) -> str:
     return f"writing {path} failed: {text}"
 
 
-def _refuse_live_writer(path: Path) -> None:
+def refuse_live_writer(path: Path) -> None:
     """Refuse to open a file another live process on this host is writing."""
     try:
         with h5py.File(path, "r", swmr=True) as f:
@@ -795,12 +803,14 @@ class ScanReader:
 
     def flatfield(self) -> np.ndarray | None:
         """The flat-field the latest stitching run estimated ((H, W, C) float32), or None."""
-        if self.stitch_generation == 0:
+        generation = self.stitch_generation
+        if generation == 0:
             return None
-        ds = self._f["stitch/flatfield"]
-        ds.refresh()
-        flat = ds[()]
-        return None if not np.all(np.isfinite(flat)) else flat
+        tags, images = self._f["stitch/flatfield_generation"], self._f["stitch/flatfields"]
+        tags.refresh()
+        images.refresh()
+        rows = np.flatnonzero(tags[:] == generation)
+        return None if rows.size == 0 else images[int(rows[-1])]
 
     def _stitch_rows(self, name: str) -> np.ndarray | None:
         generation = self.stitch_generation
