@@ -104,7 +104,8 @@ class PolygonsRegion(_Frozen):
 Region = Annotated[RectRegion | PolygonRegion | PolygonsRegion, Field(discriminator="kind")]
 
 #: A focus method's parameter value in a plan (JSON): the method's `Params` model checks it.
-FocusParam = bool | int | float | str | list[float]
+#: None is "the method's automatic choice" for a parameter whose default is a number.
+FocusParam = bool | int | float | str | list[float] | None
 
 
 class FocusSettings(_Frozen):

@@ -3,6 +3,7 @@ rescan into the same file."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -221,4 +222,69 @@ def test_table_names_per_slide_calibration_tiles(qtbot, tmp_path):
         for i in range(win.table.rowCount())
     }
     assert flags == {0: "per-slide calibration", 1: ""}
+    win.close()
+
+
+def test_a_made_image_shows_with_its_raw_shots_and_exports_what_is_shown(qtbot, tmp_path):
+    from slidescan.app.plan import RectRegion
+    from slidescan.app.store import ScanWriter, TileRecord
+    from slidescan.app.tissue import thumbnail
+
+    path = tmp_path / "made.h5"
+    plan = ScanPlan(region=RectRegion(x0=0, y0=0, x1=40, y1=20), overlap=0.0, output=str(path))
+    tiles = plan.tiles(20, 20)
+    w = ScanWriter.create(path, plan, tiles, (32, 32, 3), np.uint8, pixel_size_um=0.625)
+    rng = np.random.default_rng(1)
+    shot1 = rng.integers(0, 200, (32, 32, 3), dtype=np.uint8)
+    shot2 = rng.integers(0, 200, (32, 32, 3), dtype=np.uint8)
+    made = ((shot1.astype(np.uint16) + shot2) // 2).astype(np.uint8)
+    t0, t1 = tiles
+    common = {"method": "meanoftwo", "confidence": 0.9, "z_um": float("nan")}
+    w.append(
+        TileRecord(
+            index=t0.index,
+            row=t0.row,
+            col=t0.col,
+            x_um=t0.x_um,
+            y_um=t0.y_um,
+            image_source="made",
+            made_kind="mean",
+            **common,
+        ),
+        made,
+        thumbnail(made),
+        shots=[(1.25, shot1), (3.25, shot2)],
+    )
+    captured = np.full((32, 32, 3), 77, np.uint8)
+    w.append(
+        TileRecord(index=t1.index, row=t1.row, col=t1.col, x_um=t1.x_um, y_um=t1.y_um, **common),
+        captured,
+        thumbnail(captured),
+    )
+    w.close("completed")
+
+    win = ReviewWindow(path)
+    qtbot.addWidget(win)
+    win.show()
+    win.select_tile(0)
+    view = win.tile_view
+    labels = [view.source.itemText(i) for i in range(view.source.count())]
+    assert view.source.isVisible()
+    assert labels == ["made image (mean)", "shot 1 of 2: z 1.25 µm", "shot 2 of 2: z 3.25 µm"]
+    np.testing.assert_array_equal(win.viewer.image, made)
+    np.testing.assert_array_equal(win.current_image(), made)
+    view.select(2)  # the second raw shot
+    np.testing.assert_array_equal(win.viewer.image, shot2)
+    tif = win.export_tile_to(tmp_path / "shot2.tif")
+    np.testing.assert_array_equal(tifffile.imread(tif), shot2)
+    with tifffile.TiffFile(tif) as t:
+        meta = json.loads(t.pages[0].description)
+    assert meta["image_shown"] == "shot" and meta["shot_index"] == 1
+    assert meta["shot_z_um"] == pytest.approx(3.25)
+    view.select(0)
+    np.testing.assert_array_equal(tifffile.imread(win.export_tile_to(tmp_path / "m.tif")), made)
+    # a captured tile has nothing to choose
+    win.select_tile(1)
+    assert not view.source.isVisible() and view.source.count() == 1
+    np.testing.assert_array_equal(win.current_image(), captured)
     win.close()

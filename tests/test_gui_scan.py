@@ -15,7 +15,7 @@ from test_gui_helpers import fake_microscope
 from slidescan.app.events import FinishReason, RunnerState
 from slidescan.app.gui.main_window import MainWindow
 from slidescan.app.gui.settings import gui_settings
-from slidescan.app.gui.tools.stall import StallMonitor
+from slidescan.app.gui.tools.stall import FROZEN_MS, StallMonitor
 from slidescan.app.runner import ScanRunner
 from slidescan.app.store import ScanReader
 from slidescan.hardware.errors import DeviceTimeout
@@ -63,9 +63,9 @@ def test_three_by_three_scan_from_the_gui(qtbot, window, tmp_path, tissue_dir):
     monitor.stop()
     ev = done.args[0]
     assert ev.reason is FinishReason.COMPLETED, ev.message
-    # The GUI thread's own work per event-loop turn stays under 50 ms. (Wall-clock gaps also
-    # count waiting for a CPU on this shared 2-core machine; the benchmark reports both.)
-    assert monitor.max_busy_ms < 50, f"event loop busy {monitor.max_busy_ms:.1f} ms in one turn"
+    # The window never looks frozen: no wall-clock gap between event-loop turns (the GUI's own
+    # work, or waiting for the GIL or a CPU) reaches FROZEN_MS; the message has both figures.
+    assert monitor.max_stall_ms < FROZEN_MS, f"event loop stalled: {monitor.summary()}"
     with ScanReader(out) as r:
         assert r.status == "completed"
         assert r.n_tiles == 9 and r.n_planned == 9
@@ -116,7 +116,7 @@ def test_pause_and_resume(qtbot, window, tmp_path, tissue_dir):
             if len(written) == 1:
                 window.pause_scan()
 
-    window.relay.event.connect(pause_once)
+    window.scan.relay.event.connect(pause_once)
     window.start_scan()
     qtbot.waitUntil(lambda: window.scan_panel.resume_button.isEnabled(), timeout=20000)
     assert window.runner.state is RunnerState.PAUSED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -227,3 +228,46 @@ def test_throttle_coalesces(qtbot):
     assert len(calls) == 1  # leading edge
     qtbot.wait(120)
     assert len(calls) == 2  # one trailing call for the 19 coalesced requests
+
+
+def test_gil_share_shortens_the_switch_interval_while_a_window_wants_it():
+    import sys
+
+    from slidescan.app.gui import gil_share
+
+    before = sys.getswitchinterval()
+    gil_share.favour_gui_thread()
+    gil_share.favour_gui_thread()  # two windows
+    assert sys.getswitchinterval() == pytest.approx(min(before, gil_share.GUI_SWITCH_INTERVAL_S))
+    gil_share.release()
+    assert sys.getswitchinterval() == pytest.approx(min(before, gil_share.GUI_SWITCH_INTERVAL_S))
+    gil_share.release()  # the last one closed
+    assert sys.getswitchinterval() == pytest.approx(before)
+    gil_share.release()  # one too many: no change
+    assert sys.getswitchinterval() == pytest.approx(before)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_worker_threads_and_what_they_start_yield_the_cpu_to_the_gui_thread(qtbot):
+    import os
+    import threading
+
+    from slidescan.app.gui.worker import BACKGROUND_NICE
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def job() -> tuple[int, int]:
+        seen: list[int] = []
+        child = threading.Thread(target=lambda: seen.append(nice()))  # like a scan's threads
+        child.start()
+        child.join()
+        return nice(), seen[0]
+
+    worker = DeviceWorker()
+    got = []
+    worker.submit(job, on_result=got.append)
+    qtbot.waitUntil(lambda: bool(got), timeout=5000)
+    gui = nice()
+    assert got[0] == (gui + BACKGROUND_NICE, gui + BACKGROUND_NICE)
+    worker.shutdown()

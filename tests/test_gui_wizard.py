@@ -158,9 +158,9 @@ def test_failing_profile_says_why_and_offers_the_wizard(qtbot, tmp_path, worker)
     assert win.microscope is None and win.isVisible()
     next(b for b in box.buttons() if b.text() == "Run the hardware wizard…").click()
     qtbot.waitUntil(
-        lambda: getattr(win, "wizard", None) is not None and win.wizard.isVisible(), timeout=5000
+        lambda: win.hardware.wizard is not None and win.hardware.wizard.isVisible(), timeout=5000
     )
-    win.wizard.reject()
+    win.hardware.wizard.reject()
     (user_profile_dir() / "broken-grbl.toml").unlink()
 
 
@@ -176,6 +176,6 @@ def test_first_start_runs_the_wizard_with_the_simulator(qtbot, monkeypatch, tmp_
     qtbot.addWidget(win)
     assert gui_app.first_start(win.settings)
     qtbot.waitUntil(
-        lambda: getattr(win, "wizard", None) is not None and win.wizard.isVisible(), timeout=5000
+        lambda: win.hardware.wizard is not None and win.hardware.wizard.isVisible(), timeout=5000
     )
-    assert win.wizard.stage_page.stage_type == "sim"
+    assert win.hardware.wizard.stage_page.stage_type == "sim"

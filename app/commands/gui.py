@@ -24,6 +24,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.review and not Path(args.review).is_file():
         raise CliError(f"gui: no such scan file: {args.review}")
+    from slidescan.app.gui.qt_libraries import install_hint, missing_libraries
+
+    missing = missing_libraries()  # before Qt is imported: it would abort without saying why
+    if missing:
+        raise CliError(f"gui: {install_hint(missing)}", code=1)
     try:
         from slidescan.app.gui.app import main
     except ImportError as exc:  # Qt missing or its system libraries absent

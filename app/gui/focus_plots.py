@@ -20,7 +20,7 @@ from PySide6 import QtCore, QtWidgets
 from scipy.interpolate import griddata
 
 from slidescan.app.events import FocusDone
-from slidescan.app.gui._pg import FOCUS_CMAP, pg
+from slidescan.app.gui._pg import FOCUS_CMAP, add_grid, pg
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class FocusCurvePlot(pg.PlotWidget):
         super().__init__(parent)
         self.setLabel("bottom", _Z_LABEL)
         self.setLabel("left", "focus metric (a.u.)")
-        self.showGrid(x=True, y=True, alpha=0.2)
+        self.grid = add_grid(self)
         self.setMinimumSize(240, 180)
         self.legend = self.addLegend(offset=(10, 10), labelTextSize="8pt")
         self.curve = self.plot(
@@ -55,7 +55,10 @@ class FocusCurvePlot(pg.PlotWidget):
             size=11, symbol="t1", brush=pg.mkBrush(255, 150, 40), pen=None, name="frames taken"
         )
         self.addItem(self.shots)
-        self.getAxis("left").enableAutoSIPrefix(False)
+        # No SI prefixes: with them every range change re-lays out the axis label, which makes
+        # each new tile repaint the plot once more.
+        for axis in ("left", "bottom"):
+            self.getAxis(axis).enableAutoSIPrefix(False)
         self.chosen = pg.InfiniteLine(
             angle=90,
             pen=pg.mkPen((60, 220, 90), width=2),
@@ -93,9 +96,9 @@ class FocusCurvePlot(pg.PlotWidget):
             # the distance up to it, which falls to zero at the predicted focus
             v = v - z
         self.curve.setData(z[order], v[order])
-        self.setLabel(
-            "left", "predicted distance to focus (µm)" if prediction else "focus metric (a.u.)"
-        )
+        left = "predicted distance to focus (µm)" if prediction else "focus metric (a.u.)"
+        if self.getAxis("left").labelText != left:  # unchanged text: no relayout
+            self.setLabel("left", left)
         self.zero.setVisible(prediction)
         if prediction and z.size and np.isfinite(ev.z_um):
             top = int(order[-1])
@@ -125,8 +128,13 @@ class FocusCurvePlot(pg.PlotWidget):
             lo, hi = min(xs), max(xs)
             pad = max(0.5, 0.08 * (hi - lo))
             self.setXRange(lo - pad, hi + pad, padding=0)
-        if v.size:
-            self.enableAutoRange(axis="y")
+        # Both ranges set here rather than auto-ranged: auto-range is worked out while the plot
+        # paints, changes the view and makes it paint again (each paint ~8 ms of GUI thread).
+        ys = list(v) + ([0.0] if prediction else [])  # a prediction's line runs down to zero
+        if ys:
+            lo, hi = min(ys), max(ys)
+            pad = 0.08 * (hi - lo) or max(0.1 * abs(hi), 1e-6)
+            self.setYRange(lo - pad, hi + pad, padding=0)
 
     @staticmethod
     def describe(ev: FocusDone) -> str:

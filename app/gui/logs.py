@@ -38,11 +38,3 @@ def setup_logging(level: int = logging.INFO) -> Path:
     logger.setLevel(min(logger.level or level, level))
     return path
 
-
-def close_logging() -> None:
-    """Detach and close the file handlers `setup_logging` added."""
-    logger = logging.getLogger("slidescan")
-    for h in list(logger.handlers):
-        if isinstance(h, logging.handlers.RotatingFileHandler):
-            logger.removeHandler(h)
-            h.close()

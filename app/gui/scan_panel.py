@@ -3,15 +3,13 @@
 The form is a view over `app.plan.ScanPlan`: `build_plan()` turns it into a validated plan
 (pydantic's errors become one readable line) and `settings()` / `apply_settings()` round-trip
 it through QSettings between runs. A focus method's settings are generated from the method's
-own parameter list (`focus.registry.describe`), so a new method gets a form without GUI code.
+parameter model (`params_form.MethodParamsForm`), so a new method, learned ones included, gets a
+form without GUI code; settings the method refuses keep Start disabled and say why.
 """
 
 from __future__ import annotations
 
-import ast
 import datetime as _dt
-import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,8 @@ from pydantic import ValidationError
 from PySide6 import QtCore, QtWidgets
 
 from slidescan.app.events import Progress, RunnerState
+from slidescan.app.gui.params_form import MethodParamsForm
+from slidescan.app.gui.run_controls import RunControls, format_duration
 from slidescan.app.plan import FocusSettings, RectRegion, ScanPlan, TissueSettings
 
 DEFAULT_NAME = "scan-{time}.h5"
@@ -37,98 +37,6 @@ def expand_output(template: str, now: _dt.datetime | None = None) -> str:
     )
 
 
-def method_parameters(description: str) -> dict[str, Any]:
-    """Parameters and defaults from `focus.registry.describe()`'s 'parameters:' line."""
-    match = re.search(r"^parameters:\s*(.+)$", description, flags=re.MULTILINE)
-    if not match:
-        return {}
-    try:
-        call = ast.parse(f"f({match.group(1)})", mode="eval").body
-    except SyntaxError:
-        return {}
-    out: dict[str, Any] = {}
-    for kw in getattr(call, "keywords", []):
-        try:
-            out[kw.arg] = ast.literal_eval(kw.value)
-        except ValueError:
-            out[kw.arg] = None
-    return out
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or math.isnan(seconds):
-        return "--"
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-class MethodParamsForm(QtWidgets.QWidget):
-    """Editors for one focus method's parameters; only changed values are returned."""
-
-    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._layout = QtWidgets.QFormLayout(self)
-        self._layout.setContentsMargins(0, 0, 0, 0)
-        self._defaults: dict[str, Any] = {}
-        self._editors: dict[str, QtWidgets.QWidget] = {}
-
-    def set_parameters(self, defaults: dict[str, Any]) -> None:
-        while self._layout.rowCount():
-            self._layout.removeRow(0)
-        self._defaults = dict(defaults)
-        self._editors = {}
-        for name, default in defaults.items():
-            if isinstance(default, bool):
-                editor: QtWidgets.QWidget = QtWidgets.QCheckBox()
-                editor.setChecked(default)
-            elif isinstance(default, int):
-                editor = QtWidgets.QSpinBox()
-                editor.setRange(-1_000_000, 1_000_000)
-                editor.setValue(default)
-            else:
-                editor = QtWidgets.QLineEdit("" if default is None else str(default))
-                editor.setPlaceholderText("automatic" if default is None else str(default))
-            editor.setToolTip(f"{name} (default {default!r})")
-            self._editors[name] = editor
-            self._layout.addRow(name.replace("_", " "), editor)
-
-    def values(self) -> dict[str, Any]:
-        """The parameters that differ from their defaults, typed like the defaults."""
-        out: dict[str, Any] = {}
-        for name, editor in self._editors.items():
-            default = self._defaults[name]
-            if isinstance(editor, QtWidgets.QCheckBox):
-                value: Any = editor.isChecked()
-            elif isinstance(editor, QtWidgets.QSpinBox):
-                value = editor.value()
-            else:
-                text = editor.text().strip()
-                if not text:
-                    value = default
-                elif isinstance(default, float) or default is None:
-                    try:
-                        value = float(text)
-                    except ValueError:
-                        value = text
-                else:
-                    value = text
-            if value != default:
-                out[name] = value
-        return out
-
-    def set_values(self, values: dict[str, Any]) -> None:
-        for name, value in values.items():
-            editor = self._editors.get(name)
-            if isinstance(editor, QtWidgets.QCheckBox):
-                editor.setChecked(bool(value))
-            elif isinstance(editor, QtWidgets.QSpinBox):
-                editor.setValue(int(value))
-            elif isinstance(editor, QtWidgets.QLineEdit):
-                editor.setText(str(value))
-
-
 class ScanPanel(QtWidgets.QWidget):
     startRequested = QtCore.Signal()
     pauseRequested = QtCore.Signal()
@@ -142,26 +50,70 @@ class ScanPanel(QtWidgets.QWidget):
         self, objectives: list[str], methods: list[str], parent: QtWidgets.QWidget | None = None
     ) -> None:
         super().__init__(parent)
-        self._describe_cache: dict[str, str] = {}
+        self._summaries: dict[str, str] = {}
+        self.form = QtWidgets.QWidget()
+        fl = QtWidgets.QVBoxLayout(self.form)
+        fl.setContentsMargins(0, 0, 0, 0)
+        fl.addWidget(self._build_what(objectives))
+        fl.addWidget(self._build_focus(methods))
+        fl.addWidget(self._build_output())
+        fl.addStretch(1)
+        self.run = self._build_run()
+        self.scroll = QtWidgets.QScrollArea()
+        self.scroll.setWidget(self.form)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.scroll, 1)
+        layout.addWidget(self.run)
+        self._method_changed(self.method.currentText())
+        self._strategy_changed()
+        self.set_state(None)
+        for box in (self.rows, self.cols, self.overlap, *self.region_edits):
+            box.valueChanged.connect(self.planChanged)
+        self.mode_grid.toggled.connect(self.planChanged)
 
-        # -- what ------------------------------------------------------------------------------
+    # -- construction --------------------------------------------------------------------------
+    def _build_what(self, objectives: list[str]) -> QtWidgets.QGroupBox:
         self.objective = QtWidgets.QComboBox()
         self.set_objectives(objectives)
         self.mode_grid = QtWidgets.QRadioButton("Grid around the stage")
         self.mode_region = QtWidgets.QRadioButton("Region on the map")
         self.mode_grid.setChecked(True)
+        self.overlap = QtWidgets.QSpinBox()
+        self.overlap.setRange(0, 50)
+        self.overlap.setValue(10)
+        self.overlap.setSuffix(" %")
+        self.order = QtWidgets.QComboBox()
+        self.order.addItems(["serpentine", "raster"])
+        what = QtWidgets.QGroupBox("What")
+        f = QtWidgets.QFormLayout(what)
+        f.addRow("Objective", self.objective)
+        f.addRow(self.mode_grid)
+        f.addRow("", self._build_grid_row())
+        f.addRow(self.mode_region)
+        f.addRow("", self._build_region_row())
+        f.addRow("Overlap", self.overlap)
+        f.addRow("Order", self.order)
+        return what
+
+    def _build_grid_row(self) -> QtWidgets.QHBoxLayout:
         self.rows = QtWidgets.QSpinBox()
         self.cols = QtWidgets.QSpinBox()
         for box in (self.rows, self.cols):
             box.setRange(1, 500)
             box.setValue(3)
-        grid_row = QtWidgets.QHBoxLayout()
-        grid_row.addWidget(self.rows)
-        grid_row.addWidget(QtWidgets.QLabel("rows ×"))
-        grid_row.addWidget(self.cols)
-        grid_row.addWidget(QtWidgets.QLabel("cols"))
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.rows)
+        row.addWidget(QtWidgets.QLabel("rows ×"))
+        row.addWidget(self.cols)
+        row.addWidget(QtWidgets.QLabel("cols"))
+        return row
+
+    def _build_region_row(self) -> QtWidgets.QGridLayout:
         self.region_edits = [QtWidgets.QDoubleSpinBox() for _ in range(4)]
-        region_row = QtWidgets.QGridLayout()
+        grid = QtWidgets.QGridLayout()
         for i, (name, box) in enumerate(
             zip(("x0", "y0", "x1", "y1"), self.region_edits, strict=True)
         ):
@@ -170,36 +122,23 @@ class ScanPanel(QtWidgets.QWidget):
             box.setSuffix(" µm")
             box.setButtonSymbols(QtWidgets.QAbstractSpinBox.ButtonSymbols.NoButtons)
             box.setToolTip(f"region {name} (µm)")
-            region_row.addWidget(QtWidgets.QLabel(name), i // 2, 2 * (i % 2))
-            region_row.addWidget(box, i // 2, 2 * (i % 2) + 1)
+            grid.addWidget(QtWidgets.QLabel(name), i // 2, 2 * (i % 2))
+            grid.addWidget(box, i // 2, 2 * (i % 2) + 1)
         self.draw_button = QtWidgets.QPushButton("Draw")
         self.draw_button.setCheckable(True)
         self.draw_button.setToolTip("Draw the scan region on the tile map (or Shift+drag there)")
         self.draw_button.toggled.connect(self.drawRegionToggled)
-        region_row.addWidget(self.draw_button, 0, 4, 2, 1)
-        self.overlap = QtWidgets.QSpinBox()
-        self.overlap.setRange(0, 50)
-        self.overlap.setValue(10)
-        self.overlap.setSuffix(" %")
-        self.order = QtWidgets.QComboBox()
-        self.order.addItems(["serpentine", "raster"])
+        grid.addWidget(self.draw_button, 0, 4, 2, 1)
+        return grid
 
-        what = QtWidgets.QGroupBox("What")
-        f = QtWidgets.QFormLayout(what)
-        f.addRow("Objective", self.objective)
-        f.addRow(self.mode_grid)
-        f.addRow("", grid_row)
-        f.addRow(self.mode_region)
-        f.addRow("", region_row)
-        f.addRow("Overlap", self.overlap)
-        f.addRow("Order", self.order)
-
-        # -- focus -----------------------------------------------------------------------------
+    def _build_focus(self, methods: list[str]) -> QtWidgets.QGroupBox:
         self.method = QtWidgets.QComboBox()
         self.method.addItems(methods)
+        self.method.currentTextChanged.connect(self._method_changed)
         self.strategy = QtWidgets.QComboBox()
         self.strategy.addItem("every tile", "per-tile")
         self.strategy.addItem("focus map (survey, then fit)", "focusmap")
+        self.strategy.currentIndexChanged.connect(self._strategy_changed)
         self.survey_points = QtWidgets.QSpinBox()
         self.survey_points.setRange(3, 400)
         self.survey_points.setValue(9)
@@ -209,14 +148,14 @@ class ScanPanel(QtWidgets.QWidget):
         self.method_help.setWordWrap(True)
         self.method_help.setStyleSheet("color: gray; font-size: 8pt")
         self.params = MethodParamsForm()
+        self.params.edited.connect(self._params_edited)
         self.params_box = QtWidgets.QGroupBox("Method settings")
         self.params_box.setCheckable(True)
         self.params_box.setChecked(False)
+        self.params_box.setToolTip("Show the focus method's own settings")
         QtWidgets.QVBoxLayout(self.params_box).addWidget(self.params)
         self.params.setVisible(False)
         self.params_box.toggled.connect(self.params.setVisible)
-        self.method.currentTextChanged.connect(self._method_changed)
-        self.strategy.currentIndexChanged.connect(self._strategy_changed)
         focus = QtWidgets.QGroupBox("Focus")
         f = QtWidgets.QFormLayout(focus)
         f.addRow("Method", self.method)
@@ -225,8 +164,9 @@ class ScanPanel(QtWidgets.QWidget):
         f.addRow("Survey points", self.survey_points)
         f.addRow("Surface", self.surface)
         f.addRow(self.params_box)
+        return focus
 
-        # -- options, output -------------------------------------------------------------------
+    def _build_output(self) -> QtWidgets.QGroupBox:
         self.tissue = QtWidgets.QCheckBox("Skip empty glass (tissue detection)")
         self.tissue.setChecked(True)
         self.output = QtWidgets.QLineEdit(default_output())
@@ -244,63 +184,21 @@ class ScanPanel(QtWidgets.QWidget):
         f.addRow(self.tissue)
         f.addRow("File", out_row)
         f.addRow("Compression", self.compression)
+        return options
 
-        # -- run -------------------------------------------------------------------------------
-        self.start_button = QtWidgets.QPushButton("Start scan")
-        self.start_button.setToolTip("Start the scan (Ctrl+R)")
-        self.start_button.setStyleSheet("font-weight: bold")
-        self.pause_button = QtWidgets.QPushButton("Pause")
-        self.resume_button = QtWidgets.QPushButton("Resume")
-        self.stop_button = QtWidgets.QPushButton("Stop")
-        self.start_button.clicked.connect(self.startRequested)
-        self.pause_button.clicked.connect(self.pauseRequested)
-        self.resume_button.clicked.connect(self.resumeRequested)
-        self.stop_button.clicked.connect(self.stopRequested)
-        buttons = QtWidgets.QHBoxLayout()
-        for b in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
-            buttons.addWidget(b)
-        self.progress = QtWidgets.QProgressBar()
-        self.progress.setMaximum(1)
-        self.progress.setValue(0)
-        self.progress.setFormat("no scan yet")
-        self.rate_label = QtWidgets.QLabel("")
-        self.state_label = QtWidgets.QLabel("idle")
-        self.warnings = QtWidgets.QListWidget()
-        self.warnings.setMaximumHeight(110)
-        self.warnings.setToolTip("Warnings from the scan (focus fallbacks, device errors)")
-        run = QtWidgets.QGroupBox("Run")
-        v = QtWidgets.QVBoxLayout(run)
-        v.addLayout(buttons)
-        v.addWidget(self.progress)
-        status = QtWidgets.QHBoxLayout()
-        status.addWidget(self.state_label)
-        status.addStretch(1)
-        status.addWidget(self.rate_label)
-        v.addLayout(status)
-        v.addWidget(QtWidgets.QLabel("Warnings"))
-        v.addWidget(self.warnings)
-
-        form = QtWidgets.QWidget()
-        fl = QtWidgets.QVBoxLayout(form)
-        fl.setContentsMargins(0, 0, 0, 0)
-        for box in (what, focus, options):
-            fl.addWidget(box)
-        fl.addStretch(1)
-        scroll = QtWidgets.QScrollArea()
-        scroll.setWidget(form)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(scroll, 1)
-        layout.addWidget(run)
-        self.form = form
-        self._method_changed(self.method.currentText())
-        self._strategy_changed()
-        self.set_state(None)
-        for box in (self.rows, self.cols, self.overlap, *self.region_edits):
-            box.valueChanged.connect(self.planChanged)
-        self.mode_grid.toggled.connect(self.planChanged)
+    def _build_run(self) -> RunControls:
+        run = RunControls()
+        run.startRequested.connect(self.startRequested)
+        run.pauseRequested.connect(self.pauseRequested)
+        run.resumeRequested.connect(self.resumeRequested)
+        run.stopRequested.connect(self.stopRequested)
+        self.start_button = run.start_button
+        self.pause_button = run.pause_button
+        self.resume_button = run.resume_button
+        self.stop_button = run.stop_button
+        self.progress = run.progress
+        self.warnings = run.warnings
+        return run
 
     # -- form helpers --------------------------------------------------------------------------
     def set_objectives(self, objectives: list[str]) -> None:
@@ -321,22 +219,37 @@ class ScanPanel(QtWidgets.QWidget):
         x0, y0, x1, y1 = (b.value() for b in self.region_edits)
         return x0, y0, x1, y1
 
-    def _describe(self, name: str) -> str:
-        if name not in self._describe_cache:
+    def _summary(self, name: str) -> str:
+        """The method's one-line summary (`focus.registry.describe`'s first line)."""
+        if name not in self._summaries:
             from slidescan.focus.registry import describe
 
             try:
-                self._describe_cache[name] = describe(name)
+                first = describe(name).split("\n", 1)[0]
             except Exception as exc:  # a broken plug-in: say so in the form
-                self._describe_cache[name] = f"{name}: unavailable ({exc})"
-        return self._describe_cache[name]
+                first = f"{name}: unavailable ({exc})"
+            self._summaries[name] = first.split(": ", 1)[-1]
+        return self._summaries[name]
 
     def _method_changed(self, name: str) -> None:
         if not name:
             return
-        text = self._describe(name)
-        self.method_help.setText(text.split("\n", 1)[0].split(": ", 1)[-1])
-        self.params.set_parameters(method_parameters(text))
+        self.method_help.setText(self._summary(name))
+        self.params.set_method(name)
+        self._params_edited()
+
+    def _params_edited(self) -> None:
+        problem = self.params.problem
+        self.run.set_blocked(f"method settings: {problem}" if problem else "")
+        if problem and not self.params_box.isChecked():
+            self.params_box.setChecked(True)  # show the field that is marked
+
+    def show_method_settings(self) -> None:
+        """Open the focus method's settings and scroll the form to them."""
+        self.params_box.setChecked(True)
+        self.form.adjustSize()
+        top = self.params_box.mapTo(self.form, QtCore.QPoint(0, 0)).y()
+        self.scroll.verticalScrollBar().setValue(top)
 
     def _strategy_changed(self, *_: object) -> None:
         focusmap = self.strategy.currentData() == "focusmap"
@@ -351,10 +264,16 @@ class ScanPanel(QtWidgets.QWidget):
             self.output.setText(path if path.endswith(".h5") else path + ".h5")
 
     # -- plan ----------------------------------------------------------------------------------
-    def focus_settings(self) -> FocusSettings:
+    def focus_settings(self, with_params: bool = True) -> FocusSettings:
+        """The focus part of the plan; ValueError (one line) for method settings the method
+        refuses. `with_params=False`: the method at its defaults (a preview of the tiles)."""
+        try:
+            params = self.params.values() if with_params else {}
+        except ValueError as exc:
+            raise ValueError(f"method settings: {exc}") from None
         return FocusSettings(
             method=self.method.currentText(),
-            params=self.params.values(),
+            params=params,
             strategy=self.strategy.currentData(),
             survey_points=self.survey_points.value(),
             surface=self.surface.currentText(),
@@ -366,13 +285,15 @@ class ScanPanel(QtWidgets.QWidget):
         fov_um: tuple[float, float],
         profile: str,
         output: str | None = None,
+        with_params: bool = True,
     ) -> ScanPlan:
-        """The plan from the form; raises ValueError with one readable line."""
+        """The plan from the form; raises ValueError with one readable line.
+        `with_params=False` leaves the method's settings out (previews need only the tiles)."""
         common: dict[str, Any] = {
             "objective": self.objective.currentText(),
             "profile": profile,
             "order": self.order.currentText(),
-            "focus": self.focus_settings(),
+            "focus": self.focus_settings(with_params),
             "tissue": TissueSettings(enabled=self.tissue.isChecked()),
             "output": output if output is not None else expand_output(self.output.text()),
             "compression": self.compression.currentText(),
@@ -405,7 +326,7 @@ class ScanPanel(QtWidgets.QWidget):
             "overlap": self.overlap.value(),
             "order": self.order.currentText(),
             "method": self.method.currentText(),
-            "params": self.params.values(),
+            "params": self.params.raw_values(),
             "strategy": self.strategy.currentData(),
             "survey_points": self.survey_points.value(),
             "surface": self.surface.currentText(),
@@ -445,32 +366,24 @@ class ScanPanel(QtWidgets.QWidget):
         except (TypeError, ValueError):
             pass
 
-    # -- run state -----------------------------------------------------------------------------
+    # -- run state (the Run box) ---------------------------------------------------------------
     def set_state(self, state: RunnerState | None, message: str = "") -> None:
-        """None: no scan. Buttons follow the runner's state machine."""
-        running = state is RunnerState.RUNNING
-        paused = state is RunnerState.PAUSED
-        active = state is not None and state is not RunnerState.IDLE
-        self.start_button.setEnabled(not active)
-        self.pause_button.setEnabled(running)
-        self.resume_button.setEnabled(paused)
-        self.stop_button.setEnabled(running or paused)
-        self.form.setEnabled(not active)
-        text = "idle" if state is None else state.value
-        self.state_label.setText(f"{text}: {message}" if message else text)
+        """None: no scan. Buttons follow the runner's state machine; the form is locked while a
+        scan runs."""
+        self.run.set_state(state, message)
+        self.form.setEnabled(not self.run.active)
+
+    def set_hardware_ready(self, ready: bool) -> None:
+        self.run.set_hardware_ready(ready)
 
     def reset_progress(self, total: int) -> None:
-        self.progress.setFormat("%v / %m tiles")
-        self.progress.setMaximum(max(1, total))
-        self.progress.setValue(0)
-        self.rate_label.setText("")
-        self.warnings.clear()
+        self.run.reset_progress(total)
 
     def show_progress(self, p: Progress) -> None:
-        self.progress.setMaximum(max(1, p.total))
-        self.progress.setValue(p.done)
-        self.rate_label.setText(f"{p.tiles_per_s:.2f} tiles/s · ETA {format_duration(p.eta_s)}")
+        self.run.show_progress(p)
 
     def add_warning(self, message: str) -> None:
-        self.warnings.addItem(message)
-        self.warnings.scrollToBottom()
+        self.run.add_warning(message)
+
+
+__all__ = ["ScanPanel", "default_output", "expand_output", "format_duration"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PySide6 import QtCore, QtWidgets
 
-from slidescan.app.gui._pg import FOCUS_CMAP, QUALITY_CMAP, pg
+from slidescan.app.gui._pg import FOCUS_CMAP, QUALITY_CMAP, add_grid, pg
 
 OVERLAYS = ("none", "focus z", "focus quality")
 
@@ -82,7 +82,7 @@ class TileMap(pg.PlotWidget):
         super().__init__(parent, viewBox=self.viewbox)
         self.setLabel("bottom", "stage x (µm)")
         self.setLabel("left", "stage y (µm)")
-        self.showGrid(x=True, y=True, alpha=0.15)
+        self.grid = add_grid(self, z=-3)  # over the slide and its overview, under the tiles
         self.setMinimumSize(240, 200)
 
         self._geometry: dict[int, TileGeometry] = {}

@@ -2,8 +2,9 @@
 
     xvfb-run -s "-screen 0 1600x1000x24" python -m slidescan.app.gui.tools.screenshots --out DIR
 
-Takes `main-window.png` while a simulated scan is running (about two thirds done) and
-`review.png` of the finished scan with one tile open. Also reports the event-loop stall
+Takes `main-window.png` while a simulated scan is running (about two thirds done; with
+`--focus NAME`, that method is chosen and its settings form is open) and `review.png` of the
+finished scan with one tile open. Also reports the event-loop stall
 figures measured while the scan ran (JSON on stdout).
 """
 
@@ -72,7 +73,9 @@ def run(
     _wait(app, lambda: False, 1.0)
     # a region in the middle of the tissue, slightly off-centre so the map shows context
     m = win.microscope
-    x0, y0, x1, y1 = m.slide_bounds_um
+    if m is None or m.truth is None:
+        raise RuntimeError(f"profile {profile} is not a simulator: no slide to centre on")
+    x0, y0, x1, y1 = m.truth.slide_bounds_um
     cx, cy = x0 + 0.42 * (x1 - x0), y0 + 0.45 * (y1 - y0)
     win.stage_controller.go_to(x=cx, y=cy)
     _wait(app, lambda: abs(win.stage_controller.position.x - cx) < 1, 30)
@@ -85,7 +88,7 @@ def run(
             raise ValueError(f"unknown focus method {focus!r}")
         p.method.setCurrentText(focus)
     p.output.setText(str(work / "scan.h5"))
-    win.overlay_combo.setCurrentText("none")
+    win.map_panel.overlay_combo.setCurrentText("none")
     done: list[Any] = []
     win.scanFinished.connect(done.append)
     monitor = StallMonitor(5)
@@ -95,6 +98,9 @@ def run(
     _wait(app, lambda: win.focus_surface.n_points >= int(total * 0.65), 900)
     win.tile_map.zoom_to_plan()
     win.focus_tabs.setCurrentIndex(0)
+    if focus is not None:
+        _wait(app, lambda: False, 0.2)
+        p.show_method_settings()  # the method's own settings, in view in the shot
     _wait(app, lambda: False, 1.5)
     out.mkdir(parents=True, exist_ok=True)
     monitor.stop()  # grabbing and encoding the screenshot is not the application's stall
