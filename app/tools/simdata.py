@@ -169,12 +169,7 @@ def sample_scene(index: int, split: str, seed: int, recipe: SceneRecipe, tissue_
 
 def skimage_data_path(name: str) -> Path:
     """A sample image bundled in the scikit-image wheel (no download)."""
-    try:
-        import skimage
-    except ImportError:
-        raise RuntimeError(
-            "training needs scikit-image for its sample images: pip install 'slidescan[train]'"
-        ) from None
+    import skimage
 
     path = Path(skimage.__file__).parent / "data" / name
     if not path.is_file():
