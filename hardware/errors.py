@@ -14,7 +14,8 @@ class DeviceTimeout(HardwareError):
 
 
 class LimitExceeded(HardwareError):
-    """A move was refused because the target lies outside the configured soft limits."""
+    """A move or a setting was refused: its target lies outside the soft limits or the
+    device's range."""
 
 
 class DeviceError(HardwareError):

@@ -1,10 +1,11 @@
 """The device kinds a hardware profile can name, each registered once.
 
 A kind is what a profile's `[stage] type` or `[camera] type` says ("sim", "grbl", "prior",
-"asi"; "sim", "opencv"). Its registration holds everything the program knows about it before
-any driver is imported: a one-line label (the wizard's text), the pydantic model of its
-profile table, how to open it and, for a serial stage, the facts about its driver (default
-baud, fake controller, shipped example profile, quick test settings). Everything that lists
+"asi"; "sim", "opencv", "basler"). Its registration holds everything the program knows about
+it before any driver is imported: a one-line label (the wizard's text), the pydantic model of
+its profile table, how to open it and, for a serial stage, the facts about its driver (default
+baud, fake controller, shipped example profile, quick test settings); for a camera, how to list
+the connected ones and the optional extra its driver needs. Everything that lists
 kinds (profiles, the CLI, the wizard, the fakes, the contract tests) asks here.
 
     stage_kind("grbl").serial.default_baud        # 115200
@@ -394,6 +395,66 @@ class OpenCVCameraConfig(PhysicalCameraConfig):
         return self
 
 
+#: What a Basler camera can deliver that slidescan reads (`slidescan.hardware.drivers.basler`
+#: decodes each; tests/test_drivers_basler.py checks that both lists agree).
+BaslerPixelFormat = Literal[
+    "Mono8",
+    "Mono10",
+    "Mono12",
+    "Mono16",
+    "RGB8",
+    "BGR8",
+    "BayerRG8",
+    "BayerGB8",
+    "BayerGR8",
+    "BayerBG8",
+    "BayerRG10",
+    "BayerGB10",
+    "BayerGR10",
+    "BayerBG10",
+    "BayerRG12",
+    "BayerGB12",
+    "BayerGR12",
+    "BayerBG12",
+    "BayerRG16",
+    "BayerGB16",
+    "BayerGR16",
+    "BayerBG16",
+]
+
+
+class RoiConfig(_Table):
+    """A region of the sensor in pixels (after binning)."""
+
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    offset_x: int = Field(default=0, ge=0)
+    offset_y: int = Field(default=0, ge=0)
+
+
+class BaslerCameraConfig(PhysicalCameraConfig):
+    """A Basler camera through pypylon (the optional extra `slidescan[basler]`). A setting left
+    out stays as the camera has it (its power-up user set)."""
+
+    type: Literal["basler"] = "basler"
+    #: The camera's serial number; None: the first camera pylon finds.
+    serial: str | None = Field(default=None, min_length=1)
+    pixel_format: BaslerPixelFormat | None = None
+    exposure_ms: float | None = Field(default=None, gt=0, le=60000)
+    #: Linear gain (1 = 0 dB); the camera is set to 20 log10(gain) dB.
+    gain: float | None = Field(default=None, ge=1.0, le=10000)
+    roi: RoiConfig | None = None
+    #: Pixels binned in each direction, where the model can bin.
+    binning: int | None = Field(default=None, ge=1, le=8)
+    #: How long past the exposure a frame may take to arrive.
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+
+    @field_validator("serial", mode="before")
+    @classmethod
+    def _serial_as_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # serial = 2233
+
+
 # -- the registry ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SerialDriver:
@@ -461,6 +522,14 @@ class CameraKind:
     #: None for a simulated kind (built with the simulated microscope).
     open: CameraOpener | None = None
     simulated: bool = False
+    #: Lists the connected cameras of this kind, each a dict with at least "model" and
+    #: "serial" (what a profile's `serial` takes); None where the kind cannot (OpenCV: `hw
+    #: list` probes indices). Raises an `ImportError` naming the install line when the kind's
+    #: `extra` is not installed.
+    find: Callable[[], list[dict[str, Any]]] | None = None
+    #: The optional extra its driver needs (`pip install 'slidescan[EXTRA]'`); None: the
+    #: default install has it.
+    extra: str | None = None
 
 
 _STAGE_KINDS: dict[str, StageKind] = {}
@@ -581,6 +650,35 @@ def _open_opencv_camera(
     )
 
 
+def _open_basler_camera(
+    config: BaslerCameraConfig,
+    *,
+    pixel_size_um: float,
+    position_source: Callable[[], Position | None] | None = None,
+    capture_factory: Callable[[int, int], Any] | None = None,
+) -> Camera:
+    """`capture_factory` is OpenCV's; a Basler camera has none (tests use pylon's emulation)."""
+    from slidescan.hardware.drivers.basler import BaslerCamera, Roi
+
+    return BaslerCamera(
+        config.serial,
+        pixel_size_um=pixel_size_um,
+        pixel_format=config.pixel_format,
+        exposure_ms=config.exposure_ms,
+        gain=config.gain,
+        roi=Roi(**config.roi.model_dump()) if config.roi is not None else None,
+        binning=config.binning,
+        timeout_s=config.timeout_s,
+        position_source=position_source,
+    )
+
+
+def _find_basler_cameras() -> list[dict[str, Any]]:
+    from slidescan.hardware.drivers.basler import find_cameras
+
+    return find_cameras()
+
+
 # -- the kinds ---------------------------------------------------------------------------------------
 register_stage_kind(
     StageKind("sim", "Simulator (no hardware)", SimulatorStageConfig, simulated=True)
@@ -636,4 +734,14 @@ register_stage_kind(
 register_camera_kind(CameraKind("sim", "Simulator camera", SimulatorCameraConfig, simulated=True))
 register_camera_kind(
     CameraKind("opencv", "USB camera (OpenCV)", OpenCVCameraConfig, _open_opencv_camera)
+)
+register_camera_kind(
+    CameraKind(
+        "basler",
+        "Basler camera (pylon)",
+        BaslerCameraConfig,
+        _open_basler_camera,
+        find=_find_basler_cameras,
+        extra="basler",
+    )
 )

@@ -1,21 +1,21 @@
-"""OpenCV camera driver with a fake VideoCapture: checked calls, BGR -> RGB, clear errors; and
-one contract for every registered camera kind."""
+"""OpenCV camera driver with a fake VideoCapture: checked calls, BGR -> RGB, clear errors.
+
+The contract every camera kind keeps (this one over `factory()`) is tests/test_camera_contract.py.
+"""
 
 from __future__ import annotations
 
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
 import pytest
 
-from slidescan.hardware.base import Camera, CameraBase
+from slidescan.hardware.base import CameraBase
 from slidescan.hardware.drivers.opencv_camera import OpenCVCamera, exposure_to_backend
 from slidescan.hardware.errors import DeviceError, DeviceTimeout, NotSupportedError
-from slidescan.hardware.registry import CameraConfig, camera_kind, camera_kinds
 
 
 class FakeCapture:
@@ -176,50 +176,3 @@ def test_a_stream_that_will_not_stop_says_how_long_it_was_given():
         release.set()
         cam.stop_stream()
     assert not cam.streaming
-
-
-# -- one contract for every registered camera kind ---------------------------------------------------
-def _sim_camera() -> tuple[Camera, Callable[[], None]]:
-    from slidescan.hardware.profile import load_profile, open_microscope
-
-    prof = load_profile("simulator")
-    small = {**(prof.simulator or {}), "camera": {"width": 64, "height": 48}}
-    scope = open_microscope(prof.model_copy(update={"simulator": small}))
-    return scope.camera, scope.close
-
-
-def _opencv_camera() -> tuple[Camera, Callable[[], None]]:
-    config = CameraConfig.model_validate({"type": "opencv", "sensor_pixel_um": 3.45})
-    opener = camera_kind("opencv").open
-    assert opener is not None
-    camera = opener(config, pixel_size_um=0.5, capture_factory=factory())
-    return camera, camera.close
-
-
-CAMERA_HARNESSES = {"sim": _sim_camera, "opencv": _opencv_camera}
-
-
-@pytest.fixture(params=[k.name for k in camera_kinds()])
-def any_camera(request) -> Iterator[Camera]:
-    if request.param not in CAMERA_HARNESSES:
-        pytest.fail(f"camera kind {request.param!r} has no harness in the contract: add one")
-    camera, close = CAMERA_HARNESSES[request.param]()
-    try:
-        yield camera
-    finally:
-        close()
-
-
-def test_every_camera_kind_snaps_what_it_says_and_streams(any_camera):
-    cam = any_camera
-    assert isinstance(cam, Camera)
-    frame = cam.snap()
-    assert frame.image.shape == cam.shape and frame.image.dtype == cam.dtype
-    assert cam.pixel_size_um > 0 and frame.pixel_size_um == cam.pixel_size_um
-    cam.start_stream()
-    deadline = time.monotonic() + 5.0
-    while cam.latest_frame() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    cam.stop_stream()
-    latest = cam.latest_frame()
-    assert latest is not None and latest.image.shape == cam.shape

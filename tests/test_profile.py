@@ -163,9 +163,9 @@ def test_a_good_file_loads(tmp_path):
             "unknown stage type 'grbll'; known stage types: sim, grbl, prior, asi",
         ),
         (
-            GOOD.replace('type = "opencv"', 'type = "basler"'),
+            GOOD.replace('type = "opencv"', 'type = "flir"'),
             "camera.type",
-            "unknown camera type 'basler'; known camera types: sim, opencv",
+            "unknown camera type 'flir'; known camera types: sim, opencv, basler",
         ),
         (GOOD.replace('type = "grbl"\n', ""), "stage.type", "missing; known stage types: sim"),
         (

@@ -47,7 +47,7 @@ def test_the_known_kinds_are_registered():
     ("lookup", "name", "words"),
     [
         (stage_kind, "tiger", "unknown stage type 'tiger'; known: sim, grbl, prior, asi"),
-        (camera_kind, "basler", "unknown camera type 'basler'; known: sim, opencv"),
+        (camera_kind, "flir", "unknown camera type 'flir'; known: sim, opencv, basler"),
         (serial_driver, "sim", "'sim' is not a serial stage type; serial stages: grbl, prior"),
     ],
 )

@@ -1,13 +1,16 @@
 """`slidescan hw list` and `slidescan hw check`: find and try the hardware.
 
-`hw list` shows serial ports, cameras that deliver frames, the built-in fake controllers and
+`hw list` shows serial ports, cameras that deliver frames (OpenCV indices, and the cameras
+of each kind that can list its own: Basler through pylon), the built-in fake controllers and
 the hardware profiles. `hw check` connects a stage (from a profile, or a bare `--stage` and
 `--port`), reports its firmware and position, makes a small move on each axis and back, reads
-the position again, and snaps a frame. Any failure is one line and a non-zero exit.
+the position again, and snaps a frame; `hw check --camera basler [--serial S]` checks a camera
+alone (connect, snap, report). Any failure is one line and a non-zero exit.
 
 Without hardware: `slidescan hw check --stage grbl --port fakegrbl://` (or fakeprior://,
-fakeasi://; add `?fault=alarm` and the like to see how failures look). The stage types and
-their fakes are the registry's (`slidescan.hardware.registry`).
+fakeasi://; add `?fault=alarm` and the like to see how failures look); with pypylon,
+`PYLON_CAMEMU=1 slidescan hw check --camera basler` checks pylon's emulated camera. The stage
+and camera types and their fakes are the registry's (`slidescan.hardware.registry`).
 """
 
 from __future__ import annotations
@@ -15,16 +18,46 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from slidescan.app.cli import CliError, print_json
 from slidescan.app.commands import _calibrate_camera
-from slidescan.hardware.registry import serial_driver, serial_stage_kinds, stage_kind, stage_kinds
+from slidescan.hardware.registry import (
+    CameraKind,
+    camera_kind,
+    camera_kinds,
+    serial_driver,
+    serial_stage_kinds,
+    stage_kind,
+    stage_kinds,
+)
 
 
 def fake_ports() -> list[str]:
     """The built-in fake controllers' ports (`fakegrbl://` and friends)."""
     return [k.serial.fake_port for k in serial_stage_kinds() if k.serial is not None]
+
+
+def _listing_kinds() -> list[CameraKind]:
+    """The camera kinds that list their own connected cameras (Basler through pylon)."""
+    return [k for k in camera_kinds() if k.find is not None]
+
+
+def _openable_camera_kinds() -> list[str]:
+    return [k.name for k in camera_kinds() if k.open is not None]
+
+
+def _camera_choice(value: str) -> int | str:
+    """`--camera`: an OpenCV index (with --stage) or a camera type."""
+    if value.isdigit():
+        return int(value)
+    kinds = _openable_camera_kinds()
+    if value not in kinds:
+        raise argparse.ArgumentTypeError(
+            f"give a camera index (0, 1, ...) or type ({', '.join(kinds)}), not {value!r}"
+        )
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="serial ports, cameras, fake controllers and hardware profiles",
         description=(
             "List serial ports (pyserial), cameras that open and deliver a frame (OpenCV, "
-            "probed quietly with a time limit), the built-in fake controllers and the "
+            "probed quietly with a time limit), the cameras that camera drivers find (Basler "
+            "through pylon, when pypylon is installed), the built-in fake controllers and the "
             "hardware profiles."
         ),
     )
@@ -70,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Connect the stage of a profile (--profile) or a bare controller (--stage and "
             "--port), report firmware and position, move each axis by a small step and back "
             "(inside the soft limits), read the position again, and snap a frame from the "
-            "camera. Exits non-zero with the reason on any failure."
+            "camera. --camera TYPE alone checks a camera without a stage (connect, snap, "
+            "report). Exits non-zero with the reason on any failure."
         ),
     )
     ck.add_argument("--profile", help="hardware profile name or .toml path")
@@ -79,7 +114,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ck.add_argument("--baud", type=int, help="baud rate (default: the controller's)")
     ck.add_argument("--objective", help="objective of the profile (default: its default)")
     ck.add_argument(
-        "--camera", type=int, metavar="INDEX", help="with --stage: also try this camera"
+        "--camera",
+        type=_camera_choice,
+        metavar="INDEX|TYPE",
+        help=(
+            "with --stage: also try this OpenCV camera index or camera type; alone: check "
+            f"a camera of this type ({', '.join(_openable_camera_kinds())}) without a stage"
+        ),
+    )
+    ck.add_argument(
+        "--serial", help="with --camera basler: the camera's serial number (default: the first)"
     )
     ck.add_argument("--no-camera", action="store_true", help="check the stage only")
     ck.add_argument("--step-um", type=float, default=100.0, help="X/Y test step in um (100)")
@@ -106,33 +150,70 @@ def _serial_ports() -> list[dict[str, str]]:
     ]
 
 
-def _cameras(count: int, timeout_s: float) -> tuple[list[dict[str, Any]], bool]:
-    """Probe cameras on a daemon thread so a driver that hangs cannot hang the command."""
-    from slidescan.hardware.drivers.opencv_camera import probe_cameras
+class _Probe:
+    """One look for devices on a daemon thread, so a driver that hangs cannot hang the
+    command: `result`, or the `error` it raised, or neither (still running)."""
 
-    result: list[list[dict[str, Any]]] = []
-    thread = threading.Thread(
-        target=lambda: result.append(probe_cameras(range(count))), daemon=True, name="camera-probe"
-    )
-    thread.start()
-    thread.join(timeout_s)
-    return (result[0] if result else []), thread.is_alive()
+    def __init__(self, name: str, find: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._find = find
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"probe-{name}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self._find()
+        except Exception as exc:  # reported in the listing, never raised in a thread
+            self.error = exc
+
+    def join(self, deadline: float) -> bool:
+        """Wait until `deadline` (time.monotonic); whether it finished."""
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+
+def _listing(kind: CameraKind, probe: _Probe, finished: bool) -> dict[str, Any]:
+    """What `hw list` reports for a camera kind that lists its cameras."""
+    entry: dict[str, Any] = {
+        "label": kind.label,
+        "installed": True,
+        "cameras": probe.result if finished and probe.error is None else [],
+        "error": None,
+        "timed_out": not finished,
+    }
+    if isinstance(probe.error, ImportError) and kind.extra is not None:
+        entry["installed"] = False
+        entry["error"] = f"not installed (pip install 'slidescan[{kind.extra}]')"
+    elif probe.error is not None:
+        entry["error"] = str(probe.error).strip().splitlines()[0] or type(probe.error).__name__
+    return entry
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from slidescan.hardware.drivers.opencv_camera import probe_cameras
     from slidescan.hardware.profile import list_profiles
 
     if args.cameras < 0 or args.timeout <= 0:
         raise CliError("hw list: --cameras must be >= 0 and --timeout positive")
+    deadline = time.monotonic() + args.timeout
+    opencv = _Probe("opencv", lambda: probe_cameras(range(args.cameras)))
+    kinds = {k.name: (k, _Probe(k.name, k.find)) for k in _listing_kinds() if k.find}
     ports = _serial_ports()
-    cameras, timed_out = _cameras(args.cameras, args.timeout)
+    timed_out = not opencv.join(deadline)
     report = {
         "serial_ports": ports,
-        "cameras": cameras,
+        "cameras": opencv.result if not timed_out and opencv.error is None else [],
         "camera_probe_timed_out": timed_out,
+        "camera_probe_error": None if opencv.error is None else str(opencv.error),
+        "camera_kinds": {
+            name: _listing(kind, probe, probe.join(deadline))
+            for name, (kind, probe) in kinds.items()
+        },
         "fake_ports": fake_ports(),
         "profiles": list_profiles(),
     }
+    cameras = report["cameras"]
     if args.json:
         print_json(report)
         return 0
@@ -150,6 +231,22 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"  (none among indices 0-{max(0, args.cameras - 1)})")
     if timed_out:
         print(f"  (probing stopped after {args.timeout:g} s)")
+    if report["camera_probe_error"]:
+        print(f"  (probing failed: {report['camera_probe_error']})")
+    for entry in report["camera_kinds"].values():
+        if not entry["installed"]:
+            print(f"{entry['label']}: {entry['error']}")
+            continue
+        print(f"{entry['label']}:")
+        for c in entry["cameras"]:
+            busy = "  (in use by another program)" if c.get("in_use") else ""
+            print(f"  {c['model']:<20} serial {c['serial']:<14} {c.get('interface', '')}{busy}")
+        if entry["error"]:
+            print(f"  (listing failed: {entry['error']})")
+        elif entry["timed_out"]:
+            print(f"  (listing stopped after {args.timeout:g} s)")
+        elif not entry["cameras"]:
+            print("  (none found)")
     print("profiles: " + ", ".join(report["profiles"]))
     return 0
 
@@ -184,14 +281,27 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     stage = _open_bare_stage(args.stage, args.port, args.baud)
     camera = None
     if args.camera is not None and not args.no_camera:
-        from slidescan.hardware.drivers.opencv_camera import OpenCVCamera
-
         try:
-            camera = OpenCVCamera(args.camera, pixel_size_um=1.0)
+            camera = _open_bare_camera(args.camera, args.serial)
         except BaseException:
             stage.close()
             raise
     return stage, camera, {"profile": None, "stage_type": args.stage, "objective": None}
+
+
+def _open_bare_camera(camera: int | str, serial: str | None) -> Any:
+    """An OpenCV camera by index, or the camera type `camera` with its defaults (and
+    `serial`), at a nominal 1 um pixel."""
+    from slidescan.hardware.registry import CameraConfig
+
+    table: dict[str, Any] = (
+        {"type": "opencv", "index": camera} if isinstance(camera, int) else {"type": camera}
+    )
+    if serial is not None:
+        table["serial"] = serial
+    kind = camera_kind(table["type"])
+    assert kind.open is not None  # `_camera_choice` offers only kinds that open
+    return kind.open(CameraConfig.model_validate(table), pixel_size_um=1.0)
 
 
 def _axis_check(stage: Any, axis: str, step: float) -> dict[str, Any]:
@@ -214,6 +324,27 @@ def _axis_check(stage: Any, axis: str, step: float) -> dict[str, Any]:
         "error_back_um": back - start,
         "seconds": time.monotonic() - t0,
     }
+
+
+def _check_camera_alone(args: argparse.Namespace) -> dict[str, Any]:
+    """`hw check --camera TYPE` without a stage: connect, snap, report."""
+    report: dict[str, Any] = {
+        "ok": False,
+        "profile": None,
+        "stage_type": None,
+        "objective": None,
+        "stage": None,
+        "camera_type": "opencv" if isinstance(args.camera, int) else args.camera,
+    }
+    t0 = time.monotonic()
+    camera = _open_bare_camera(args.camera, args.serial)
+    try:
+        connect_s = time.monotonic() - t0
+        report["camera"] = {**_camera_report(camera), "connect_s": connect_s}
+    finally:
+        camera.close()
+    report["ok"] = True
+    return report
 
 
 def _check(args: argparse.Namespace) -> dict[str, Any]:
@@ -253,6 +384,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
 def _camera_report(camera: Any) -> dict[str, Any]:
     t0 = time.monotonic()
     frame = camera.snap()
+    snap_s = time.monotonic() - t0
     image = frame.image
     return {
         "shape": list(image.shape),
@@ -261,7 +393,11 @@ def _camera_report(camera: Any) -> dict[str, Any]:
         "min": float(image.min()),
         "max": float(image.max()),
         "pixel_size_um": frame.pixel_size_um,
-        "snap_s": time.monotonic() - t0,
+        "exposure_ms": float(frame.exposure_ms),
+        "gain": float(frame.gain),
+        "snap_s": snap_s,
+        # what the driver says about the camera and frame (model, serial, pixel format, ...)
+        "meta": {k: v for k, v in frame.meta.items() if isinstance(v, str | int | float | bool)},
     }
 
 
@@ -271,8 +407,20 @@ def run_check(args: argparse.Namespace) -> int:
 
     if args.profile and args.stage:
         raise CliError("hw check: give --profile or --stage, not both")
-    if not args.profile and not args.stage:
-        raise CliError("hw check: give --profile NAME, or --stage TYPE with --port PORT")
+    camera_alone = args.camera is not None and not args.profile and not args.stage
+    if not args.profile and not args.stage and not camera_alone:
+        raise CliError(
+            "hw check: give --profile NAME, --stage TYPE with --port PORT, or --camera TYPE"
+        )
+    if args.profile and args.camera is not None:
+        raise CliError("hw check: --camera goes with --stage or alone (a profile names its camera)")
+    if camera_alone and isinstance(args.camera, int):
+        raise CliError("hw check: a camera index goes with --stage; alone, give --camera opencv")
+    if args.serial is not None:
+        kind = None if isinstance(args.camera, int) or args.camera is None else args.camera
+        if kind is None or "serial" not in camera_kind(kind).config.model_fields:
+            takes = [k.name for k in camera_kinds() if "serial" in k.config.model_fields]
+            raise CliError(f"hw check: --serial goes with --camera {' or '.join(takes)}")
     serial = stage_kind(args.stage).serial if args.stage else None
     if serial is not None and not args.port:
         raise CliError(
@@ -284,7 +432,7 @@ def run_check(args: argparse.Namespace) -> int:
     if args.step_um <= 0 or args.z_step_um <= 0:
         raise CliError("hw check: --step-um and --z-step-um must be positive")
     try:
-        report = _check(args)
+        report = _check_camera_alone(args) if camera_alone else _check(args)
     except (HardwareError, ProfileError) as exc:
         raise CliError(f"hw check: {exc}", code=1) from None
     if args.json:
@@ -296,6 +444,14 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _print_check(report: dict[str, Any]) -> None:
     st = report["stage"]
+    if st is None:
+        meta = report["camera"]["meta"]
+        found = " ".join(str(meta[k]) for k in ("model", "serial") if k in meta)
+        print(f"{report['camera_type']} camera{': ' + found if found else ''}")
+        print(f"connected in {report['camera']['connect_s']:.2f} s")
+        _print_camera(report["camera"])
+        print("check passed")
+        return
     source = (
         f"profile {report['profile']}" if report["profile"] else f"{report['stage_type']} stage"
     )
@@ -317,14 +473,18 @@ def _print_check(report: dict[str, Any]) -> None:
         print(f"; max return error {st['max_return_error_um']:.3f} um")
     else:
         print()
-    cam = report["camera"]
-    if cam:
-        shape = "x".join(str(v) for v in cam["shape"])
-        print(
-            f"camera: {shape} {cam['dtype']}, mean {cam['mean']:.1f} (min {cam['min']:.0f}, "
-            f"max {cam['max']:.0f}), snap {cam['snap_s'] * 1000:.0f} ms"
-        )
+    if report["camera"]:
+        _print_camera(report["camera"])
     print("check passed")
+
+
+def _print_camera(cam: dict[str, Any]) -> None:
+    shape = "x".join(str(v) for v in cam["shape"])
+    print(
+        f"camera: {shape} {cam['dtype']}, mean {cam['mean']:.1f} (min {cam['min']:.0f}, "
+        f"max {cam['max']:.0f}), exposure {cam['exposure_ms']:g} ms, snap "
+        f"{cam['snap_s'] * 1000:.0f} ms"
+    )
 
 
 def _xyz(values: list[float]) -> str:

@@ -63,6 +63,7 @@ class OpenCVCamera(CameraBase):
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown camera backend {backend!r}; known: {', '.join(BACKENDS)}")
+        self._cap: Any = None  # opened below; until then exposure_ms is only remembered
         super().__init__(
             exposure_ms=exposure_ms if exposure_ms is not None else 0.0,
             gain=gain if gain is not None else 1.0,
@@ -113,7 +114,19 @@ class OpenCVCamera(CameraBase):
             self._set(cv2.CAP_PROP_AUTO_EXPOSURE, 1, "manual exposure")  # V4L2: 1 = manual
         value = exposure_to_backend(exposure_ms, self.backend)
         self._set(cv2.CAP_PROP_EXPOSURE, value, "exposure")
-        self.exposure_ms = float(exposure_ms)
+        self._exposure_ms = float(exposure_ms)
+
+    @property  # type: ignore[override]
+    def exposure_ms(self) -> float:
+        return self._exposure_ms
+
+    @exposure_ms.setter
+    def exposure_ms(self, value: float) -> None:
+        """Assigning (as the GUI's exposure control does) sets the camera's exposure."""
+        if self._cap is None:  # CameraBase.__init__, before the camera opens
+            self._exposure_ms = float(value)
+            return
+        self.set_exposure_ms(value)
 
     def _read(self) -> np.ndarray:
         ok, frame = self._cap.read()
