@@ -12,13 +12,17 @@ The engine (pymmcore-plus's `setup_event`/`exec_event` beside its runner is the 
 2. quick look (tissue detection on): one frame at the hint; empty glass is recorded as
    skipped and nothing else is done;
 3. focus: the focus method through the same drive (or the focus map's z);
-4. capture: the final frame at the chosen z, unless the method took it or made the image.
+4. capture: the final frame at the chosen z, unless the method took it, made the image, or
+   left raw shots whose image it makes later off the scan thread (`ImageMaker`: the tile is
+   recorded as pending and the runner's image worker makes it).
 
 Every Z move of a scan goes through the one `FocusDrive` the engine holds for the whole scan,
 so the soft limits, the approach from below and the drive's play are handled in one place and
 the drive always knows how it got where it is. A focus failure (an exception, ok=False or a
 confidence below the plan's minimum) is a `TileOutcome.warning`, and the tile is taken at the
-predicted z. A `HardwareError` propagates: the runner pauses the scan.
+predicted z. A method that made an image (or left shots for one) keeps it whatever its
+confidence, which is then that of its z alone: a z below the minimum is recorded but not
+learned from. A `HardwareError` propagates: the runner pauses the scan.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slidescan.app.plan import FocusSettings, Tile, TissueSettings
-from slidescan.app.records import CAPTURE, MADE, PREDICTED, TileRecord
+from slidescan.app.records import CAPTURE, MADE, PENDING, PREDICTED, TileRecord
 from slidescan.app.tissue import tissue_fraction
 from slidescan.focus.drive import FocusDrive
 from slidescan.focus.protocol import FocusHint, FocusMethod, FocusResult, FrameLike, Shot
@@ -44,9 +48,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TileOutcome:
-    """One tile taken: its record, its image (None for skipped glass), the quick-look image of
-    a skipped tile (for its thumbnail), the raw shots of an image the method made, a warning
-    for the person ("" when none), and the focus a predictor may learn from (None: nothing
+    """One tile taken: its record, its image (None for skipped glass and for a tile whose
+    image is still to be made: `pending`), the quick-look image of a skipped tile (for its
+    thumbnail), the raw shots of an image the method made or will make, a warning for the
+    person ("" when none), and the focus a predictor may learn from (None: nothing
     measured)."""
 
     record: TileRecord
@@ -55,6 +60,11 @@ class TileOutcome:
     shots: tuple[Shot, ...]
     warning: str = ""
     learned_z_um: float | None = None
+
+    @property
+    def pending(self) -> bool:
+        """The method makes this tile's image later from `shots`."""
+        return self.record.image_source == PENDING
 
 
 class TileEngine:
@@ -99,11 +109,20 @@ class TileEngine:
         """Why a result is not used, for the person ("" when it is)."""
         if not result.ok:
             return result.message or "failed"
-        if (result.z_um is None or not math.isfinite(result.z_um)) and result.made is None:
+        has_image = result.made is not None or result.deferred is not None
+        if (result.z_um is None or not math.isfinite(result.z_um)) and not has_image:
             return f"returned neither a z nor an image ({result.z_um})"
-        if result.confidence < self.focus_settings.min_confidence:
+        if result.confidence < self.focus_settings.min_confidence and not has_image:
             return result.message or f"confidence {result.confidence:.2f}"
         return ""
+
+    def _trusts_z(self, result: FocusResult) -> bool:
+        """Whether the result's z is good enough to learn from."""
+        return (
+            result.z_um is not None
+            and math.isfinite(result.z_um)
+            and result.confidence >= self.focus_settings.min_confidence
+        )
 
     # -- a focus-map survey point -------------------------------------------------------------
     def survey_point(self, x_um: float, y_um: float, hint_z: float, source: str) -> FocusResult:
@@ -163,7 +182,11 @@ class TileEngine:
                 if result.made is not None:
                     image, shots = result.made.image, result.made.shots
                     rec.image_source, rec.made_kind = MADE, result.made.kind
-                if result.frames > 0 and self.method.name != "none" and math.isfinite(rec.z_um):
+                elif result.deferred is not None:
+                    shots = result.deferred.shots
+                    rec.image_source, rec.made_kind = PENDING, result.deferred.kind
+                trusted = self._trusts_z(result)
+                if result.frames > 0 and self.method.name != "none" and trusted:
                     learned = rec.z_um
             else:
                 rec.z_um = hint_z
@@ -172,7 +195,7 @@ class TileEngine:
                 warning = (
                     f"tile {tile.index}: autofocus {why}; using the predicted z {hint_z:.2f} um"
                 )
-        if image is None:
+        if image is None and rec.image_source != PENDING:
             if final is None:
                 if look is not None and abs(self.clamp(rec.z_um) - hint_z) < 1e-9:
                     final = look  # the quick look was taken right here: no need to expose again

@@ -86,6 +86,26 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class ImageMade:
+    """The focus method made a tile's image from its raw shots (off the scan thread)."""
+
+    index: int  # the planned tile
+    thumbnail: np.ndarray
+    seconds: float  # making it took
+    backlog: int  # tiles still waiting for their image
+
+
+@dataclass(frozen=True)
+class BacklogProgress:
+    """After the last tile: the images still to make, being made (a scan waits for them)."""
+
+    done: int
+    total: int
+    elapsed_s: float
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
 class ScanWarning:
     message: str
     index: int | None = None
@@ -100,7 +120,15 @@ class Finished:
 
 
 ScanEvent = (
-    StateChanged | TileStarted | FocusDone | FrameWritten | Progress | ScanWarning | Finished
+    StateChanged
+    | TileStarted
+    | FocusDone
+    | FrameWritten
+    | Progress
+    | ImageMade
+    | BacklogProgress
+    | ScanWarning
+    | Finished
 )
 
 

@@ -21,8 +21,9 @@ CURVE_MAX = 128
 
 #: `fallback` of a tile taken at the predicted z because its focus method failed.
 PREDICTED = "predicted"
-#: `image_source`: a frame captured at the tile's z, or an image the focus method made.
-CAPTURE, MADE = "capture", "made"
+#: `image_source`: a frame captured at the tile's z, an image the focus method made, or one it
+#: will make from the tile's raw shots (`ImageMaker`; until then the first shot stands in).
+CAPTURE, MADE, PENDING = "capture", "made", "pending"
 
 PLAN_TILE_DTYPE = np.dtype(
     [("index", "<i4"), ("row", "<i4"), ("col", "<i4"), ("x_um", "<f8"), ("y_um", "<f8")]
@@ -155,8 +156,8 @@ class TileRecord:
     `z_um` is the z the tile's image shows (NaN for an image a method made without measuring
     a z); `focus_z_um` the method's own answer; `fallback` what settled the tile instead of
     the method (another method's name, or `PREDICTED`) and `fallback_reason` why;
-    `calibration` marks a per-slide calibration tile; `image_source` is `CAPTURE` or `MADE`
-    ("" for skipped glass) and `made_kind` how a made image was made. `tile_hardware_s` and
+    `calibration` marks a per-slide calibration tile; `image_source` is `CAPTURE`, `MADE` or
+    `PENDING` ("" for skipped glass) and `made_kind` how a made image was (or will be) made. `tile_hardware_s` and
     `tile_frames` cover the whole tile (XY move, quick look, focus, capture);
     `hardware_s`, `compute_s` and `frames` are the focus method's share.
     """
@@ -208,6 +209,21 @@ class TileRecord:
         row["shot_first"] = shot_first
         row["shot_count"] = shots
         return row
+
+
+def holds_image(rec: np.void) -> bool:
+    """Whether a stored record's image slot holds its image (not skipped glass, not a tile
+    whose image the focus method has still to make)."""
+    return not bool(rec["skipped"]) and _decode(rec["image_source"]) != PENDING
+
+
+def is_pending(rec: np.void) -> bool:
+    """Whether a stored record waits for its image to be made from its shots."""
+    return _decode(rec["image_source"]) == PENDING
+
+
+def _decode(v: object) -> str:
+    return bytes(v).decode("utf-8", "replace").rstrip("\x00") if isinstance(v, bytes) else str(v)
 
 
 def _field(name: str, value: object) -> object:

@@ -36,6 +36,7 @@ from slidescan.app.records import (
     RECORD_DTYPE,
     SURVEY_DTYPE,
     as_current,
+    holds_image,
 )
 from slidescan.app.store import (
     SHOT_DATASETS,
@@ -246,7 +247,7 @@ class _TileCopier:
             shots = self._shots(rec) if self.version >= 2 else []
             image = None
             if not rec["skipped"]:
-                image = src["images"][i]
+                image = src["images"][i] if holds_image(rec) else None
                 if image_checksum(image, [s for _, s in shots]) != int(rec["checksum"]):
                     return "its image fails its checksum (lost or damaged)"
             elif int(rec["checksum"]) != 0 or int(rec["version"]) < 0:
@@ -300,6 +301,8 @@ class _TileCopier:
         if image is not None:
             dst["images"][n] = image
             dst["thumbnails"][n] = make_thumbnail(image)
+        elif shots and not rec["skipped"]:  # a pending tile: its first shot stands in
+            dst["thumbnails"][n] = make_thumbnail(shots[0][1])
         if int(rec["curve_len"]) > 0 and not np.any(curves[0][: int(rec["curve_len"])]):
             row["curve_len"] = 0  # an all-zero curve is one the file lost
         else:

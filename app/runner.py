@@ -15,6 +15,12 @@ focus drive), teaches the predictor what was measured, and queues the tile for t
 thread (`app/tile_writer.py`). With the focus-map strategy it first measures the survey points
 through the same engine and fits the surface.
 
+A focus method that makes its images from raw shots after the tile (`ImageMaker`, TSVA) leaves
+pending tiles: the runner offers each to the image worker (`app/image_worker.py`), which never
+holds the scan up; what it could not take is the backlog, finished after the last tile
+(`BacklogProgress` events; pause and cancel still work, and a cancelled or killed scan
+finishes it on resume).
+
 Failures:
 - focus failure: a `ScanWarning`, and the tile is taken at the predicted z (the engine);
 - device failure (`HardwareError`): the scan pauses with the message; `resume()` retries the
@@ -27,6 +33,7 @@ Events are delivered from the runner's threads (scan and writer), one at a time 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import threading
@@ -39,10 +46,12 @@ import numpy as np
 
 from slidescan.app.engine import TileEngine, TileOutcome
 from slidescan.app.events import (
+    BacklogProgress,
     Finished,
     FinishReason,
     FocusDone,
     FrameWritten,
+    ImageMade,
     Progress,
     RunnerState,
     ScanEvent,
@@ -52,6 +61,7 @@ from slidescan.app.events import (
     TileStarted,
 )
 from slidescan.app.hints import FocusHints
+from slidescan.app.image_worker import ImageWorker, MadeItem
 from slidescan.app.plan import ScanPlan, Tile
 from slidescan.app.records import Overview
 from slidescan.app.store import (
@@ -64,7 +74,7 @@ from slidescan.app.store import (
     summarize,
 )
 from slidescan.app.tile_writer import TileWriterThread, WriteItem, WriterFailed
-from slidescan.focus.protocol import FocusMethod
+from slidescan.focus.protocol import FocusMethod, ImageMaker
 from slidescan.focus.registry import get_method
 from slidescan.hardware.errors import HardwareError
 from slidescan.hardware.microscope import Microscope
@@ -136,6 +146,7 @@ class ScanRunner:
         self._cancel_requested = False
         self._writer: ScanWriter | None = None
         self._writer_thread: TileWriterThread | None = None
+        self._images: ImageWorker | None = None
         self._thread: threading.Thread | None = None
         self._finished: Finished | None = None
         self._finished_event = threading.Event()
@@ -232,7 +243,20 @@ class ScanRunner:
         predictor = self._predictor_factory() if self._predictor_factory else None
         self._hints = FocusHints(self.plan.focus, self.start_z, engine.clamp, predictor)
         assert self._writer is not None
-        self._writer_thread = TileWriterThread(self._writer, self._written, self._queue_size)
+        self._writer_thread = TileWriterThread(
+            self._writer, self._written, self._queue_size, on_made=self._made
+        )
+        if isinstance(self._method, ImageMaker):
+            writer_thread = self._writer_thread
+            self._images = ImageWorker(
+                self._method,
+                deliver=lambda item: self._deliver(writer_thread, item),
+                on_error=lambda index, why: self._warn(
+                    f"tile {index}: making its image failed ({why}); it stays pending "
+                    "(resume or `slidescan refocus` tries again)",
+                    index,
+                ),
+            )
         self._set_state(RunnerState.RUNNING)
         self._thread = threading.Thread(
             target=self._run, args=(tiles,), name="scan-runner", daemon=True
@@ -364,6 +388,8 @@ class ScanRunner:
     def _finish(self, reason: FinishReason, message: str) -> None:
         self._set_state(RunnerState.FINISHING, message)
         assert self._writer_thread is not None and self._writer is not None
+        if self._images is not None:
+            self._images.stop()  # what it holds is made and queued; the rest stays pending
         self._writer_thread.finish()
         error = self._writer_error()
         if error is not None and reason is not FinishReason.ERROR:
@@ -461,6 +487,56 @@ class ScanRunner:
                 self._writer_thread.put(WriteItem(tile, outcome, engine.fov_um))
             except WriterFailed:
                 raise _StopScan(_Stop.STORAGE) from None
+            if outcome.pending and self._images is not None:
+                shots = [(s.z_um, np.asarray(s.frame.image)) for s in outcome.shots]
+                self._images.offer(tile.index, shots)  # declined: the backlog finishes it
+        self._finish_images()
+
+    # -- internals: images made after the tile -------------------------------------------------
+    def _deliver(self, writer_thread: TileWriterThread, item: MadeItem) -> None:
+        # a failed writer: the scan thread sees its error at the next checkpoint
+        with contextlib.suppress(WriterFailed):
+            writer_thread.put(item)
+
+    def _made(self, item: MadeItem, thumb: np.ndarray) -> None:
+        backlog = self._images.backlog if self._images is not None else 0
+        self._emit(ImageMade(item.index, thumb, item.seconds, backlog))
+
+    def _finish_images(self) -> None:
+        """After the last tile: make the images of every tile still pending in the file (the
+        worker's leftovers, and on resume those of the run before), with progress."""
+        images, writer_thread = self._images, self._writer_thread
+        if images is None or writer_thread is None:
+            return
+        images.join()
+        try:
+            writer_thread.flush()
+            backlog = writer_thread.call(lambda w: w.pending_indices())
+        except WriterFailed:
+            raise _StopScan(_Stop.STORAGE) from None
+        if not backlog:
+            return
+        t0 = time.perf_counter()
+        total = len(backlog)
+        self._emit(BacklogProgress(0, total, 0.0, None))
+        for k, index in enumerate(backlog):
+            self._checkpoint()
+            try:
+                shots = writer_thread.call(lambda w, i=index: w.read_shots(i))
+            except WriterFailed:
+                raise _StopScan(_Stop.STORAGE) from None
+            images.submit(index, shots)
+            elapsed = time.perf_counter() - t0
+            done = max(0, k + 1 - images.backlog)
+            rate = done / elapsed if elapsed > 0 and done else 0.0
+            eta = (total - done) / rate if rate > 0 else None
+            self._emit(BacklogProgress(done, total, elapsed, eta))
+        images.join()
+        try:
+            writer_thread.flush()
+        except WriterFailed:
+            raise _StopScan(_Stop.STORAGE) from None
+        self._emit(BacklogProgress(total, total, time.perf_counter() - t0, 0.0))
 
     def _after_tile(self, tile: Tile, outcome: TileOutcome, hints: FocusHints) -> None:
         rec = outcome.record

@@ -87,7 +87,9 @@ from slidescan.app.records import (
     CURVE_MAX,
     FORMAT,
     FORMAT_VERSION,
+    MADE,
     PAIR_DTYPE,
+    PENDING,
     PLACEMENT_DTYPE,
     PLAN_TILE_DTYPE,
     READABLE_VERSIONS,
@@ -97,6 +99,8 @@ from slidescan.app.records import (
     Overview,
     TileRecord,
     as_current,
+    holds_image,
+    is_pending,
 )
 from slidescan.app.tissue import thumbnail as make_thumbnail
 
@@ -134,9 +138,10 @@ class DamagedScanFile(ScanFileError):
     cut short, a failing disk). `app/repair.py` salvages what it still holds."""
 
 
-def image_checksum(image: np.ndarray, shots: Sequence[np.ndarray] = ()) -> int:
-    """CRC-32 of a tile's image bytes followed by its raw shots' (none for a capture)."""
-    crc = zlib.crc32(np.ascontiguousarray(image).data)
+def image_checksum(image: np.ndarray | None, shots: Sequence[np.ndarray] = ()) -> int:
+    """CRC-32 of a tile's image bytes followed by its raw shots' (none for a capture; no
+    image for a tile whose image is still to be made)."""
+    crc = zlib.crc32(np.ascontiguousarray(image).data) if image is not None else 0
     for shot in shots:
         crc = zlib.crc32(np.ascontiguousarray(shot).data, crc)
     return crc & 0xFFFFFFFF
@@ -337,8 +342,13 @@ class ScanWriter:
         self.n_committed = int(self._committed[()])
         records = self._records[: self.n_committed]
         self._versions: dict[int, int] = {}
-        for idx in records["index"]:
-            self._versions[int(idx)] = self._versions.get(int(idx), 0) + 1
+        #: each tile's latest row, and the tiles whose latest row waits for its image
+        self._latest: dict[int, int] = {}
+        self._pending: set[int] = set()
+        for row, rec in enumerate(records):
+            idx = int(rec["index"])
+            self._versions[idx] = self._versions.get(idx, 0) + 1
+            self._note_latest(idx, row, is_pending(rec))
         # Shot rows past those committed records refer to are leftovers of an interrupted
         # tile: the next tile's shots overwrite them.
         self._n_shots = shots_end(records)
@@ -450,6 +460,33 @@ class ScanWriter:
     def done_indices(self) -> set[int]:
         return set(self._versions)
 
+    def pending_indices(self) -> list[int]:
+        """Tiles whose latest version waits for its image to be made from its shots, in the
+        order they were taken."""
+        return sorted(self._pending, key=self._latest.__getitem__)
+
+    def is_pending(self, index: int) -> bool:
+        return index in self._pending
+
+    def _note_latest(self, index: int, row: int, pending: bool) -> None:
+        self._latest[index] = row
+        if pending:
+            self._pending.add(index)
+        else:
+            self._pending.discard(index)
+
+    def read_shots(self, index: int) -> list[tuple[float, np.ndarray]]:
+        """The raw (z, image) shots of tile `index`'s latest version ([] for a capture)."""
+        row = self._latest.get(index)
+        if row is None:
+            raise KeyError(f"tile {index} has not been taken")
+        rec = self._records[row]
+        first, count = int(rec["shot_first"]), int(rec["shot_count"])
+        if count <= 0 or first < 0:
+            return []
+        z = self._shot_z[first : first + count]
+        return [(float(z[k]), self._shots[first + k]) for k in range(count)]
+
     def versions(self, index: int) -> int:
         return self._versions.get(index, 0)
 
@@ -469,18 +506,22 @@ class ScanWriter:
         if self.closed:
             raise StorageError(f"{self.path} is closed")
         n = self.n_committed
-        if (image is None) != record.skipped:
+        pending = record.image_source == PENDING
+        if pending and (image is not None or not shots):
+            raise ValueError("a pending tile has raw shots and no image yet")
+        if (image is None) != (record.skipped or pending):
             raise ValueError("a skipped tile has no image, and every other tile has one")
         if image is not None:
             image = self._as_tile(image)
         shot_images = [self._as_tile(im) for _, im in shots]
         if thumb is None:
+            shown = image if image is not None else (shot_images[0] if shot_images else None)
             thumb = (
-                make_thumbnail(image)
-                if image is not None
+                make_thumbnail(shown)
+                if shown is not None
                 else np.zeros(self._thumbs.shape[1:], np.uint8)
             )
-        checksum = image_checksum(image, shot_images) if image is not None else 0
+        checksum = image_checksum(image, shot_images) if not record.skipped else 0
         curve_len = min(int(np.asarray(record.curve_z_um).size), CURVE_MAX)
         first = self._n_shots if shots else -1
         row = record.to_row(self.versions(record.index), checksum, curve_len, first, len(shots))
@@ -504,6 +545,60 @@ class ScanWriter:
         self.n_committed = n + 1
         self._n_shots += len(shots)
         self._versions[record.index] = self.versions(record.index) + 1
+        self._note_latest(record.index, n, pending)
+        return n
+
+    def append_made(
+        self,
+        index: int,
+        image: np.ndarray,
+        kind: str,
+        *,
+        compute_s: float = 0.0,
+        shots: Sequence[np.ndarray] | None = None,
+        thumb: np.ndarray | None = None,
+    ) -> int:
+        """Commit the image a focus method made from tile `index`'s raw shots as the tile's
+        next version: the latest version's record, now with this image, sharing its shots
+        (not copied). `compute_s` (the making's seconds) is added to the record's compute
+        time; `shots`: the shot images, when the caller has them (else read back for the
+        checksum). Returns the new row."""
+        if self.closed:
+            raise StorageError(f"{self.path} is closed")
+        latest = self._latest.get(index)
+        if latest is None:
+            raise KeyError(f"tile {index} has not been taken")
+        rec = self._records[latest]
+        if int(rec["shot_count"]) <= 0:
+            raise ValueError(f"tile {index} has no raw shots to make an image from")
+        image = self._as_tile(image)
+        if shots is None:
+            shots = [im for _, im in self.read_shots(index)]
+        shot_images = [self._as_tile(im) for im in shots]
+        row = rec.copy()
+        row["version"] = self.versions(index)
+        row["image_source"] = MADE.encode()
+        row["made_kind"] = kind.encode()[: RECORD_DTYPE["made_kind"].itemsize]
+        row["compute_s"] = float(rec["compute_s"]) + float(compute_s)
+        row["checksum"] = image_checksum(image, shot_images)
+        n = self.n_committed
+        try:
+            for ds in (self._records, self._images, self._thumbs, self._curve_z, self._curve_v):
+                if ds.shape[0] < n + 1:
+                    ds.resize(n + 1, axis=0)
+            self._write_image(self._images, n, image)
+            self._thumbs[n] = make_thumbnail(image) if thumb is None else thumb
+            self._curve_z[n] = self._curve_z[latest]
+            self._curve_v[n] = self._curve_v[latest]
+            self._records[n] = row
+            self._f.flush()
+            self._committed[()] = n + 1
+            self._f.flush()
+        except OSError as exc:
+            raise StorageError(_storage_message(self.path, exc)) from exc
+        self.n_committed = n + 1
+        self._versions[index] = self.versions(index) + 1
+        self._note_latest(index, n, False)
         return n
 
     def _as_tile(self, image: np.ndarray) -> np.ndarray:
@@ -737,10 +832,19 @@ class ScanReader:
 
     def image(self, i: int) -> np.ndarray | None:
         """Full image of row `i` (captured, or made by its focus method); None for a skipped
-        (empty glass) tile."""
-        if self._rec[self._row(i)]["skipped"]:
+        (empty glass) tile. For a tile whose image is still to be made (`pending`), its first
+        raw shot stands in."""
+        rec = self._rec[self._row(i)]
+        if rec["skipped"]:
             return None
+        if is_pending(rec):
+            shots = self.shots(i)
+            return shots[0][1] if shots else None
         return self._images[i]
+
+    def pending(self) -> list[int]:
+        """Planned indices whose latest version waits for its image to be made."""
+        return [int(r["index"]) for r in self.current() if is_pending(r)]
 
     def shots(self, i: int) -> list[tuple[float, np.ndarray]]:
         """The raw (z, image) shots row `i`'s image was made from ([] for a capture)."""
@@ -828,7 +932,8 @@ class ScanReader:
             if r["skipped"]:
                 continue
             shots = [image for _, image in self.shots(i)]
-            if image_checksum(self._images[i], shots) != r["checksum"]:
+            image = self._images[i] if holds_image(r) else None
+            if image_checksum(image, shots) != r["checksum"]:
                 bad.append(i)
         return bad
 

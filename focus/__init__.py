@@ -6,6 +6,7 @@ that commands the focus drive; hardware objects satisfy the protocol structurall
 """
 
 from slidescan.focus.protocol import (
+    DeferredImage,
     Fallback,
     FocusCurve,
     FocusDevice,
@@ -14,6 +15,7 @@ from slidescan.focus.protocol import (
     FocusMethod,
     FocusParams,
     FocusResult,
+    ImageMaker,
     MadeImage,
     OpticsLike,
     Shot,
@@ -22,6 +24,7 @@ from slidescan.focus.protocol import (
 )
 
 __all__ = [
+    "DeferredImage",
     "Fallback",
     "FocusCurve",
     "FocusDevice",
@@ -30,6 +33,7 @@ __all__ = [
     "FocusMethod",
     "FocusParams",
     "FocusResult",
+    "ImageMaker",
     "MadeImage",
     "OpticsLike",
     "Shot",

@@ -12,16 +12,19 @@ A method returns the z it believes is in focus, an image it made, or both.
   `first_z`), never discovered with getattr.
 - `FocusParams`: a method's typed, validated parameters (pydantic). The CLI validates
   `--param` against it and the GUI builds its form from it.
-- `FocusResult`: the outcome: a z and/or a `MadeImage` (with the shots it came from), one
+- `FocusResult`: the outcome: a z and/or a `MadeImage` (with the shots it came from) or a
+  `DeferredImage` (shots whose image the method makes later, off the scan thread), one
   `Fallback` field when another method settled the tile, and whether the tile was a per-slide
   calibration tile.
+- `ImageMaker`: the capability of a method whose images are made from raw shots after the tile
+  (TSVA fuses two shots): the scan never waits for it.
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -161,6 +164,17 @@ class MadeImage:
 
 
 @dataclass
+class DeferredImage:
+    """Raw shots whose tile image the method will make later (`ImageMaker.make_image`), off
+    the scan thread, so the stage never waits for the computation. `shots` in the method's
+    order: the first is the one to show until the image is made; `kind` says how it will be
+    made ("fused", ...)."""
+
+    shots: tuple[Shot, ...]
+    kind: str
+
+
+@dataclass
 class FocusResult:
     """Outcome of one focus run.
 
@@ -168,9 +182,11 @@ class FocusResult:
     no z. `ok` is False when the method failed (`z_um` is then its best guess, often the hint,
     and the caller decides). `confidence` is in [0, 1]. `final_frame` is a frame taken at
     `z_um` when the method took one (so the scan need not snap again); `made` an image the
-    method made. `fallback` says another method settled the tile, and why. `calibration` marks
-    a per-slide calibration tile (its extra frames are by design). `extra` holds the method's
-    own numbers for reports (JSON scalars).
+    method made; `deferred` shots whose image the method makes later (`ImageMaker`). For a
+    result with an image (made or deferred), `confidence` is that of its z alone: the image is
+    used whatever it is. `fallback` says another method settled the tile, and why.
+    `calibration` marks a per-slide calibration tile (its extra frames are by design). `extra`
+    holds the method's own numbers for reports (JSON scalars).
     """
 
     z_um: float | None
@@ -184,6 +200,7 @@ class FocusResult:
     message: str = ""
     final_frame: FrameLike | None = None
     made: MadeImage | None = None
+    deferred: DeferredImage | None = None
     fallback: Fallback | None = None
     calibration: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -199,7 +216,12 @@ class FocusResult:
             "confidence": float(self.confidence),
             "ok": bool(self.ok),
             "message": self.message,
-            "made": None if self.made is None else self.made.kind,
+            "made": (
+                self.made.kind
+                if self.made is not None
+                else (None if self.deferred is None else self.deferred.kind)
+            ),
+            "deferred": self.deferred is not None,
             "fallback": None if self.fallback is None else self.fallback.to,
             "calibration": bool(self.calibration),
             **{k: v for k, v in self.extra.items() if isinstance(v, (int, float, str, bool))},
@@ -257,6 +279,26 @@ class FocusMethod(abc.ABC):
     @abc.abstractmethod
     def focus(self, drive: FocusDrive, hint: FocusHint) -> FocusResult:
         """Focus one field through `drive`, starting from `hint`."""
+
+
+class ImageMaker(abc.ABC):
+    """A focus method that makes a tile's image from its raw shots after the tile, off the scan
+    thread (TSVA fuses two shots). Declared by inheriting from this class; its `focus` returns
+    the shots as a `DeferredImage`.
+
+    The scan hands the shots to a bounded background worker that calls `make_image`; when the
+    worker falls behind, the scan goes on and the backlog is finished after the last tile (a
+    killed scan finishes it on resume, `slidescan refocus` remakes them all). So `make_image`
+    may run on another thread while `focus` runs for a later tile, and must not touch the
+    hardware. `prepare` has been called before it.
+    """
+
+    #: what `MadeImage.kind` / the file's `made_kind` says of the images it makes
+    image_kind: ClassVar[str] = "made"
+
+    @abc.abstractmethod
+    def make_image(self, shots: Sequence[tuple[float, np.ndarray]]) -> np.ndarray:
+        """The tile's image from its (z, image) shots, in the shots' dtype and shape."""
 
 
 class SlideCalibrated(abc.ABC):

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from slidescan.app.cli import CliError, focus_params, print_json
 from slidescan.app.events import (
+    BacklogProgress,
     FinishReason,
     Progress,
     RunnerState,
@@ -205,6 +206,7 @@ class _CliObserver:
         self.warnings = 0
         self.show = show
         self.bar: Any = None
+        self.backlog_bar: Any = None
 
     def on_event(self, event: ScanEvent) -> None:
         if isinstance(event, Progress) and self.show:
@@ -219,6 +221,22 @@ class _CliObserver:
             eta = "?" if event.eta_s is None else f"{event.eta_s:.0f}s"
             self.bar.set_postfix_str(f"hw {event.hardware_s:.1f}s, eta {eta}", refresh=False)
             self.bar.refresh()
+        elif isinstance(event, BacklogProgress) and self.show:
+            if self.backlog_bar is None:
+                from tqdm import tqdm
+
+                self._write(f"making the images of {event.total} tile(s) still waiting")
+                self.backlog_bar = tqdm(
+                    total=event.total,
+                    unit="tile",
+                    file=sys.stderr,
+                    desc="images",
+                    dynamic_ncols=True,
+                )
+            self.backlog_bar.n = event.done
+            eta = "?" if event.eta_s is None else f"{event.eta_s:.0f}s"
+            self.backlog_bar.set_postfix_str(f"eta {eta}", refresh=False)
+            self.backlog_bar.refresh()
         elif isinstance(event, ScanWarning):
             self.warnings += 1
             self._write(f"warning: {event.message}")
@@ -234,8 +252,9 @@ class _CliObserver:
             print(text, file=sys.stderr)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        for bar in (self.bar, self.backlog_bar):
+            if bar is not None:
+                bar.close()
 
 
 def run(args: argparse.Namespace) -> int:
