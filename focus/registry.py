@@ -69,6 +69,12 @@ _REGISTRY: dict[str, _Entry] = {
         "slidescan.focus.learned.diffcnn_params:DiffCNNParams",
         "Learned: a CNN predicts the defocus from the difference of two frames a known step apart.",
     ),
+    "tsva": _Entry(
+        "slidescan.focus.learned.tsva:TSVAFocus",
+        "slidescan.focus.learned.tsva_params:TSVAParams",
+        "Learned: two shots either side of the predicted focus fused by a network into the "
+        "in-focus image (no search, no move to focus).",
+    ),
 }
 
 

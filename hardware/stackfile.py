@@ -9,6 +9,9 @@ simulator makes them, hardware records them, evaluation and training read them. 
                                   wavelengths_um, wavelength_um, source, source_config
     /stacks/<id>/images    (Z, H, W[, C]) uint8 or uint16, one chunk per plane
     /stacks/<id>/z_um      (Z,) float64, strictly monotonic
+    /stacks/<id>/reference (H, W[, C]) float32 on the 0-255 scale, optional: the noise-free
+                           in-focus image of the field (a simulator can give it, a real
+                           scanner cannot), what an image made from the planes is scored on
     /stacks/<id>           attrs: true_focus_um (where known), x_um, y_um, any extra metadata
 
 `StackWriter` appends stacks one at a time (so a generator can stream them) and writes
@@ -77,10 +80,14 @@ class FocusStack:
     z_um: np.ndarray
     true_focus_um: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the noise-free in-focus image (float32, 0-255, one plane's shape), where known
+    reference: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.z_um = np.asarray(self.z_um, dtype=np.float64)
         _check_stack(self.id, self.images.shape, self.images.dtype, self.z_um, self.true_focus_um)
+        if self.reference is not None:
+            _check_reference(self.id, self.images.shape, self.reference)
 
     @property
     def defocus_um(self) -> np.ndarray | None:
@@ -124,6 +131,16 @@ def _check_stack(
             raise StackFileError(f"{where}: z_um is not strictly monotonic")
     if true_focus_um is not None and not np.isfinite(true_focus_um):
         raise StackFileError(f"{where}: true_focus_um {true_focus_um} is not finite")
+
+
+def _check_reference(stack_id: str, shape: tuple[int, ...], reference: np.ndarray) -> None:
+    if tuple(reference.shape) != tuple(shape[1:]):
+        raise StackFileError(
+            f"stack {stack_id!r}: reference is {tuple(reference.shape)}, a plane is "
+            f"{tuple(shape[1:])}"
+        )
+    if not np.all(np.isfinite(reference)):
+        raise StackFileError(f"stack {stack_id!r}: reference holds non-finite values")
 
 
 def _attr_value(value: Any) -> Any:
@@ -228,9 +245,11 @@ class StackWriter:
         *,
         true_focus_um: float | None = None,
         stack_id: str | None = None,
+        reference: np.ndarray | None = None,
         **meta: Any,
     ) -> str:
-        """Store one stack; `meta` values (x_um, y_um, ...) become attributes of its group."""
+        """Store one stack; `meta` values (x_um, y_um, ...) become attributes of its group;
+        `reference` the noise-free in-focus image (0-255 scale), where known."""
         if self._file is None:
             raise StackFileError("the stack writer is closed")
         images = np.asarray(images)
@@ -242,6 +261,9 @@ class StackWriter:
             raise StackFileError(f"stack id {sid!r} is already in the file")
         tf = None if true_focus_um is None else float(true_focus_um)
         _check_stack(sid, images.shape, images.dtype, z, tf)
+        if reference is not None:
+            reference = np.asarray(reference, np.float32)
+            _check_reference(sid, images.shape, reference)
 
         group = self._stacks.create_group(sid)
         group.create_dataset(
@@ -253,6 +275,14 @@ class StackWriter:
             shuffle=self._compression is not None and images.dtype.itemsize > 1,
         )
         group.create_dataset("z_um", data=z)
+        if reference is not None:
+            group.create_dataset(
+                "reference",
+                data=reference,
+                compression=self._compression,
+                compression_opts=self._compression_opts,
+                shuffle=self._compression is not None,
+            )
         if tf is not None:
             group.attrs["true_focus_um"] = tf
         for key, value in meta.items():
@@ -303,7 +333,14 @@ def write_stacks(
     """Write a list of in-memory stacks in one go (tests, small conversions)."""
     with StackWriter(path, optics, source=source, **kwargs) as writer:
         for s in stacks:
-            writer.append(s.images, s.z_um, true_focus_um=s.true_focus_um, stack_id=s.id, **s.meta)
+            writer.append(
+                s.images,
+                s.z_um,
+                true_focus_um=s.true_focus_um,
+                stack_id=s.id,
+                reference=s.reference,
+                **s.meta,
+            )
     return Path(path)
 
 
@@ -447,7 +484,21 @@ class StackFile:
             z_um=self._z[sid].copy(),
             true_focus_um=self.true_focus_um(sid),
             meta=meta,
+            reference=self.reference(sid),
         )
+
+    def reference(self, key: int | str) -> np.ndarray | None:
+        """The stack's noise-free in-focus image (float32, 0-255), or None when the file has
+        none for it."""
+        g = self._h5["stacks"][self._id_of(key)]
+        if "reference" not in g:
+            return None
+        try:
+            return np.asarray(g["reference"][()], np.float32)
+        except OSError as exc:
+            raise StackFileError(
+                f"{self.path}: stack {key!r}: unreadable reference ({exc})"
+            ) from None
 
     def __iter__(self) -> Iterator[FocusStack]:
         for sid in self._ids:

@@ -1,7 +1,8 @@
-"""`slidescan train diffcnn ...`: train a learned focus model on simulator data.
+"""`slidescan train diffcnn|tsva ...`: train a learned focus model on simulator data.
 
-Each learned method that can be trained adds one sub-command here; diffcnn is the
-difference-image CNN (slidescan.app.tools.train_diffcnn).
+Each learned method that can be trained adds one sub-command here: diffcnn is the
+difference-image CNN (slidescan.app.tools.train_diffcnn), tsva the two-shot virtual autofocus
+network and its single-input ablation (slidescan.app.tools.train_tsva).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from slidescan.app.cli import CliError, print_json
 DEFAULT_TISSUE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tissue"
 
 
-def _user_dir(kind: str) -> Path:
+def _user_dir(kind: str, method: str = "diffcnn") -> Path:
     import platformdirs
 
     if kind == "cache":
-        return Path(platformdirs.user_cache_dir("slidescan")) / "diffcnn"
+        return Path(platformdirs.user_cache_dir("slidescan")) / method
     return Path(platformdirs.user_data_dir("slidescan")) / "models"
 
 
@@ -97,10 +98,146 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--json", action="store_true", help="print a JSON summary")
     d.set_defaults(func=_diffcnn)
+    _register_tsva(sub)
+
+
+def _register_tsva(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "tsva",
+        help="two-shot virtual autofocus (Li et al.) or its single-input ablation",
+        description=(
+            "Render two shots around a mispredicted focus and the noise-free in-focus target "
+            "with the simulator (randomised specimens, optics and camera; cached), train the "
+            "two-shot U-Net (or with --shots 1 the single-input U-Net of the same width), and "
+            "write the weights and a model card. A training state is saved after every epoch "
+            "so --resume continues an interrupted run."
+        ),
+    )
+    t.add_argument("--objective", default="20x/0.75", help="objective (default 20x/0.75)")
+    t.add_argument("--shots", type=int, choices=(1, 2), default=2, help="2: TSVA, 1: the ablation")
+    t.add_argument("--loss", choices=("mse", "l1", "ssim"), default="mse", help="training loss")
+    t.add_argument("--epochs", type=int, default=12, help="epochs (default 12)")
+    t.add_argument("--steps", type=int, default=400, help="optimiser steps per epoch (default 400)")
+    t.add_argument("--batch-size", type=int, default=12, help="crops per step (default 12)")
+    t.add_argument("--patch", type=int, default=128, help="crop side in pixels (default 128)")
+    t.add_argument("--base", type=int, default=8, help="channels at the first level (default 8)")
+    t.add_argument("--depth", type=int, default=4, help="levels (default 4)")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    t.add_argument("--samples", type=int, default=4000, help="training samples (default 4000)")
+    t.add_argument("--val-samples", type=int, default=320, help="validation samples (default 320)")
+    t.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--workers", type=int, default=2, help="processes rendering data (default 2)")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
+    t.add_argument("--out", type=Path, default=None, help="folder for weights, card and state")
+    t.add_argument("--name", default=None, help="weights file stem (default from the settings)")
+    t.add_argument("--resume", action="store_true", help="continue from the saved state")
+    t.add_argument("--cache", type=Path, default=None, help="folder for the rendered data")
+    t.add_argument("--tissue", type=Path, default=None, help="folder of the real tissue PNGs")
+    t.add_argument(
+        "--holdout-stacks",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="instead of training: write held-out focus stacks with their noise-free reference "
+        "(specimens and optics never trained on; -6..+6 um around focus, 0.25 um steps) into "
+        "DIR, for `slidescan focus eval --mode tsva`",
+    )
+    t.add_argument("--positions", type=int, default=4, help="with --holdout-stacks: per file")
+    t.add_argument("--json", action="store_true", help="print a JSON summary")
+    t.set_defaults(func=_tsva)
+
+
+def _tsva(args: argparse.Namespace) -> int:
+    from slidescan.app.tools import train_tsva as tt
+    from slidescan.app.tools.train_diffcnn import describe_command
+
+    for name in ("epochs", "steps", "batch_size", "samples", "val_samples", "workers", "base"):
+        if getattr(args, name) < 1:
+            raise CliError(f"train tsva: --{name.replace('_', '-')} must be at least 1")
+    if args.depth < 2:
+        raise CliError("train tsva: --depth must be at least 2")
+    if args.patch < 2**args.depth or args.patch % 2 ** (args.depth - 1):
+        raise CliError(f"train tsva: --patch must be a multiple of {2 ** (args.depth - 1)}")
+    if not args.lr > 0:
+        raise CliError("train tsva: --lr must be positive")
+    tissue = args.tissue or DEFAULT_TISSUE
+    if not tissue.is_dir():
+        raise CliError(
+            f"train tsva: real tissue images not found at {tissue} (give --tissue DIR)", code=1
+        )
+    progress = not args.json
+
+    def log(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr)
+
+    if args.holdout_stacks is not None:
+        from slidescan.app.tools import simdata
+
+        summaries = simdata.write_holdout_stacks(
+            args.holdout_stacks,
+            args.objective,
+            tissue,
+            positions=args.positions,
+            seed=args.seed,
+            z_min=-6.0,
+            z_max=6.0,
+            z_step=0.25,
+            progress=progress,
+        )
+        if args.json:
+            print_json({"stacks": summaries})
+        else:
+            for s in summaries:
+                print(f"{s['file']}: {s['stacks']} stacks of {s['planes']} planes ({s['name']})")
+        return 0
+
+    req = tt.TrainRequest(
+        objective=args.objective,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        batch_size=args.batch_size,
+        patch_px=args.patch,
+        base=args.base,
+        depth=args.depth,
+        shots=args.shots,
+        loss=args.loss,
+        device=args.device,
+        out=args.out or _user_dir("models"),
+        name=args.name,
+        resume=args.resume,
+        samples=args.samples,
+        val_samples=args.val_samples,
+        seed=args.seed,
+        threads=args.threads,
+        workers=args.workers,
+        cache_dir=args.cache or _user_dir("cache", "tsva"),
+        tissue_dir=tissue,
+        lr=args.lr,
+        progress=progress,
+        command=describe_command(),
+    )
+    try:
+        summary = tt.train(req, log=log)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise CliError(f"train tsva: {exc}", code=1) from None
+    if args.json:
+        print_json(summary)
+    else:
+        v = summary["val"]
+        print(
+            f"wrote {summary['weights']} ({summary['weights_mb']:.2f} MB) and "
+            f"{summary['model_card']}\n"
+            f"held-out validation: PSNR {v['psnr_db']:.2f} dB (sharper shot "
+            f"{v['sharper_shot_psnr_db']:.2f} dB) over {summary['val_samples']} fields "
+            f"({summary['total_s']:.0f} s)"
+        )
+    return 0
 
 
 def _no_model(args: argparse.Namespace) -> int:
-    raise CliError("train: choose a model to train: diffcnn (see slidescan train --help)")
+    raise CliError("train: choose a model to train: diffcnn or tsva (see slidescan train --help)")
 
 
 def _diffcnn(args: argparse.Namespace) -> int:

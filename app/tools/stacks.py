@@ -110,6 +110,7 @@ def synthesise(
     """Render `positions` focus stacks into `out` (written atomically); returns a summary."""
     from tqdm import tqdm
 
+    from slidescan.app.tools.simdata import render_clean
     from slidescan.hardware.sim import build_simulator
     from slidescan.hardware.stackfile import StackWriter
 
@@ -154,7 +155,13 @@ def synthesise(
                     bar.update(1)
                 render_s += time.perf_counter() - t0
                 sid = writer.append(
-                    images, z, true_focus_um=truth, x_um=x, y_um=y, tissue_fraction=tissue
+                    images,
+                    z,
+                    true_focus_um=truth,
+                    x_um=x,
+                    y_um=y,
+                    tissue_fraction=tissue,
+                    reference=render_clean(sim, x, y, truth),
                 )
                 records.append(
                     {"id": sid, "x_um": x, "y_um": y, "true_focus_um": truth, "tissue": tissue}

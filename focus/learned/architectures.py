@@ -17,6 +17,7 @@ from slidescan.focus.protocol import FocusError
 #: name -> "module:class" (imported when built, so listing names costs nothing)
 ARCHITECTURES: dict[str, str] = {
     "mobilenetv2": "slidescan.focus.learned.mobilenet:MobileNetV2",
+    "two_shot_unet": "slidescan.focus.learned.unet:TwoShotUNet",
 }
 
 
