@@ -6,6 +6,10 @@ kept), or any folder, give one row per file and the rows pooled: the table model
 made by one reproducible command instead of a script. Every file is evaluated exactly as it
 would be alone (the same seed, a freshly made method), so its row does not depend on which
 other files were in the set.
+
+A method that makes the tile's image instead of measuring a z (an `ImageMaker`: tsva) is scored
+on image quality instead (app/tools/evaluate_images.py): PSNR and SSIM against each stack's
+noise-free reference, by prediction error, beside its baselines.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from slidescan.app.cli import CliError, focus_params, print_json
+from slidescan.focus.protocol import ImageMaker
 from slidescan.hardware.stackfile import StackFileError, open_stacks
 
 
@@ -95,6 +100,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print the per-file and pooled rows as a GitHub markdown table (for model cards)",
     )
+    e.add_argument(
+        "--spacing",
+        type=float,
+        default=None,
+        metavar="DD",
+        help="methods that make the image (tsva): shots at F+e-DD and F+e+DD, um (default: the "
+        "method's spacing_um)",
+    )
+    e.add_argument(
+        "--single-weights",
+        type=Path,
+        default=None,
+        help="tsva: weights of the single-input U-Net baseline (default: the shipped ones)",
+    )
     e.set_defaults(func=_eval)
 
 
@@ -128,6 +147,8 @@ def _eval(args: argparse.Namespace) -> int:
             raise CliError(f"focus eval: unknown --stage {args.stage!r}; known presets: {known}")
     params = focus_params(args.mode, args.param, "focus eval: --param")
     method = make_method(args.mode, params)  # a bad mode or parameter: refused before any file
+    if isinstance(method, ImageMaker):
+        return _eval_images(args, method)
     paths, pooled = stack_paths(args.stacks)
     pooled = pooled or args.markdown
     labels = file_labels([str(p) for p in paths])
@@ -167,6 +188,61 @@ def _eval(args: argparse.Namespace) -> int:
         print_json(reports[0].to_dict())
     else:
         print(reports[0].format_table())
+    return 0
+
+
+def _eval_images(args: argparse.Namespace, method: Any) -> int:
+    """The image yardstick (`app/tools/evaluate_images.py`) for a method that makes images."""
+    from slidescan.app.tools.evaluate_images import evaluate_images, format_table
+    from slidescan.focus.learned.checkpoint import shipped_path
+    from slidescan.focus.learned.tsva import DEFAULT_OBJECTIVE, load_fuser
+    from slidescan.focus.protocol import FocusError
+
+    spacing = args.spacing if args.spacing is not None else method.params.spacing_um
+    if not (math.isfinite(spacing) and spacing > 0):
+        raise CliError("focus eval: --spacing must be a positive number")
+    single_path = args.single_weights or shipped_path("unet_single", DEFAULT_OBJECTIVE)
+    try:
+        single, _ = load_fuser(single_path, method.params.threads, method.params.device)
+    except FocusError as exc:
+        raise CliError(f"focus eval: the single-input baseline: {exc}", code=1) from None
+    paths, _ = stack_paths(args.stacks)
+    bar = None
+    if not args.json:
+        from tqdm import tqdm
+
+        bar = tqdm(desc=f"eval {args.mode}", unit="pair", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    with ExitStack() as files:
+        opened = []
+        for path in paths:
+            try:
+                opened.append((str(path), files.enter_context(open_stacks(path))))
+            except StackFileError as exc:
+                raise CliError(str(exc), code=1) from None
+        try:
+            report = evaluate_images(
+                opened,
+                lambda a, b: method.fuser.fuse(a, b),
+                lambda a: single.fuse(a),
+                spacing,
+                progress=progress,
+            )
+        except ValueError as exc:
+            raise CliError(f"focus eval: {exc}", code=1) from None
+        finally:
+            if bar is not None:
+                bar.close()
+    if args.json:
+        print_json(report)
+    else:
+        print(format_table(report))
     return 0
 
 

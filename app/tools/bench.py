@@ -59,6 +59,36 @@ class _NullObserver:
         pass
 
 
+class _ImageWatcher:
+    """Keeps running sums of the images a method made after its tiles (TSVA's fusion): how
+    long each took, the largest backlog, and the backlog left when the last tile was done."""
+
+    def __init__(self) -> None:
+        self.made = 0
+        self.seconds = 0.0
+        self.max_backlog = 0
+        self.after_last_tile = 0
+
+    def on_event(self, event: object) -> None:
+        from slidescan.app.events import BacklogProgress, ImageMade
+
+        if isinstance(event, ImageMade):
+            self.made += 1
+            self.seconds += event.seconds
+            self.max_backlog = max(self.max_backlog, event.backlog)
+        elif isinstance(event, BacklogProgress) and event.done == 0:
+            self.after_last_tile = event.total
+
+    def figures(self) -> dict[str, Any]:
+        if not self.made:
+            return {}
+        return {
+            "images_made": self.made,
+            "make_image_s_per_tile": self.seconds / self.made,
+            "images_waiting_after_last_tile": self.after_last_tile,
+        }
+
+
 def run_writer_bench(
     n_tiles: int = 48,
     tile_shape: Sequence[int] = (2048, 2048, 3),
@@ -164,38 +194,51 @@ def three_exposure_bound_s(
     scope: Any, tiles: Sequence[Any], dz_um: float = DEFAULT_PAIR_DZ_UM
 ) -> dict[str, float]:
     """Least hardware seconds per tile of any method that takes three exposures per tile at
-    two or more z (a pair and a final frame): the XY move of `physical_bound_s` (Z may travel
-    during it), three exposures, and two Z steps between them of at least `dz_um` each.
+    two or more z (a pair and a final frame): `exposure_bound_s` with three exposures and two
+    Z steps of at least `dz_um`."""
+    return exposure_bound_s(scope, tiles, 3, dz_um)
+
+
+def exposure_bound_s(
+    scope: Any, tiles: Sequence[Any], exposures: int, dz_um: float
+) -> dict[str, float]:
+    """Least hardware seconds per tile of any method that takes `exposures` exposures per tile
+    at different z, `dz_um` apart, lowest first (diffcnn: three, a pair and a final frame;
+    TSVA: two, 2 dD apart): the XY move of `physical_bound_s` (Z may travel during it), the
+    exposures, and the Z steps between them.
 
     `strict_s` is that, as if the drive had no play. On a drive with play b it cannot be
     reached by a method that knows where its frames were taken:
 
-    - `backlash_s`: the physical bound with the play. The three frames lie at least 2 dz
-      apart (first lowest, focus last, each after an upward move of at least dz; with dz < b
-      the pair step cannot take up the play), so between tiles Z reverses: from the last
-      tile's focus down past the next first frame by b, then up b. Both Z legs run within
-      the XY move (`StageBase.move_via`), which lasts as long as the longer of the XY motion
-      and the two legs (the stage's own timing model, `move_duration_s(z_via=...)`), then
-      settles. On a stage that cannot run them within the XY move (`blends_z_via` false):
-      `with_play_s`.
+    - `backlash_s`: the physical bound with the play. Every frame of a tile is taken after an
+      upward move (with a step dz < b the steps cannot take up the play), so between tiles Z
+      reverses: from the last tile's top frame down past the next first frame by b, then up
+      b. Both Z legs run within the XY move (`StageBase.move_via`), which lasts as long as the
+      longer of the XY motion and the two legs (the stage's own timing model,
+      `move_duration_s(z_via=...)`), then settles. On a stage that cannot run them within the
+      XY move (`blends_z_via` false): `with_play_s`.
     - `with_play_s`: `strict_s` plus the take-up as a move of its own after the XY move.
 
     All three are equal on a stage without play.
     """
+    if exposures < 1:
+        raise ValueError(f"need at least one exposure, got {exposures}")
     stage = scope.stage
     timing = getattr(stage, "move_duration_s", None)
-    t_dz = timing(z=dz_um) if timing is not None else 0.0
+    steps_z = exposures - 1
+    t_dz = timing(z=dz_um) if timing is not None and steps_z else 0.0
     play = getattr(stage, "z_play_um", None) or 0.0
     t_play = timing(z=play) if timing is not None and play > 0 else 0.0
-    base = physical_bound_s(scope, tiles) + 2.0 * frame_time_s(scope) + 2.0 * t_dz
+    # physical_bound_s holds one frame already
+    base = physical_bound_s(scope, tiles) + steps_z * (frame_time_s(scope) + t_dz)
     backlash = base + t_play
     if timing is not None and play > 0 and len(tiles) > 1 and getattr(stage, "blends_z_via", 0):
         steps = [
             (b.x_um - a.x_um, b.y_um - a.y_um) for a, b in zip(tiles[:-1], tiles[1:], strict=True)
         ]
         plain = sum(timing(x=dx, y=dy) for dx, dy in steps)
-        down = -(2.0 * dz_um + play)
-        via = sum(timing(x=dx, y=dy, z=-2.0 * dz_um, z_via=down) for dx, dy in steps)
+        span = steps_z * dz_um
+        via = sum(timing(x=dx, y=dy, z=-span, z_via=-(span + play)) for dx, dy in steps)
         backlash = base + (via - plain) / len(tiles)
     return {
         "strict_s": base,
@@ -203,7 +246,17 @@ def three_exposure_bound_s(
         "with_play_s": base + t_play,
         "dz_um": dz_um,
         "play_um": play,
+        "exposures": exposures,
     }
+
+
+def exposure_plan(method: Any) -> tuple[int, float]:
+    """(exposures per tile, Z step between them) a method's bound assumes: TSVA two shots
+    2 dD apart, diffcnn its pair spacing and a final frame, others three `DEFAULT_PAIR_DZ_UM`
+    apart."""
+    if method is not None and method.name == "tsva":
+        return 2, 2.0 * float(method.params.spacing_um)
+    return 3, pair_spacing_um(method)
 
 
 def pair_spacing_um(method: Any) -> float:
@@ -214,6 +267,20 @@ def pair_spacing_um(method: Any) -> float:
     from slidescan.focus.learned.diffcnn import DiffCNNFocus
 
     return float(method.delta_um) if isinstance(method, DiffCNNFocus) else DEFAULT_PAIR_DZ_UM
+
+
+#: A whole slide for the time comparison: 15 x 15 mm of tissue at 20x, and the 156 s quoted
+#: for a Hamamatsu NanoZoomer S360 on it (the figure the TSVA issue compares against; not
+#: measured here).
+SLIDE_MM = 15.0
+NANOZOOMER_S360_S = 156.0
+
+
+def slide_tiles(fov_um: tuple[float, float], overlap: float, side_mm: float = SLIDE_MM) -> int:
+    """Tiles that cover a square of `side_mm` with this field of view and overlap."""
+    step_x, step_y = fov_um[0] * (1 - overlap), fov_um[1] * (1 - overlap)
+    side = side_mm * 1000.0
+    return math.ceil((side - fov_um[0]) / step_x + 1) * math.ceil((side - fov_um[1]) / step_y + 1)
 
 
 def run_scan_bench(
@@ -269,7 +336,8 @@ def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> d
         gc.collect()
         tracemalloc.start()
         t0 = time.perf_counter()
-        runner = ScanRunner(plan, scope, _NullObserver())
+        watcher = _ImageWatcher()
+        runner = ScanRunner(plan, scope, watcher)
         runner.start()
         fin = runner.wait()
         wall = time.perf_counter() - t0
@@ -281,9 +349,11 @@ def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> d
     if fin.reason is not FinishReason.COMPLETED:
         raise RuntimeError(f"bench scan {method}/{profile} ended {fin.reason.value}: {fin.message}")
     s = fin.summary
+    images = watcher.figures()
     hw_per_tile = s["hardware_s_per_tile"]
     tiles_per_s = 1.0 / hw_per_tile if hw_per_tile > 0 else float("inf")
-    bound3 = three_exposure_bound_s(scope, tiles, pair_spacing_um(runner.focus_method))
+    exposures, dz = exposure_plan(runner.focus_method)
+    bound3 = exposure_bound_s(scope, tiles, exposures, dz)
     # Per-slide calibration tiles (diffcnn's first few, also swept) are a one-off per slide:
     # the "steady" figures are over every other tile, fallbacks included.
     calibrating = records["calibration"]
@@ -320,6 +390,12 @@ def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> d
             float(np.median(steady["compute_s"])) if steady.size else math.nan
         ),
         "peak_memory_mb": peak / 1e6,
+        "bound_exposures": exposures,
+        "bound_dz_um": dz,
+        "slide_15mm_tiles": slide_tiles(fov, 0.1),
+        "slide_15mm_hw_s": slide_tiles(fov, 0.1) * steady_hw,
+        "nanozoomer_s360_s": NANOZOOMER_S360_S,
+        **images,
     }
 
 
