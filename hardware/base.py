@@ -13,7 +13,7 @@ import collections
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -159,6 +159,11 @@ class Camera(Protocol):
 
     @property
     def pixel_size_um(self) -> float: ...
+
+    @property
+    def exposure_range_ms(self) -> tuple[float, float] | None:
+        """(min, max) exposure in ms this camera takes; None where it cannot say."""
+        ...
 
     def snap(self) -> Frame: ...
 
@@ -352,6 +357,11 @@ class CameraBase(abc.ABC):
     so a live view that polls `latest_frame()` on a timer can never be flooded.
     """
 
+    #: The exposures (min, max, in ms) a camera of this kind takes, where the kind knows them
+    #: without asking the device; None: it cannot say. Exposure controls keep to it (the
+    #: wizard's). A driver that reads the range from its camera overrides `exposure_range_ms`.
+    EXPOSURE_RANGE_MS: ClassVar[tuple[float, float] | None] = None
+
     def __init__(
         self,
         *,
@@ -383,6 +393,11 @@ class CameraBase(abc.ABC):
     @property
     @abc.abstractmethod
     def pixel_size_um(self) -> float: ...
+
+    @property
+    def exposure_range_ms(self) -> tuple[float, float] | None:
+        """(min, max) exposure in ms this camera takes; None where it cannot say."""
+        return self.EXPOSURE_RANGE_MS
 
     @abc.abstractmethod
     def _acquire(self) -> tuple[np.ndarray, dict[str, Any]]:

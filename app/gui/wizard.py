@@ -2,7 +2,8 @@
 
 `HardwareWizard` (a QWizard) walks through: the stage (the simulator, or a GRBL / Prior / ASI
 controller on a detected serial port, with a connection test and a small test move), the
-camera (the simulator's, or a USB camera through OpenCV, with a live preview), the objectives
+camera (the simulator's, a USB camera through OpenCV, or a Basler camera picked from those
+pylon finds; with a live preview and an exposure control: `wizard_camera.py`), the objectives
 and pixel size, the soft limits, and saves the result as a named profile
 (`hardware.profile.save_profile`, TOML in the platform's config folder). A serial stage starts
 from the shipped example profile for its controller, so timing, backlash and limits begin at
@@ -17,19 +18,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 from PySide6 import QtCore, QtWidgets
 
-from slidescan.app.gui._pg import pg
+from slidescan.app.gui.wizard_camera import CameraPage
+from slidescan.app.gui.wizard_errors import error_line
+from slidescan.app.gui.wizard_preview import Opener
 from slidescan.app.gui.worker import DeviceWorker
 from slidescan.hardware.optics import OBJECTIVES
 from slidescan.hardware.registry import (
-    OpenCVCameraConfig,
+    CameraConfig,
     PhysicalCameraConfig,
     SerialStageConfig,
     StageConfig,
-    camera_kinds,
+    camera_kind,
     serial_driver,
     stage_kind,
     stage_kinds,
@@ -38,7 +40,6 @@ from slidescan.hardware.registry import (
 log = logging.getLogger(__name__)
 
 BAUDS = (9600, 19200, 38400, 57600, 115200)
-SIM_SPECIMENS = {"he": "Procedural H&E section", "ihc": "Procedural IHC (DAB) section"}
 TEST_MOVE_UM = 10.0
 
 
@@ -79,13 +80,6 @@ def _without_none(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_without_none(v) for v in value]
     return value
-
-
-def _err(exc: BaseException) -> str:
-    if isinstance(exc, ValidationError):
-        e = exc.errors()[0]
-        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class StagePage(QtWidgets.QWizardPage):
@@ -188,7 +182,7 @@ class StagePage(QtWidgets.QWizardPage):
         try:
             opener = wiz.stage_opener()
         except (ValueError, ValidationError) as exc:
-            self.result.setText(f"✗ {_err(exc)}")
+            self.result.setText(f"✗ {error_line(exc)}")
             return
         self.result.setText("testing …")
         for b in (self.test_button, self.move_button):
@@ -213,169 +207,9 @@ class StagePage(QtWidgets.QWizardPage):
 
     def _test_failed(self, exc: BaseException) -> None:
         self.test_passed = False
-        self.result.setText(f"✗ {_err(exc)}")
+        self.result.setText(f"✗ {error_line(exc)}")
         for b in (self.test_button, self.move_button):
             b.setEnabled(True)
-
-
-class CameraPage(QtWidgets.QWizardPage):
-    def __init__(self, worker: DeviceWorker) -> None:
-        super().__init__()
-        self.worker = worker
-        self.setTitle("Camera")
-        self.setSubTitle("The camera that images the slide. Preview shows what it sees.")
-        self.type = QtWidgets.QComboBox()
-        # sim camera
-        self.sim_size = QtWidgets.QComboBox()
-        for s in (512, 1024, 2048):
-            self.sim_size.addItem(f"{s} × {s}", s)
-        self.sim_size.setCurrentIndex(1)
-        self.sim_mono = QtWidgets.QCheckBox("monochrome (else RGB)")
-        self.sim_bits = QtWidgets.QComboBox()
-        for b in (8, 12, 16):
-            self.sim_bits.addItem(f"{b} bit", b)
-        self.specimen = QtWidgets.QComboBox()
-        for key, text in SIM_SPECIMENS.items():
-            self.specimen.addItem(text, key)
-        # opencv camera
-        self.index = QtWidgets.QSpinBox()
-        self.index.setRange(0, 63)
-        self.backend = QtWidgets.QComboBox()
-        self.backend.addItems(["auto", "v4l2", "dshow", "msmf", "avfoundation"])
-        self.width = QtWidgets.QSpinBox()
-        self.height = QtWidgets.QSpinBox()
-        for box in (self.width, self.height):
-            box.setRange(0, 16384)
-            box.setSpecialValueText("camera default")
-        self.exposure = QtWidgets.QDoubleSpinBox()
-        self.exposure.setRange(0, 60000)
-        self.exposure.setSpecialValueText("camera default")
-        self.exposure.setSuffix(" ms")
-
-        self.preview_button = QtWidgets.QPushButton("Live preview")
-        self.preview_button.setCheckable(True)
-        self.preview_button.toggled.connect(self.set_preview)
-        self.preview = pg.ImageView()
-        self.preview.ui.roiBtn.hide()
-        self.preview.ui.menuBtn.hide()
-        self.preview.ui.histogram.hide()
-        self.preview.setMinimumHeight(220)
-        self.preview_status = QtWidgets.QLabel("")
-        self.frames_seen = 0
-
-        form = QtWidgets.QFormLayout()
-        form.addRow("Camera", self.type)
-        self.sim_rows: list[QtWidgets.QWidget] = []
-        for label, w in (
-            ("Sensor", self.sim_size),
-            ("", self.sim_mono),
-            ("Bit depth", self.sim_bits),
-            ("Slide", self.specimen),
-        ):
-            form.addRow(label, w)
-            self.sim_rows.append(w)
-        self.cv_rows: list[QtWidgets.QWidget] = []
-        for label, w in (
-            ("Device index", self.index),
-            ("Backend", self.backend),
-            ("Width", self.width),
-            ("Height", self.height),
-            ("Exposure", self.exposure),
-        ):
-            form.addRow(label, w)
-            self.cv_rows.append(w)
-        self._form = form
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.addLayout(form)
-        row = QtWidgets.QHBoxLayout()
-        row.addWidget(self.preview_button)
-        row.addWidget(self.preview_status, 1)
-        layout.addLayout(row)
-        layout.addWidget(self.preview, 1)
-        self._camera: Any = None
-        self._closer: Any = None
-        self._busy = False
-        self._timer = QtCore.QTimer(self)
-        self._timer.setInterval(250)
-        self._timer.timeout.connect(self._grab)
-
-    def set_stage_type(self, stage_type: str) -> None:
-        """The simulator's camera goes with the simulator's stage, and only with it."""
-        self.set_preview(False)
-        sim = stage_kind(stage_type).simulated
-        self.type.clear()
-        for kind in camera_kinds():
-            if kind.simulated == sim:
-                self.type.addItem(kind.label, kind.name)
-        for w in self.sim_rows:
-            self._form.setRowVisible(w, sim)
-        for w in self.cv_rows:
-            self._form.setRowVisible(w, not sim)
-
-    @property
-    def camera_type(self) -> str:
-        return str(self.type.currentData())
-
-    def set_preview(self, on: bool) -> None:
-        if not on:
-            self._timer.stop()
-            with QtCore.QSignalBlocker(self.preview_button):
-                self.preview_button.setChecked(False)
-            if self._closer is not None:
-                closer, self._closer, self._camera = self._closer, None, None
-                self.worker.submit(closer, label="close preview camera")
-            return
-        wiz = self.wizard()
-        assert isinstance(wiz, HardwareWizard)
-        try:
-            opener = wiz.camera_opener()
-        except (ValueError, ValidationError) as exc:
-            self.preview_status.setText(f"✗ {_err(exc)}")
-            self.set_preview(False)
-            return
-        self.preview_status.setText("opening the camera …")
-        self.worker.submit(
-            opener, on_result=self._opened, on_error=self._failed, label="camera preview"
-        )
-
-    def _opened(self, result: tuple[Any, Any]) -> None:
-        self._camera, self._closer = result
-        if not self.preview_button.isChecked():
-            self.set_preview(False)
-            return
-        shape = tuple(self._camera.shape)
-        self.preview_status.setText(f"✓ {shape[1]} × {shape[0]} px, {self._camera.dtype}")
-        self._timer.start()
-        self._grab()
-
-    def _failed(self, exc: BaseException) -> None:
-        self.preview_status.setText(f"✗ {_err(exc)}")
-        self._busy = False
-        self.set_preview(False)
-
-    def _grab(self) -> None:
-        if self._busy or self._camera is None:
-            return
-        self._busy = True
-        self.worker.submit(
-            self._camera.snap, on_result=self._show, on_error=self._failed, label="preview snap"
-        )
-
-    def _show(self, frame: Any) -> None:
-        self._busy = False
-        img = frame.image
-        levels = (0, 255) if img.dtype == np.uint8 else None
-        self.preview.setImage(
-            img, autoLevels=levels is None, levels=levels, autoRange=self.frames_seen == 0
-        )
-        self.frames_seen += 1
-
-    def cleanupPage(self) -> None:  # noqa: N802 - Qt naming
-        self.set_preview(False)
-
-    def validatePage(self) -> bool:  # noqa: N802 - Qt naming
-        self.set_preview(False)
-        return True
 
 
 class ObjectivesPage(QtWidgets.QWizardPage):
@@ -586,7 +420,7 @@ class SavePage(QtWidgets.QWizardPage):
             self.error.setText("")
         except Exception as exc:
             self.preview.setPlainText("")
-            self.error.setText(_err(exc))
+            self.error.setText(error_line(exc))
 
     def isComplete(self) -> bool:  # noqa: N802 - Qt naming
         return bool(self.name.text().strip())
@@ -597,7 +431,7 @@ class SavePage(QtWidgets.QWizardPage):
         try:
             path = wiz.save()
         except Exception as exc:
-            self.error.setText(_err(exc))
+            self.error.setText(error_line(exc))
             return False
         self.saved_path = str(path)
         return True
@@ -617,11 +451,11 @@ class HardwareWizard(QtWidgets.QWizard):
         super().__init__(parent)
         self.setWindowTitle("Hardware wizard" if edit is None else f"Edit profile {edit}")
         self.setWizardStyle(QtWidgets.QWizard.WizardStyle.ClassicStyle)
-        self.setMinimumSize(720, 560)
+        self.setMinimumSize(760, 660)  # room for the camera step's preview
         self._own_worker = worker is None
         self.worker = worker or DeviceWorker()
         self.stage_page = StagePage(self.worker)
-        self.camera_page = CameraPage(self.worker)
+        self.camera_page = CameraPage(self.worker, self.camera_opener)
         self.objectives_page = ObjectivesPage()
         self.limits_page = LimitsPage()
         self.save_page = SavePage()
@@ -693,12 +527,7 @@ class HardwareWizard(QtWidgets.QWizard):
                 "y_limits_um": list(lp["y"]),
                 "z_limits_um": list(lp["z"]),
             },
-            "camera": {
-                "width": cp.sim_size.currentData(),
-                "height": cp.sim_size.currentData(),
-                "channels": 1 if cp.sim_mono.isChecked() else 3,
-                "bit_depth": cp.sim_bits.currentData(),
-            },
+            "camera": cp.sim_camera_table(),
             "specimen": {"stain": cp.specimen.currentData()},
             "optics": {"sensor_pixel_um": self.objectives_page.sensor_pixel.value()},
         }
@@ -727,20 +556,10 @@ class HardwareWizard(QtWidgets.QWizard):
         return cfg
 
     def camera_config(self) -> dict[str, Any]:
-        cp = self.camera_page
-        if stage_kind(self.stage_page.stage_type).simulated:
-            return {"type": cp.camera_type}
-        cfg: dict[str, Any] = {
-            "type": cp.camera_type,
-            "index": cp.index.value(),
-            "backend": cp.backend.currentText(),
-            "sensor_pixel_um": self.objectives_page.sensor_pixel.value(),
-        }
-        if cp.width.value() and cp.height.value():
-            cfg.update(width=cp.width.value(), height=cp.height.value())
-        if cp.exposure.value() > 0:
-            cfg["exposure_ms"] = cp.exposure.value()
-        return cfg
+        base = None
+        if self._base is not None:
+            base = self._base.camera.model_dump(mode="json")
+        return self.camera_page.camera_table(self.objectives_page.sensor_pixel.value(), base)
 
     def build_profile(self) -> Any:
         from slidescan.hardware.profile import HardwareProfile
@@ -780,7 +599,7 @@ class HardwareWizard(QtWidgets.QWizard):
 
         return open_serial
 
-    def camera_opener(self) -> Any:
+    def camera_opener(self) -> Opener:
         """A callable (for the worker) that opens the camera: returns (camera, closer)."""
         if stage_kind(self.stage_page.stage_type).simulated:
             table = self.simulator_table()
@@ -789,7 +608,8 @@ class HardwareWizard(QtWidgets.QWizard):
             def open_sim() -> tuple[Any, Any]:
                 from slidescan.hardware.sim import SimConfig, build_simulator
 
-                m = build_simulator(SimConfig.model_validate({**table, "objective": objective}))
+                config = SimConfig.model_validate({**table, "objective": objective})
+                m = build_simulator(config)
                 x0, y0, x1, y1 = m.slide_bounds_um
                 m.stage.move_to(
                     x=(x0 + x1) / 2,
@@ -799,15 +619,29 @@ class HardwareWizard(QtWidgets.QWizard):
                 return m.camera, m.close
 
             return open_sim
-        from slidescan.hardware.profile import open_camera
+        config = CameraConfig.model_validate(self.camera_config())  # as the kind's own model
+        opener = camera_kind(config.type).open
+        assert opener is not None, f"camera kind {config.type} opens with its microscope"
+        pixel_size_um = self.preview_pixel_size_um()
 
-        prof = self.build_profile()
+        def open_camera() -> tuple[Any, Any]:
+            camera = opener(config, pixel_size_um=pixel_size_um)
+            return camera, camera.close
 
-        def open_cv() -> tuple[Any, Any]:
-            cam = open_camera(prof)
-            return cam, cam.close
+        return open_camera
 
-        return open_cv
+    def preview_pixel_size_um(self) -> float:
+        """The pixel size at the slide through the default objective, as far as the objectives
+        step (after this one) knows it yet; 1 where it does not. Nothing in the preview uses it."""
+        try:
+            objectives = {o["name"]: o for o in self.objectives_page.objectives()}
+        except ValueError:
+            return 1.0
+        chosen = objectives.get(self.objectives_page.default.currentText())
+        if chosen is None or not chosen["magnification"] > 0:
+            return 1.0
+        pitch = self.objectives_page.sensor_pixel.value()
+        return chosen.get("pixel_size_um") or pitch / chosen["magnification"]
 
     # -- load / save ---------------------------------------------------------------------------
     def load(self, name: str) -> None:
@@ -828,17 +662,9 @@ class HardwareWizard(QtWidgets.QWizard):
             if isinstance(stage, dict):
                 lim = {a: stage.get(f"{a}_limits_um") for a in "xyz"}
                 self.limits_page.set_limits({a: tuple(v) for a, v in lim.items() if v})
-            cam = sim.get("camera", {})
-            k = self.camera_page.sim_size.findData(cam.get("width", 1024))
-            if k >= 0:
-                self.camera_page.sim_size.setCurrentIndex(k)
-            self.camera_page.sim_mono.setChecked(cam.get("channels", 3) == 1)
-            k = self.camera_page.sim_bits.findData(cam.get("bit_depth", 8))
-            if k >= 0:
-                self.camera_page.sim_bits.setCurrentIndex(k)
-            k = self.camera_page.specimen.findData(sim.get("specimen", {}).get("stain", "he"))
-            if k >= 0:
-                self.camera_page.specimen.setCurrentIndex(k)
+            self.camera_page.load_sim_camera(
+                sim.get("camera", {}), sim.get("specimen", {}).get("stain", "he")
+            )
         else:
             self._base = prof
             st = prof.stage
@@ -849,13 +675,7 @@ class HardwareWizard(QtWidgets.QWizard):
                 self.limits_page.set_limits(
                     {"x": st.limits.x_um, "y": st.limits.y_um, "z": st.limits.z_um}
                 )
-            cam = prof.camera
-            if isinstance(cam, OpenCVCameraConfig):
-                self.camera_page.index.setValue(cam.index)
-                self.camera_page.backend.setCurrentText(cam.backend)
-                self.camera_page.width.setValue(cam.width or 0)
-                self.camera_page.height.setValue(cam.height or 0)
-                self.camera_page.exposure.setValue(cam.exposure_ms or 0)
+            self.camera_page.load_camera(prof.camera)
         names = {o.name for o in prof.objectives}
         rows = [
             (o.name, o.magnification or 0, o.na or 0, o.pixel_size_um, True)
@@ -883,7 +703,7 @@ class HardwareWizard(QtWidgets.QWizard):
         return path
 
     def done(self, result: int) -> None:
-        self.camera_page.set_preview(False)
+        self.camera_page.close_all()  # the camera is closed on the worker
         if self._own_worker:
             self.worker.wait_idle(10)
         super().done(result)
@@ -970,7 +790,7 @@ class ProfileManager(QtWidgets.QDialog):
                 f"{port}, camera {p.camera.type}, objectives {objs}"
             )
         except Exception as exc:
-            self.details.setText(f"✗ {_err(exc)}")
+            self.details.setText(f"✗ {error_line(exc)}")
 
     def _use(self) -> None:
         sel = self.selected()

@@ -230,6 +230,7 @@ class BaslerCamera(CameraBase):
         try:
             with self._pylon_calls("set up"):
                 self._cam = cam
+                self._pixel_formats = self._offered_formats()
                 self._configure(pixel_format, roi, binning)
                 if exposure_ms is not None:
                     self.set_exposure_ms(exposure_ms)
@@ -354,12 +355,16 @@ class BaslerCamera(CameraBase):
         if node is not None and node.GetValue() != "Off":
             node.SetValue("Off")
 
+    def _offered_formats(self) -> tuple[str, ...]:
+        offered = set(self._node("PixelFormat").GetSymbolics())
+        return tuple(f.name for f in PIXEL_FORMATS.values() if {f.name, f.alias} & offered)
+
     # -- what the camera offers (for the wizard's controls) ------------------------------------
     @property
     def pixel_formats(self) -> tuple[str, ...]:
-        """The pixel formats of this camera that slidescan reads, by their SFNC 2 names."""
-        offered = self._node("PixelFormat").GetSymbolics()
-        return tuple(f.name for f in PIXEL_FORMATS.values() if {f.name, f.alias} & set(offered))
+        """The pixel formats of this camera that slidescan reads, by their SFNC 2 names (read
+        once, at open: a property that no pylon call stands behind, for the GUI thread)."""
+        return self._pixel_formats
 
     @property
     def pixel_format(self) -> str:

@@ -47,6 +47,10 @@ def exposure_to_backend(exposure_ms: float, backend: str) -> float:
 class OpenCVCamera(CameraBase):
     """A UVC camera. `pixel_size_um` is the size of a pixel at the specimen plane."""
 
+    #: What `exposure_ms` can express (V4L2 counts 100 µs steps; the profile allows up to 60 s).
+    #: OpenCV cannot ask the camera for its own range: a camera may clamp further.
+    EXPOSURE_RANGE_MS = (0.1, 60000.0)
+
     def __init__(
         self,
         index: int = 0,

@@ -138,6 +138,9 @@ class SimCamera(CameraBase):
     the stage's *reported* position. Each snap advances the virtual clock by the exposure
     (or the strobe pulse, with strobed light) plus the readout."""
 
+    #: From 10 µs up to the longest exposure `SimCameraConfig` accepts.
+    EXPOSURE_RANGE_MS = (0.01, 10000.0)
+
     def __init__(
         self,
         config: SimCameraConfig,
