@@ -424,6 +424,15 @@ def test_editing_a_basler_profile_fills_the_camera_step(worker, qtbot, pylon):
     (user_profile_dir() / "edit-basler.toml").unlink()
 
 
+def test_a_camera_another_program_holds_is_listed_so(worker, qtbot, pylon, monkeypatch):
+    held = pylon.Accessibility_OpenedExclusively  # the emulation cannot be held: pylon says so
+    monkeypatch.setattr(pylon.TlFactory, "IsDeviceAccessibleInfo", lambda self, info: (False, held))
+    wiz = camera_step(worker, qtbot, "basler")
+    page = wiz.camera_page
+    qtbot.waitUntil(lambda: len(listed(page)) == 2, timeout=30000)
+    assert [row[3] for row in listed(page)] == ["in use by another program"] * 2
+
+
 def test_a_profiles_camera_that_is_not_found_stays_chosen(worker, qtbot, pylon):
     wiz = camera_step(worker, qtbot, "basler")
     page = wiz.camera_page
