@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Whole-slide-imaging scanner with learned autofocus and an optical simulator.",
     )
     parser.add_argument("--version", action="version", version=f"slidescan {__version__}")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check this installation: start the desktop application, connect the simulator, "
+        "scan 2 x 2 tiles, reopen the file; prints READY and exits 0, or one line and exits 1",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     import slidescan.app.commands as commands
 
@@ -101,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if args.self_test:
+            if args.command is not None:
+                raise CliError("--self-test takes no subcommand")
+            from slidescan.app.gui.self_test import main as self_test
+
+            return self_test()
         if not getattr(args, "func", None):
             if args.command is None:
                 # No subcommand: the desktop application, as a double-clicked installer expects.
