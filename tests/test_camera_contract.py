@@ -165,6 +165,22 @@ def test_exposure_round_trips(opened):
     assert cam.snap().exposure_ms == cam.exposure_ms
 
 
+def test_the_declared_exposure_range_is_accepted_at_both_ends(opened):
+    """The wizard's exposure box is bounded by this range: both ends must be settable."""
+    cam = opened.camera
+    span = cam.exposure_range_ms
+    if span is None:
+        pytest.skip("this camera declares no exposure range")
+    lo, hi = span
+    assert 0 < lo < hi and math.isfinite(hi)
+    before = cam.exposure_ms
+    for end in (lo, min(hi, 200.0)):  # a long upper end is not waited for in a snap
+        cam.exposure_ms = end
+        assert cam.exposure_ms == pytest.approx(end, rel=1e-2, abs=1e-3)
+    cam.exposure_ms = before if before > 0 else 5.0
+    assert cam.snap().image.shape == cam.shape
+
+
 def test_refuses_non_positive_exposure(opened):
     cam = opened.camera
     before = cam.exposure_ms
