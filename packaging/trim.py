@@ -5,9 +5,9 @@ Everything here is something the program never imports or loads. The bundle's se
 model run through torch, a child-process job) and `slidescan --help` pass without it; the
 sizes are in the README ("Installer").
 
-1. torch's own test programs and test libraries, its command-line tools (protoc, the shm
-   manager for sharing tensors between processes, which nothing here does), its C++ headers
-   and CMake files, and its ONNX exporter.
+1. torch's own test programs and test libraries, its protobuf compiler, its C++ headers
+   and CMake files, and its ONNX exporter. (torch/bin/torch_shm_manager stays: `import
+   torch` looks for it.)
 2. On Linux, the system libraries the .deb declares as dependencies (Qt's, from
    app/gui/qt_libraries.py, and the rest of the Debian packages that ship them): the
    installed system's own are used, never a copy from the build machine mixed with them.
@@ -57,6 +57,9 @@ EXCLUDED_BINARIES = [
     "torch/lib/*test*.dll",
 ]
 
+#: Kept although a pattern above matches: `import torch` fails without it.
+KEPT_BINARIES = ["torch/bin/torch_shm_manager*"]
+
 #: Linux only: Qt's GTK 3 theme plugin (see 3. above).
 EXCLUDED_BINARIES_LINUX = ["PySide6/Qt/plugins/platformthemes/libqgtk3.so"]
 
@@ -98,7 +101,7 @@ def binaries(toc: list, platform: str = sys.platform) -> list:
     kept = []
     for entry in toc:
         dest = _dest(entry)
-        if _matches(dest, patterns):
+        if _matches(dest, patterns) and not _matches(dest, KEPT_BINARIES):
             continue
         if "/" not in dest and os.path.basename(dest) in system:
             continue
@@ -110,7 +113,11 @@ def binaries(toc: list, platform: str = sys.platform) -> list:
 
 def datas(toc: list) -> list:
     """The data files to keep."""
-    return [entry for entry in toc if not _matches(_dest(entry), EXCLUDED_DATAS)]
+    return [
+        entry
+        for entry in toc
+        if not _matches(_dest(entry), EXCLUDED_DATAS) or _matches(_dest(entry), KEPT_BINARIES)
+    ]
 
 
 def _needed(path: str) -> list[str]:
