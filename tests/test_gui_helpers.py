@@ -123,3 +123,43 @@ def fake_microscope(tissue_dir: Path, size: int = 64):
     stage = InstantStage(SoftLimits((-5000, 5000), (-5000, 5000), (-30, 30)))
     camera = BlurCamera(stage, texture, size, clock)
     return Microscope(stage, camera, OpticalPath(OBJECTIVES["20x/0.75"]), clock, name="fake")
+
+
+#: Tissue pieces of `BlobTruth`'s slide: (centre x, centre y, radius) in stage um.
+BLOBS = ((0.0, 0.0, 260.0), (900.0, 100.0, 200.0), (300.0, 800.0, 220.0))
+
+
+class BlobTruth:
+    """A simulated slide's truth for `fake_microscope`: three round pieces of stained tissue
+    on glass (`BLOBS`), the blur camera's focal plane."""
+
+    slide_bounds_um = (-400.0, -400.0, 1300.0, 1200.0)
+
+    def true_focus_um(self, x_um: float, y_um: float) -> float:
+        return BlurCamera.focus_at(x_um, y_um)
+
+    def overview(self, pixel_size_um: float = 25.0, margin_um: float = 500.0) -> np.ndarray:
+        x0, y0, x1, y1 = self.slide_bounds_um
+        w = int(round((x1 - x0 + 2 * margin_um) / pixel_size_um))
+        h = int(round((y1 - y0 + 2 * margin_um) / pixel_size_um))
+        xs = x0 - margin_um + (np.arange(w) + 0.5) * pixel_size_um
+        ys = y0 - margin_um + (np.arange(h) + 0.5) * pixel_size_um
+        gx, gy = np.meshgrid(xs, ys)
+        image = np.full((h, w, 3), (245, 245, 245), np.uint8)
+        for cx, cy, r in BLOBS:
+            inside = (gx - cx) ** 2 + (gy - cy) ** 2 <= r * r
+            image[inside] = (150, 70, 160)
+        return image
+
+
+def fake_slide_microscope(tissue_dir: Path, size: int = 64):
+    """`fake_microscope` that knows its slide (`BlobTruth`), as the simulator does."""
+    from slidescan.hardware.microscope import Microscope
+
+    class SlideMicroscope(Microscope):
+        @property
+        def truth(self):
+            return BlobTruth()
+
+    m = fake_microscope(tissue_dir, size)
+    return SlideMicroscope(m.stage, m.camera, m.optics, m.clock, name="fake-slide")

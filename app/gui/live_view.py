@@ -8,8 +8,10 @@ than the screen shows, reduced by an integer factor with OpenCV's area averaging
 mapping. That keeps 2048 x 2048 frames well above 30 fps; the readout and levels always use
 the full-resolution frame.
 
-Pixel to stage mapping: the frame is centred on the stage position at exposure; column = +x,
-row = +y, one pixel = `pixel_size_um`. A double-click asks to centre the stage on that point.
+Pixel to stage mapping: the frame is centred on the stage position at exposure; one pixel =
+`pixel_size_um`; column = +x and row = +y for a camera mounted square, else turned and
+mirrored as the profile's camera calibration says (`set_mount`, camera_mount.py). A
+double-click asks to centre the stage on that point.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from slidescan.app.gui._pg import pg
+from slidescan.app.gui.camera_mount import CameraMount
 from slidescan.app.gui.throttle import Throttle
 from slidescan.hardware.base import Frame, Position
 
@@ -52,9 +55,17 @@ def auto_levels(
 
 
 def pixel_to_stage(
-    col: float, row: float, shape: tuple[int, ...], centre: Position, pixel_size_um: float
+    col: float,
+    row: float,
+    shape: tuple[int, ...],
+    centre: Position,
+    pixel_size_um: float,
+    mount: CameraMount | None = None,
 ) -> tuple[float, float]:
-    """Stage (x, y) in um of an image point, the frame being centred on `centre`."""
+    """Stage (x, y) in um of an image point, the frame being centred on `centre`, the camera
+    mounted as `mount` says (square when None)."""
+    if mount is not None and not mount.square:
+        return mount.pixel_to_stage(col, row, shape, (centre.x, centre.y), pixel_size_um)
     h, w = shape[0], shape[1]
     return (
         centre.x + (col - w / 2.0) * pixel_size_um,
@@ -73,6 +84,7 @@ class LiveView(QtWidgets.QWidget):
         super().__init__(parent)
         self._source: FrameSource | None = None
         self._position_fallback: Callable[[], Position | None] = lambda: None
+        self.mount = CameraMount()
         self._frame: Frame | None = None
         self._shown_at: collections.deque[float] = collections.deque(maxlen=240)
         self._fps = 0.0
@@ -164,6 +176,11 @@ class LiveView(QtWidgets.QWidget):
     def set_position_fallback(self, provider: Callable[[], Position | None]) -> None:
         """Where the stage is, for frames that do not carry their own position."""
         self._position_fallback = provider
+
+    def set_mount(self, mount: CameraMount) -> None:
+        """How the camera sits on the stage (the profile's calibration), for click-to-move and
+        the stage readout."""
+        self.mount = mount
 
     @property
     def frame(self) -> Frame | None:
@@ -278,7 +295,7 @@ class LiveView(QtWidgets.QWidget):
         centre = self._frame_centre()
         if frame is None or centre is None or not frame.pixel_size_um:
             return None
-        return pixel_to_stage(col, row, frame.image.shape, centre, frame.pixel_size_um)
+        return pixel_to_stage(col, row, frame.image.shape, centre, frame.pixel_size_um, self.mount)
 
     def _on_mouse_moved(self, scene_pos: QtCore.QPointF) -> None:
         frame = self._frame

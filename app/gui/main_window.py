@@ -7,6 +7,8 @@ typed dependencies that talks to the others by Qt signals:
   objective, the stage controller, the wizard and profile manager;
 - `CameraControls` (camera_controls.py): live on/off, exposure, snap;
 - `PlanPreview` (plan_preview.py): the scan panel as a `ScanPlan`, previewed on the tile map;
+- `TissueScan` (tissue_scan.py): the slide's overview, the tissue on it as editable regions,
+  and the plan that covers them;
 - `ScanController` (scan_controller.py): the `ScanRunner`, its event relay, start/pause/stop;
 - `ScanViews` (scan_views.py): the running scan in the map, plots, progress and live view;
 - `ReviewWindows` (review_windows.py): the review windows opened from here;
@@ -30,6 +32,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from slidescan.app.gui import dialogs, gil_share
 from slidescan.app.gui.camera_controls import CameraControls
+from slidescan.app.gui.camera_mount import CameraMount
 from slidescan.app.gui.focus_plots import FocusCurvePlot, FocusSurfacePlot
 from slidescan.app.gui.hardware_connection import HardwareConnection
 from slidescan.app.gui.live_view import LiveView
@@ -47,6 +50,7 @@ from slidescan.app.gui.slide_outline import show_slide
 from slidescan.app.gui.stage_panel import StageController, StagePanel
 from slidescan.app.gui.status_fields import StatusFields
 from slidescan.app.gui.tile_map import TileMap
+from slidescan.app.gui.tissue_scan import TissueScan
 from slidescan.app.gui.window_actions import build_actions, build_menus
 from slidescan.app.gui.window_settings import LAYOUT_VERSION, restore_window, save_window
 from slidescan.app.gui.worker import DeviceWorker
@@ -96,9 +100,25 @@ class MainWindow(QtWidgets.QMainWindow):
         self.preview = PlanPreview(
             self.scan_panel, self.tile_map, self.focus_surface, self.hardware
         )
-        self.scan = ScanController(
-            self.hardware, self.worker, self.notifier, self.preview.build, self
+        self.tissue = TissueScan(
+            self.hardware,
+            self.worker,
+            self.notifier,
+            self.tile_map,
+            self.scan_panel,
+            busy=self._overview_busy,
+            parent=self,
         )
+        self._tissue_profile = ""
+        self.scan = ScanController(
+            self.hardware,
+            self.worker,
+            self.notifier,
+            self.preview.build,
+            self,
+            overview_for=self.tissue.overview_for,
+        )
+        self.export_dialog: QtWidgets.QDialog | None = None
         self.scan_views = ScanViews(
             self.tile_map, self.focus_curve, self.focus_surface, self.scan_panel, self.live, self
         )
@@ -170,6 +190,7 @@ class MainWindow(QtWidgets.QMainWindow):
         hw.connecting.connect(lambda name: self.status.profile.setText(f"connecting {name} …"))
         hw.connectFailed.connect(lambda _: self.status.profile.setText("no hardware"))
         hw.positionChanged.connect(self.status.show_position)
+        self.preview.shown.connect(lambda plan, n: self.tissue.show_tiles(n))
         scan.relay.event.connect(views.on_event)
         scan.statusText.connect(self.status.scan.setText)
         scan.fileClaimed.connect(self.reviews.claim)
@@ -249,6 +270,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stage_panel.set_controller(hw.stage_controller)
         self.camera.set_camera(hw.tap)
         self.live.set_position_fallback(lambda: hw.stage_position)
+        mount = CameraMount.of(hw.profile)  # the camera's calibrated rotation and mirror
+        self.live.set_mount(mount)
+        self.tile_map.set_mount(mount)
+        if hw.profile_name != self._tissue_profile:  # another slide holder: another overview
+            self.tissue.reset()
+            self._tissue_profile = hw.profile_name
         self.scan_views.fov_um = hw.fov_um
         objective = hw.objective_name
         with QtCore.QSignalBlocker(self.scan_panel.objective):
@@ -257,6 +284,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status.show_microscope(microscope, hw.profile_name)
         self.setWindowTitle(f"slidescan: {hw.profile_name or 'microscope'}")
         show_slide(self.tile_map, microscope, self.worker)
+        self.tissue.reshow()  # the overview taken, kept across a change of objective
         self._set_hardware_enabled(True)
         self.microscopeChanged.emit(microscope)
 
@@ -289,7 +317,32 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def start_scan(self, plan: ScanPlan | None = None) -> None:
         """Start a new scan from the panel's settings (or `plan`)."""
+        if self.tissue.busy:
+            self.notifier.status("the overview is being taken: start when it is done", 4000)
+            return
         self.scan.start(plan)
+
+    def find_tissue(self) -> None:
+        """Scan ▸ Find tissue: take the overview and find the tissue to scan."""
+        if self.scan.active:
+            self.notifier.status("a scan is running: find the tissue when it has finished", 4000)
+            return
+        self.tissue.find()
+
+    def _overview_busy(self, busy: bool) -> None:
+        """The overview pre-scan owns the stage and camera (like a scan, briefly)."""
+        self.hardware.set_locked(busy)
+        ctl = self.hardware.stage_controller
+        if ctl is not None:
+            if busy:
+                ctl.lock("taking the overview")
+            else:
+                ctl.unlock()
+        if busy:
+            self.camera.scan_started()
+        else:
+            self.camera.scan_ended()
+        self.acts.start.setEnabled(not busy and self.hardware.microscope is not None)
 
     def pause_scan(self) -> None:
         self.scan.pause()

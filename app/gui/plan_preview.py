@@ -2,6 +2,9 @@
 scan panel would take, updated as the person edits the panel, draws a region or moves the
 stage (grid mode follows the stage).
 
+A tissue plan (the regions found on the overview, tissue_scan.py) shows its polygons through
+the tissue layer, not as a rectangle; `shown` tells how many tiles a plan takes.
+
 `PlanPreview` also turns the panel into a `ScanPlan` (`build`): the panel describes the scan,
 the connected hardware gives the stage position, the field of view and the profile. Once a scan
 starts the map shows that scan's tiles and keeps them until the person edits the plan again.
@@ -15,7 +18,7 @@ from slidescan.app.gui.focus_plots import FocusSurfacePlot
 from slidescan.app.gui.hardware_connection import HardwareConnection
 from slidescan.app.gui.scan_panel import ScanPanel
 from slidescan.app.gui.tile_map import TileGeometry, TileMap
-from slidescan.app.plan import ScanPlan, Tile
+from slidescan.app.plan import PolygonsRegion, ScanPlan, Tile
 from slidescan.hardware.base import Position
 
 #: Edits that come in bursts (typing a number, a stage move) are previewed once they settle.
@@ -23,6 +26,9 @@ PREVIEW_DELAY_MS = 150
 
 
 class PlanPreview(QtCore.QObject):
+    #: A plan was drawn on the map: (the `ScanPlan`, its number of tiles).
+    shown = QtCore.Signal(object, int)
+
     def __init__(
         self,
         panel: ScanPanel,
@@ -64,8 +70,10 @@ class PlanPreview(QtCore.QObject):
             TileGeometry(t.index, t.row, t.col, t.x_um, t.y_um, fw, fh) for t in tiles
         )
         bounds = plan.region.bounds
-        self._map.set_region(bounds)
+        # a rectangle to edit, except for tissue regions: the tissue layer draws those
+        self._map.set_region(None if isinstance(plan.region, PolygonsRegion) else bounds)
         self._surface.set_bounds(bounds)
+        self.shown.emit(plan, len(tiles))
         return tiles
 
     def preview(self) -> None:

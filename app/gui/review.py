@@ -21,6 +21,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from slidescan.app.events import Finished, FinishReason, FocusDone
 from slidescan.app.export.tiles import export_table, export_tile
 from slidescan.app.gui import dialogs
+from slidescan.app.gui.camera_mount import CameraMount
 from slidescan.app.gui.focus_plots import FocusCurvePlot, FocusSurfacePlot
 from slidescan.app.gui.map_panel import MapPanel
 from slidescan.app.gui.review_records import (
@@ -227,6 +228,7 @@ class ReviewWindow(QtWidgets.QMainWindow):
     def _show_plan(self) -> None:
         r = self.reader
         fw, fh = r.fov_um
+        self.tile_map.set_mount(CameraMount.of(r.profile))
         self.tile_map.set_planned_tiles(
             TileGeometry(t.index, t.row, t.col, t.x_um, t.y_um, fw, fh) for t in r.planned_tiles
         )

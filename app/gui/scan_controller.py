@@ -24,6 +24,7 @@ from slidescan.app.gui.notifier import Notifier
 from slidescan.app.gui.relay import EventRelay
 from slidescan.app.gui.worker import DeviceWorker
 from slidescan.app.plan import ScanPlan
+from slidescan.app.records import Overview
 from slidescan.app.runner import ScanRunner
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,11 @@ class ScanController(QtCore.QObject):
         notifier: Notifier,
         plan_source: Callable[[], ScanPlan],
         parent: QtCore.QObject | None = None,
+        overview_for: Callable[[ScanPlan], Overview | None] | None = None,
     ) -> None:
         super().__init__(parent)
+        #: The slide's overview a new scan of a plan keeps in its file (tissue scans).
+        self._overview_for = overview_for or (lambda plan: None)
         self._hardware = hardware
         self._worker = worker
         self._notifier = notifier
@@ -89,6 +93,7 @@ class ScanController(QtCore.QObject):
             microscope,
             self.relay,
             profile=profile.model_dump(mode="json") if profile is not None else None,
+            overview=self._overview_for(plan),
         )
         self._launch(runner, len(plan.tiles(*self._hardware.fov_um)), plan.output)
 

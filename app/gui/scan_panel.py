@@ -1,5 +1,9 @@
 """The scan panel: what to scan and how, the run controls, progress and warnings.
 
+What to scan: a grid around the stage, a rectangle drawn on the map, or the tissue found on
+the slide's overview (the tissue row, tissue_controls.py; its regions are set by the owner,
+`set_tissue_region`, and become the plan's `PolygonsRegion`).
+
 The form is a view over `app.plan.ScanPlan`: `build_plan()` turns it into a validated plan
 (pydantic's errors become one readable line) and `settings()` / `apply_settings()` round-trip
 it through QSettings between runs. A focus method's settings are generated from the method's
@@ -20,7 +24,8 @@ from PySide6 import QtCore, QtWidgets
 from slidescan.app.events import Progress, RunnerState
 from slidescan.app.gui.params_form import MethodParamsForm
 from slidescan.app.gui.run_controls import RunControls, format_duration
-from slidescan.app.plan import FocusSettings, RectRegion, ScanPlan, TissueSettings
+from slidescan.app.gui.tissue_controls import TissueControls
+from slidescan.app.plan import FocusSettings, PolygonsRegion, RectRegion, ScanPlan, TissueSettings
 
 DEFAULT_NAME = "scan-{time}.h5"
 
@@ -51,6 +56,7 @@ class ScanPanel(QtWidgets.QWidget):
     ) -> None:
         super().__init__(parent)
         self._summaries: dict[str, str] = {}
+        self._tissue_region: PolygonsRegion | None = None
         self.form = QtWidgets.QWidget()
         fl = QtWidgets.QVBoxLayout(self.form)
         fl.setContentsMargins(0, 0, 0, 0)
@@ -73,6 +79,7 @@ class ScanPanel(QtWidgets.QWidget):
         for box in (self.rows, self.cols, self.overlap, *self.region_edits):
             box.valueChanged.connect(self.planChanged)
         self.mode_grid.toggled.connect(self.planChanged)
+        self.mode_tissue.toggled.connect(self.planChanged)
 
     # -- construction --------------------------------------------------------------------------
     def _build_what(self, objectives: list[str]) -> QtWidgets.QGroupBox:
@@ -80,6 +87,12 @@ class ScanPanel(QtWidgets.QWidget):
         self.set_objectives(objectives)
         self.mode_grid = QtWidgets.QRadioButton("Grid around the stage")
         self.mode_region = QtWidgets.QRadioButton("Region on the map")
+        self.mode_tissue = QtWidgets.QRadioButton("Tissue on the slide's overview")
+        self.mode_tissue.setToolTip(
+            "Find the tissue on an overview of the slide and scan the regions found "
+            "(edit them on the map)"
+        )
+        self.tissue_controls = TissueControls()
         self.mode_grid.setChecked(True)
         self.overlap = QtWidgets.QSpinBox()
         self.overlap.setRange(0, 50)
@@ -94,6 +107,8 @@ class ScanPanel(QtWidgets.QWidget):
         f.addRow("", self._build_grid_row())
         f.addRow(self.mode_region)
         f.addRow("", self._build_region_row())
+        f.addRow(self.mode_tissue)
+        f.addRow("", self.tissue_controls)
         f.addRow("Overlap", self.overlap)
         f.addRow("Order", self.order)
         return what
@@ -219,6 +234,16 @@ class ScanPanel(QtWidgets.QWidget):
         x0, y0, x1, y1 = (b.value() for b in self.region_edits)
         return x0, y0, x1, y1
 
+    def set_tissue_region(self, region: PolygonsRegion | None) -> None:
+        """The tissue regions a tissue-mode plan covers (None: none yet)."""
+        self._tissue_region = region
+        if self.mode_tissue.isChecked():
+            self.planChanged.emit()
+
+    @property
+    def tissue_region(self) -> PolygonsRegion | None:
+        return self._tissue_region
+
     def _summary(self, name: str) -> str:
         """The method's one-line summary (`focus.registry.describe`'s first line)."""
         if name not in self._summaries:
@@ -304,6 +329,12 @@ class ScanPanel(QtWidgets.QWidget):
                 return ScanPlan.grid(
                     self.rows.value(), self.cols.value(), centre_um, fov_um, overlap, **common
                 )
+            if self.mode_tissue.isChecked():
+                if self._tissue_region is None:
+                    raise ValueError(
+                        "scan settings: no tissue regions yet: press Find tissue, or draw one"
+                    )
+                return ScanPlan(region=self._tissue_region, overlap=overlap, **common)
             x0, y0, x1, y1 = self.region()
             return ScanPlan(
                 region=RectRegion(x0=x0, y0=y0, x1=x1, y1=y1), overlap=overlap, **common
@@ -319,7 +350,13 @@ class ScanPanel(QtWidgets.QWidget):
     def settings(self) -> dict[str, Any]:
         return {
             "objective": self.objective.currentText(),
-            "mode": "grid" if self.mode_grid.isChecked() else "region",
+            "mode": (
+                "grid"
+                if self.mode_grid.isChecked()
+                else "tissue"
+                if self.mode_tissue.isChecked()
+                else "region"
+            ),
             "rows": self.rows.value(),
             "cols": self.cols.value(),
             "region": list(self.region()),
@@ -345,6 +382,7 @@ class ScanPanel(QtWidgets.QWidget):
 
         try:
             pick(self.objective, s.get("objective", ""))
+            # the tissue regions of an earlier run are not kept: a grid until they are found
             (self.mode_region if s.get("mode") == "region" else self.mode_grid).setChecked(True)
             self.rows.setValue(int(s.get("rows", self.rows.value())))
             self.cols.setValue(int(s.get("cols", self.cols.value())))

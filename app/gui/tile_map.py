@@ -6,22 +6,31 @@ tile outlines, the scan region, the tile being taken and the camera's current fi
 
 Mouse: drag pans, wheel zooms; with "Draw region" on (or Shift held) a left drag draws the scan
 region, which can then be moved and resized by its handles. A double-click asks to move the
-stage there; a single click on a tile reports its planned index (review uses it).
+stage there; a single click on a tile reports its planned index (review uses it). A `MapTool`
+set with `set_tool` (the tissue regions' editor) sees clicks and drags first.
 
-Axes are stage micrometres, x to the right and y downwards (like the camera image).
+Axes are stage micrometres, x to the right and y downwards (like the camera image). With a
+camera mount (`set_mount`: the profile's calibrated rotation and mirror) the field of view,
+the tile footprints and the thumbnails are drawn turned as the camera sees the slide, and a
+mirrored camera's thumbnails mirrored back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from slidescan.app.gui._pg import FOCUS_CMAP, QUALITY_CMAP, add_grid, pg
+from slidescan.app.gui.camera_mount import CameraMount
 
 OVERLAYS = ("none", "focus z", "focus quality")
+#: Planned tile outlines: light on the dark map, dark over a (bright) overview picture.
+PLANNED_PEN = pg.mkPen((200, 200, 200, 110), width=1)
+PLANNED_ON_OVERVIEW_PEN = pg.mkPen((20, 30, 45, 150), width=1)
 
 
 @dataclass(frozen=True)
@@ -38,16 +47,33 @@ class TileGeometry:
         return abs(x - self.x_um) <= self.w_um / 2 and abs(y - self.y_um) <= self.h_um / 2
 
 
+class MapTool(Protocol):
+    """Something that edits on the map (tissue_layer.py): it sees left clicks and drags first
+    and returns True for those it used."""
+
+    def map_click(self, x: float, y: float, double: bool) -> bool: ...
+
+    def map_drag(self, start: QtCore.QPointF, end: QtCore.QPointF, finished: bool) -> bool: ...
+
+
 def _rect_path_xy(
     rects: Iterable[tuple[float, float, float, float]],
+    mount: CameraMount | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Outline vertices of many rectangles (cx, cy, w, h) as one NaN-separated polyline."""
+    """Outline vertices of many rectangles (cx, cy, w, h) as one NaN-separated polyline,
+    turned by the camera `mount` where given."""
+    mount = mount or CameraMount()
     xs: list[float] = []
     ys: list[float] = []
     for cx, cy, w, h in rects:
-        x0, x1, y0, y1 = cx - w / 2, cx + w / 2, cy - h / 2, cy + h / 2
-        xs += [x0, x1, x1, x0, x0, np.nan]
-        ys += [y0, y0, y1, y1, y0, np.nan]
+        if mount.square:
+            x0, x1, y0, y1 = cx - w / 2, cx + w / 2, cy - h / 2, cy + h / 2
+            xs += [x0, x1, x1, x0, x0, np.nan]
+            ys += [y0, y0, y1, y1, y0, np.nan]
+        else:
+            c = mount.footprint(cx, cy, w, h)
+            xs += [*c[:, 0], c[0, 0], np.nan]
+            ys += [*c[:, 1], c[0, 1], np.nan]
     return np.asarray(xs, float), np.asarray(ys, float)
 
 
@@ -61,6 +87,13 @@ class _MapViewBox(pg.ViewBox):
 
     def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 - Qt naming
         shift = bool(ev.modifiers() & QtCore.Qt.KeyboardModifier.ShiftModifier)
+        tool = self._owner.tool
+        if ev.button() == QtCore.Qt.MouseButton.LeftButton and tool is not None:
+            start = self.mapSceneToView(ev.buttonDownScenePos())
+            end = self.mapSceneToView(ev.scenePos())
+            if tool.map_drag(start, end, ev.isFinish()):
+                ev.accept()
+                return
         if ev.button() == QtCore.Qt.MouseButton.LeftButton and (self.draw_mode or shift):
             ev.accept()
             start = self.mapSceneToView(ev.buttonDownScenePos())
@@ -91,6 +124,9 @@ class TileMap(pg.PlotWidget):
         self._quality: dict[int, float] = {}
         self._overlay_mode = "none"
         self._slide: tuple[float, float, float, float] | None = None
+        self.mount = CameraMount()
+        #: Sees clicks and drags first (`MapTool`), e.g. the tissue regions' editor.
+        self.tool: MapTool | None = None
 
         self.slide_item = QtWidgets.QGraphicsRectItem()
         self.slide_item.setPen(pg.mkPen((120, 160, 200), width=2))
@@ -123,19 +159,17 @@ class TileMap(pg.PlotWidget):
         self.colorbar.setImageItem(self.overlay, insert_in=self.getPlotItem())
         self.colorbar.setVisible(False)
 
-        self.planned_item = pg.PlotCurveItem(
-            pen=pg.mkPen((200, 200, 200, 110), width=1), connect="finite"
-        )
+        self.planned_item = pg.PlotCurveItem(pen=PLANNED_PEN, connect="finite")
         self.planned_item.setZValue(8)
         self.addItem(self.planned_item)
 
-        self.current_item = QtWidgets.QGraphicsRectItem()
+        self.current_item = QtWidgets.QGraphicsPolygonItem()
         self.current_item.setPen(pg.mkPen((0, 220, 255), width=2))
         self.current_item.setZValue(12)
         self.current_item.setVisible(False)
         self.addItem(self.current_item)
 
-        self.fov_item = QtWidgets.QGraphicsRectItem()
+        self.fov_item = QtWidgets.QGraphicsPolygonItem()
         self.fov_item.setPen(pg.mkPen((255, 200, 0), width=2))
         self.fov_item.setZValue(13)
         self.fov_item.setVisible(False)
@@ -174,11 +208,13 @@ class TileMap(pg.PlotWidget):
         `rect` is (x0, y0, x1, y1) in um of the image's outer edges."""
         if image is None or rect is None:
             self.overview_item.setVisible(False)
+            self.planned_item.setPen(PLANNED_PEN)
             return
         x0, y0, x1, y1 = rect
         self.overview_item.setImage(image, levels=(0, 255) if image.dtype == np.uint8 else None)
         self.overview_item.setRect(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
         self.overview_item.setVisible(True)
+        self.planned_item.setPen(PLANNED_ON_OVERVIEW_PEN)  # light lines vanish on glass
 
     def show_all(self) -> None:
         """Zoom to the slide, the plan and the field of view."""
@@ -191,7 +227,7 @@ class TileMap(pg.PlotWidget):
         for g in self._geometry.values():
             rects.append(QtCore.QRectF(g.x_um - g.w_um / 2, g.y_um - g.h_um / 2, g.w_um, g.h_um))
         if self.fov_item.isVisible():
-            rects.append(self.fov_item.rect())
+            rects.append(self.fov_item.polygon().boundingRect())
         if not rects:
             return
         total = rects[0]
@@ -217,13 +253,25 @@ class TileMap(pg.PlotWidget):
         y1 = max(t.y_um + t.h_um / 2 for t in g)
         self.viewbox.setRange(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0), padding=0.15)
 
+    def set_mount(self, mount: CameraMount) -> None:
+        """How the camera sits (the profile's calibration): footprints and thumbnails follow."""
+        if mount == self.mount:
+            return
+        self.mount = mount
+        self._draw_planned()
+
     def set_planned_tiles(self, tiles: Iterable[TileGeometry]) -> None:
         """Replace the plan: outlines for every tile; clears thumbnails and overlay values."""
         self.clear_acquired()
         self._geometry = {t.index: t for t in tiles}
-        xs, ys = _rect_path_xy((t.x_um, t.y_um, t.w_um, t.h_um) for t in self._geometry.values())
-        self.planned_item.setData(xs, ys)
+        self._draw_planned()
         self._update_overlay()
+
+    def _draw_planned(self) -> None:
+        xs, ys = _rect_path_xy(
+            ((t.x_um, t.y_um, t.w_um, t.h_um) for t in self._geometry.values()), self.mount
+        )
+        self.planned_item.setData(xs, ys)
 
     @property
     def planned(self) -> dict[int, TileGeometry]:
@@ -258,7 +306,10 @@ class TileMap(pg.PlotWidget):
             self._thumbs[index] = item
         levels = (0, 255) if image.dtype == np.uint8 else None
         item.setImage(image, levels=levels, autoLevels=levels is None)
-        item.setRect(QtCore.QRectF(x_um - w_um / 2, y_um - h_um / 2, w_um, h_um))
+        if self.mount.square:
+            item.setRect(QtCore.QRectF(x_um - w_um / 2, y_um - h_um / 2, w_um, h_um))
+        else:
+            item.setTransform(self.mount.image_transform(x_um, y_um, w_um, h_um, image.shape))
         item.setOpacity(0.35 if dim else 1.0)
         if index not in self._geometry:
             self._geometry[index] = TileGeometry(index, -1, -1, x_um, y_um, w_um, h_um)
@@ -268,12 +319,12 @@ class TileMap(pg.PlotWidget):
         return len(self._thumbs)
 
     def set_current_tile(self, x_um: float, y_um: float, w_um: float, h_um: float) -> None:
-        self.current_item.setRect(QtCore.QRectF(x_um - w_um / 2, y_um - h_um / 2, w_um, h_um))
+        self.current_item.setPolygon(self.mount.polygon(x_um, y_um, w_um, h_um))
         self.current_item.setVisible(True)
 
     def set_fov(self, x_um: float, y_um: float, w_um: float, h_um: float) -> None:
-        """The camera's field of view at the stage position (yellow)."""
-        self.fov_item.setRect(QtCore.QRectF(x_um - w_um / 2, y_um - h_um / 2, w_um, h_um))
+        """The camera's field of view at the stage position (yellow), turned as the camera is."""
+        self.fov_item.setPolygon(self.mount.polygon(x_um, y_um, w_um, h_um))
         self.fov_item.setVisible(True)
 
     # -- overlay -------------------------------------------------------------------------------
@@ -390,6 +441,10 @@ class TileMap(pg.PlotWidget):
         self._draft.setVisible(True)
 
     # -- clicks --------------------------------------------------------------------------------
+    def set_tool(self, tool: MapTool | None) -> None:
+        """The editor that sees clicks and drags first (None: none)."""
+        self.tool = tool
+
     def tile_at(self, x: float, y: float) -> int | None:
         """The planned tile whose footprint holds (x, y); the nearest centre wins on overlap."""
         hits = [g for g in self._geometry.values() if g.contains(x, y)]
@@ -403,6 +458,9 @@ class TileMap(pg.PlotWidget):
         if not self.viewbox.sceneBoundingRect().contains(ev.scenePos()):
             return
         p = self.viewbox.mapSceneToView(ev.scenePos())
+        if self.tool is not None and self.tool.map_click(p.x(), p.y(), ev.double()):
+            ev.accept()
+            return
         if ev.double():
             ev.accept()
             self.moveRequested.emit(p.x(), p.y())
