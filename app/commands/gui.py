@@ -16,11 +16,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", help="hardware profile to connect (default: the last one used)")
     p.add_argument("--wizard", action="store_true", help="open the hardware wizard at start")
     p.add_argument("--review", metavar="FILE", help="open a scan file for review at start")
+    # the window's stitch and export jobs run in a child process: in a frozen build the
+    # executable is this program, which takes them here (app/gui/slide_jobs.py)
+    p.add_argument("--slide-job", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from slidescan.app.cli import CliError
+
+    if args.slide_job:
+        from slidescan.app.gui.slide_jobs import main as slide_job
+
+        return slide_job(list(args.slide_job))
 
     if args.review and not Path(args.review).is_file():
         raise CliError(f"gui: no such scan file: {args.review}")

@@ -12,6 +12,7 @@ typed dependencies that talks to the others by Qt signals:
 - `ScanController` (scan_controller.py): the `ScanRunner`, its event relay, start/pause/stop;
 - `ScanViews` (scan_views.py): the running scan in the map, plots, progress and live view;
 - `ReviewWindows` (review_windows.py): the review windows opened from here;
+- `ExportSlideDialog` (export_dialog.py): File ▸ Export slide (stitching first if need be);
 - `Notifier` (notifier.py): dialogs and status messages; `WindowActions` (window_actions.py):
   actions, shortcuts and menus; window_settings.py: what is remembered between runs.
 
@@ -27,6 +28,7 @@ Errors never crash the window: every failure ends in a non-blocking dialog (and 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -400,6 +402,35 @@ class MainWindow(QtWidgets.QMainWindow):
         """A review window for scan file `path` (the existing one if it is open already)."""
         return self.reviews.open(path)
 
+    def export_slide_dialog(self, path: str | None = None) -> QtWidgets.QDialog:
+        """File ▸ Export slide: the scan file of the review window in front (else the last
+        scan) as a pyramid, stitched first if need be."""
+        from slidescan.app.gui.export_dialog import ExportSlideDialog
+
+        dlg = self.export_dialog
+        if dlg is not None and dlg.isVisible():
+            dlg.raise_()
+            return dlg
+        path = path or self.reviews.active_path() or self.scan.scan_path
+        if (
+            path
+            and self.scan.active
+            and Path(path).resolve() == Path(self.scan.scan_path).resolve()
+        ):
+            path = ""  # the file a scan is writing cannot be stitched or exported yet
+        dlg = ExportSlideDialog(
+            path,
+            self,
+            release=self.reviews.release_path,
+            reopen=self.reviews.reopen_path,
+            generation=self.reviews.generation_of,
+        )
+        dlg.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.destroyed.connect(lambda *_: setattr(self, "export_dialog", None))
+        dlg.show()  # not modal: the window stays usable while the export runs
+        self.export_dialog = dlg
+        return dlg
+
     def open_log_folder(self) -> None:
         folder = log_dir()
         folder.mkdir(parents=True, exist_ok=True)
@@ -431,6 +462,9 @@ class MainWindow(QtWidgets.QMainWindow):
                 yes=self._stop_and_quit,
             )
             return
+        if self.export_dialog is not None:
+            self.export_dialog.shutdown()  # an export or stitch still running stops cleanly
+            self.export_dialog.close()
         self.save_settings()
         self.reviews.close_all()
         self.hardware.release()

@@ -1,7 +1,8 @@
-"""Review a scan file: the tile map with thumbnails, a table of tiles, one tile at full
+"""Review a scan file: the tile map with thumbnails, the stitched slide (slide_viewer.py: pan
+and zoom over the pyramid, tile boundaries, focus overlay), a table of tiles, one tile at full
 resolution with its focus record and curve (a made image with its raw shots), the focus
 surface, out-of-focus flags (review_records.py), rescan of selected tiles into the same file,
-and exports.
+stitching, and exports (a tile, the table, the whole slide).
 
 Any scan file opens: finished, still being written (it re-reads new tiles every couple of
 seconds while its status is "running") or left by a crashed scan (the reader trusts only the
@@ -10,6 +11,7 @@ committed tiles). Rescanned tiles appear as their newest version.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +34,8 @@ from slidescan.app.gui.review_records import (
 )
 from slidescan.app.gui.review_table import COLUMNS, TileTable
 from slidescan.app.gui.review_tile_view import TileImage, TileView, tile_images
+from slidescan.app.gui.slide_model import open_viewer_slide
+from slidescan.app.gui.slide_viewer import SlideViewer
 from slidescan.app.gui.tile_map import TileGeometry, TileMap
 from slidescan.app.store import ScanReader
 
@@ -92,6 +96,9 @@ class ReviewWindow(QtWidgets.QMainWindow):
         self._records: dict[int, np.void] = {}
         self._flags: dict[int, list[str]] = {}
         self._n_seen = -1
+        self._slide_shown = False
+        self._slide_key: tuple[int, int] | None = None
+        self.export_dialog: QtWidgets.QDialog | None = None
         self._build_views()
         self.setCentralWidget(self._build_layout())
         self._build_toolbar()
@@ -110,6 +117,9 @@ class ReviewWindow(QtWidgets.QMainWindow):
         self.tile_map.tileClicked.connect(self.select_tile)
         self.map_panel = MapPanel(self.tile_map, QtWidgets.QLabel("click a tile to open it"))
         self.overlay_combo = self.map_panel.overlay_combo
+        self.slide_viewer = SlideViewer()
+        self.slide_viewer.tileClicked.connect(self.select_tile)
+        self.slide_viewer.stitchRequested.connect(self.export_slide_dialog)
         self.tile_view = TileView()
         self.viewer = self.tile_view.viewer
         self.tile_title = self.tile_view.title
@@ -143,7 +153,12 @@ class ReviewWindow(QtWidgets.QMainWindow):
             return s
 
         vertical, horizontal = QtCore.Qt.Orientation.Vertical, QtCore.Qt.Orientation.Horizontal
-        left = split(vertical, [self.map_panel, self.tiles], [520, 360])
+        self.left_tabs = QtWidgets.QTabWidget()
+        self.left_tabs.addTab(self.map_panel, "Tile map")
+        self.left_tabs.addTab(self.slide_viewer, "Slide")
+        self.left_tabs.setTabToolTip(1, "The stitched slide: pan and zoom, click a tile")
+        self.left_tabs.currentChanged.connect(self._left_tab_changed)
+        left = split(vertical, [self.left_tabs, self.tiles], [520, 360])
         right = split(vertical, [self.tile_view, self.right_tabs], [560, 320])
         return split(horizontal, [left, right], [700, 700])
 
@@ -153,6 +168,8 @@ class ReviewWindow(QtWidgets.QMainWindow):
         tools.addAction("Reload", self.reload).setShortcut("F5")
         tools.addAction("Export tile…", self.export_tile_dialog).setShortcut("Ctrl+E")
         tools.addAction("Export table (CSV)…", self.export_table_dialog)
+        tools.addAction("Export slide…", self.export_slide_dialog).setShortcut("Ctrl+Shift+E")
+        tools.addAction("Slide", self.show_slide).setShortcut("Ctrl+L")
         tools.addAction("Show all", self.tile_map.show_all)
         self.status_label = QtWidgets.QLabel("")
         self.statusBar().addPermanentWidget(self.status_label)
@@ -171,12 +188,19 @@ class ReviewWindow(QtWidgets.QMainWindow):
         New tiles are seen by reopening, never by `ScanReader.refresh()`: with HDF5 2.0 a
         SWMR refresh while another identifier of the same dataset is open (a second reader,
         or the reader's own cached dataset handles) makes every read return the first chunk.
-        Reopening costs a few milliseconds and is always right."""
-        try:
-            self.reader.close()
-        except Exception:
-            log.debug("closing the old reader failed", exc_info=True)
-        self.reader = ScanReader(self.path)
+        Reopening costs a few milliseconds and is always right. The slide viewer reads through
+        the same reader: it pauses while the reader is swapped and reads on from the new one
+        (`reload` rebuilds its slide when the file has changed)."""
+        slide = self.slide_viewer.slide
+        swapping = slide.reader_swap() if slide is not None else contextlib.nullcontext(None)
+        with swapping as swap:
+            try:
+                self.reader.close()
+            except Exception:
+                log.debug("closing the old reader failed", exc_info=True)
+            self.reader = ScanReader(self.path)
+            if swap is not None:
+                swap(self.reader)
         self._closed = False
         return self.reader
 
@@ -207,6 +231,11 @@ class ReviewWindow(QtWidgets.QMainWindow):
             self._timer.start()
         else:
             self._timer.stop()
+        slide_wanted = self.left_tabs.currentWidget() is self.slide_viewer
+        if (slide_wanted or self.slide_viewer.slide is not None) and (
+            self._slide_key != self._file_key()
+        ):
+            self._load_slide()
         if self.current_index is not None and self.current_index in self._rows:
             self.select_tile(self.current_index)
 
@@ -268,6 +297,63 @@ class ReviewWindow(QtWidgets.QMainWindow):
         if r.n_tiles != self._n_seen or r.status != "running":
             self.reload()
 
+    # ----------------------------------------------------------------------------------------
+    # the stitched slide
+    # ----------------------------------------------------------------------------------------
+    def show_slide(self) -> None:
+        """Show the Slide tab (the stitched slide)."""
+        self.left_tabs.setCurrentWidget(self.slide_viewer)
+
+    def _left_tab_changed(self, _: int) -> None:
+        if self.left_tabs.currentWidget() is self.slide_viewer and self.slide_viewer.slide is None:
+            self._load_slide()
+
+    def _load_slide(self) -> None:
+        """(Re)build the viewer's slide on the open reader, keeping the view of the same
+        slide."""
+        if self._closed:
+            return
+        keep = self.slide_viewer.slide is not None or self._slide_shown
+        self._slide_key = self._file_key()
+        try:
+            slide = open_viewer_slide(self.reader)
+        except Exception as exc:  # an unreadable placement: said in the viewer, no dialog
+            log.warning("cannot show the slide of %s: %s", self.path, exc)
+            self.slide_viewer.set_slide(None)
+            self.slide_viewer.status.setText(f"cannot show the slide: {exc}")
+            return
+        self.slide_viewer.set_slide(slide, keep_view=keep)
+        self._slide_shown = True
+        self.slide_viewer.set_selected(self.current_index)
+
+    def _let_go_of_slide(self) -> None:
+        """The viewer stops reading through the reader (which is about to close)."""
+        self._slide_key = None
+        if self.slide_viewer.slide is not None:
+            self.slide_viewer.set_slide(None)
+
+    def _file_key(self) -> tuple[int, int]:
+        """What the slide shows depends on: the tiles taken and the stitching run."""
+        return self.reader.n_tiles, self.reader.stitch_generation
+
+    def export_slide_dialog(self) -> QtWidgets.QDialog:
+        """File ▸ Export slide for this file (stitching it first when it is not stitched)."""
+        from slidescan.app.gui.export_dialog import ExportSlideDialog
+
+        if self.export_dialog is not None and self.export_dialog.isVisible():
+            self.export_dialog.raise_()
+            return self.export_dialog
+        dlg = ExportSlideDialog(
+            self.path,
+            self,
+            release=lambda _: self.release_file("stitching this file: it reloads when done"),
+            reopen=lambda _: self.reload(),
+            generation=lambda path: self.stitch_generation() if path == self.path else None,
+        )
+        dlg.show()  # not modal: the slide can be reviewed while the export runs
+        self.export_dialog = dlg
+        return dlg
+
     def scan_finished(self, ev: Finished) -> None:
         """A scan or rescan from the main window finished: re-read if it was this file."""
         if ev.path and Path(ev.path).resolve() == Path(self.path).resolve():
@@ -307,6 +393,7 @@ class ReviewWindow(QtWidgets.QMainWindow):
         row = self._rows[index]
         rec = self._records[index]
         fw, fh = self.reader.fov_um
+        self.slide_viewer.set_selected(index)
         self.tile_map.set_current_tile(float(rec["x_um"]), float(rec["y_um"]), fw, fh)
         self.tile_view.show_tile(self._tile_title(index, rec), self._tile_images(row, rec))
         self._show_record(rec)
@@ -359,13 +446,20 @@ class ReviewWindow(QtWidgets.QMainWindow):
         self._rescan(self.path, indices)
         self.statusBar().showMessage(f"rescanning {len(indices)} tiles …")
 
-    def release_file(self) -> None:
-        """Close the file so a scan in this process can open it for writing (HDF5 refuses a
-        writer while the same process holds a reader); `reload()` reopens it."""
+    def release_file(
+        self, why: str = "the scan is writing this file; it reloads when the scan ends"
+    ) -> None:
+        """Close the file so a scan or a stitch can open it for writing (HDF5 refuses a writer
+        while a reader holds it); `reload()` reopens it."""
         self._timer.stop()
         self._closed = True
+        self._let_go_of_slide()
         self.reader.close()
-        self.status_label.setText("the scan is writing this file; it reloads when the scan ends")
+        self.status_label.setText(why)
+
+    def stitch_generation(self) -> int | None:
+        """The file's stitching run as this window reads it (None while it has let go)."""
+        return None if self._closed else int(self.reader.stitch_generation)
 
     def export_tile_to(self, path: str | Path) -> Path:
         """Write the image shown (the tile's, or the raw shot chosen) with its record."""
@@ -420,7 +514,11 @@ class ReviewWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(f"written {out}", 6000)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt naming
+        if self.export_dialog is not None:
+            self.export_dialog.shutdown()  # a job still running stops cleanly
+            self.export_dialog.close()
         self._timer.stop()
+        self.slide_viewer.shutdown()
         try:
             self.reader.close()
         except Exception:

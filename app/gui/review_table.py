@@ -132,11 +132,16 @@ class TileTable(QtWidgets.QWidget):
             QtCore.QItemSelectionModel.SelectionFlag.Select
             | QtCore.QItemSelectionModel.SelectionFlag.Rows
         )
+        first = None
         with QtCore.QSignalBlocker(self.table):
             self.table.clearSelection()
             for i in range(self.table.rowCount()):
                 if self.table.item(i, 0).data(_INDEX) in wanted:
-                    sel.select(self.table.model().index(i, 0), flags)
+                    index = self.table.model().index(i, 0)
+                    sel.select(index, flags)
+                    first = index if first is None else first
+        if first is not None:  # a tile chosen on the map or the slide: its row in view
+            self.table.scrollTo(first, QtWidgets.QAbstractItemView.ScrollHint.EnsureVisible)
 
     def select_flagged(self) -> None:
         self.select_indices(self.flagged())

@@ -69,6 +69,34 @@ class ReviewWindows(QtCore.QObject):
     def scan_ended(self) -> None:
         self.writing = ""
 
+    def release_path(self, path: str) -> None:
+        """Something of this process (stitching) is about to write `path`: its review window
+        lets go of the file."""
+        for win in self.windows:
+            if _same(win.path, path):
+                win.release_file("stitching this file: it reloads when done")
+
+    def reopen_path(self, path: str) -> None:
+        """`path` has been written (stitched): its review window reads it again."""
+        for win in self.windows:
+            if _same(win.path, path) and not (self.writing and _same(self.writing, path)):
+                win.reload()
+
+    def generation_of(self, path: str) -> int | None:
+        """The stitching generation of `path` as an open review window reads it (None: no
+        window has it open; a second reader of it here would break the window's reads)."""
+        for win in self.windows:
+            if _same(win.path, path):
+                return win.stitch_generation()
+        return None
+
+    def active_path(self) -> str:
+        """The file of the review window used last (the active one first), or ""."""
+        for win in self.windows:
+            if win.isActiveWindow():
+                return win.path
+        return self.windows[-1].path if self.windows else ""
+
     def scan_finished(self, ev: Finished) -> None:
         """A scan has finished: the review window of its file reloads it."""
         for win in list(self.windows):

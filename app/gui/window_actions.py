@@ -1,9 +1,9 @@
 """The main window's actions (each with its shortcut and tip) and its menu bar.
 
 Keys: arrows jog the stage (Shift: ten steps), PgUp/PgDn focus, Esc stops the stage, Space
-snaps, L toggles live, A auto-contrast, D draws the scan region, Ctrl+R/P/. start, pause and
-stop a scan, F1 lists every shortcut. Actions are window-wide (`WindowShortcut`), so they work
-whichever dock has the keyboard focus.
+snaps, L toggles live, A auto-contrast, D draws the scan region, T finds the tissue, Ctrl+R/P/.
+start, pause and stop a scan, Ctrl+E exports a slide, F1 lists every shortcut. Actions are
+window-wide (`WindowShortcut`), so they work whichever dock has the keyboard focus.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ class WindowActions:
     stop: QtGui.QAction
     resume_file: QtGui.QAction
     review: QtGui.QAction
+    export_slide: QtGui.QAction
     draw: QtGui.QAction
+    find_tissue: QtGui.QAction
+    remove_region: QtGui.QAction
     show_all: QtGui.QAction
     wizard: QtGui.QAction
     profiles: QtGui.QAction
@@ -52,7 +55,7 @@ class WindowActions:
 
     def need_hardware(self) -> list[QtGui.QAction]:
         """Actions that do nothing without a microscope."""
-        return [self.snap, self.live, self.start, *self.stage_moves()]
+        return [self.snap, self.live, self.start, self.find_tissue, *self.stage_moves()]
 
 
 def _action(
@@ -114,7 +117,22 @@ def build_actions(window: MainWindow) -> WindowActions:
         stop=a(w, "S&top scan", w.stop_scan, "Ctrl+."),
         resume_file=a(w, "Resume a scan file…", w.resume_from_file, "Ctrl+Shift+R"),
         review=a(w, "&Open scan for review…", w.open_review_dialog, standard.Open),
+        export_slide=a(
+            w,
+            "&Export slide…",
+            w.export_slide_dialog,
+            "Ctrl+E",
+            "The stitched slide of a scan file as SVS, OME-TIFF or OME-Zarr",
+        ),
         draw=a(w, "&Draw scan region", w.scan_panel.draw_button.toggle, "D"),
+        find_tissue=a(
+            w,
+            "Find &tissue (overview)",
+            w.find_tissue,
+            "T",
+            "Take the slide's overview, find the tissue and plan a scan that covers it",
+        ),
+        remove_region=a(w, "Remove the selected tissue region", w.tissue.remove_selected),
         show_all=a(w, "Show the whole &map", w.tile_map.show_all, "Ctrl+0"),
         wizard=a(w, "Hardware &wizard…", w.hardware.run_wizard, "Ctrl+Shift+W"),
         profiles=a(w, "&Manage profiles…", w.hardware.manage_profiles),
@@ -144,7 +162,7 @@ def build_menus(
                 m.addAction(act)
         return m
 
-    menu("&File", [acts.review, acts.resume_file, None, acts.quit])
+    menu("&File", [acts.review, acts.resume_file, acts.export_slide, None, acts.quit])
     hw = mb.addMenu("&Hardware")
     profiles = QtWidgets.QMenu("Switch &profile", window)
     profiles.aboutToShow.connect(lambda: _fill_profiles_menu(profiles, hardware))
@@ -153,7 +171,20 @@ def build_menus(
         hw.addAction(act)
     menu("&Camera", [acts.live, acts.snap, acts.auto])
     menu("&Stage", [*acts.jog, acts.stop_stage])
-    menu("S&can", [acts.start, acts.pause, acts.stop, acts.draw, acts.show_all])
+    menu(
+        "S&can",
+        [
+            acts.start,
+            acts.pause,
+            acts.stop,
+            None,
+            acts.draw,
+            acts.find_tissue,
+            acts.remove_region,
+            None,
+            acts.show_all,
+        ],
+    )
     menu("&View", [*(d.toggleViewAction() for d in docks), None, acts.reset_layout])
     menu("&Help", [acts.keys, acts.logs, acts.about])
 
