@@ -30,6 +30,8 @@ from slidescan.app.gui.review_records import (
     flag_reasons,
     half_depth_of_field,
     is_made,
+    is_pending,
+    takes,
     text_of,
 )
 from slidescan.app.gui.review_table import COLUMNS, TileTable
@@ -95,6 +97,7 @@ class ReviewWindow(QtWidgets.QMainWindow):
         self._rows: dict[int, int] = {}  # planned index -> file row of its newest version
         self._records: dict[int, np.void] = {}
         self._flags: dict[int, list[str]] = {}
+        self._takes: dict[int, int] = {}
         self._n_seen = -1
         self._slide_shown = False
         self._slide_key: tuple[int, int] | None = None
@@ -246,6 +249,7 @@ class ReviewWindow(QtWidgets.QMainWindow):
         self._rows.clear()
         self._records.clear()
         self._flags.clear()
+        self._takes = takes(self.reader.tiles)
         for row, rec in enumerate(self.reader.tiles):
             if rec["superseded"]:
                 continue
@@ -269,6 +273,7 @@ class ReviewWindow(QtWidgets.QMainWindow):
         """Thumbnails, focus overlay and the focus surface of the tiles taken."""
         fw, fh = self.reader.fov_um
         xs, ys, zs = [], [], []
+        self.tile_map.set_pending(i for i, rec in self._records.items() if is_pending(rec))
         for idx, row in self._rows.items():
             rec = self._records[idx]
             x, y = float(rec["x_um"]), float(rec["y_um"])
@@ -402,15 +407,21 @@ class ReviewWindow(QtWidgets.QMainWindow):
 
     def _tile_title(self, index: int, rec: np.void) -> str:
         title = f"tile {index} (row {int(rec['row'])}, col {int(rec['col'])})"
-        if int(rec["version"]) > 0:
-            title += f", rescanned ({int(rec['version'])}×)"
+        rescans = self._takes.get(index, 1) - 1
+        if rescans > 0:
+            title += f", rescanned ({rescans}×)"
         if rec["skipped"]:
             title += ": empty glass, not stored"
+        elif is_pending(rec):
+            title += ": image still to be made (its raw shots shown)"
         if self._flags[index]:
             title += "  ⚠ " + "; ".join(self._flags[index])
         return title
 
     def _tile_images(self, row: int, rec: np.void) -> list[TileImage]:
+        if is_pending(rec):  # no image yet: the shots it will be made from
+            shots = self.reader.shots(row)
+            return tile_images(None, text_of(rec["made_kind"]) or "made", shots)
         image = self.reader.image(row)
         if image is None:
             return []

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from slidescan.app.records import MADE, PREDICTED
+from slidescan.app.records import MADE, PENDING, PREDICTED
 from slidescan.hardware.optics import OBJECTIVES
 
 
@@ -30,6 +30,38 @@ def is_made(rec: np.void) -> bool:
     return text_of(rec["image_source"]) == MADE
 
 
+def is_pending(rec: np.void) -> bool:
+    """The tile's image is still to be made from its raw shots (the scan stopped first, or
+    making it failed): its first shot stands in."""
+    return text_of(rec["image_source"]) == PENDING
+
+
+def image_text(rec: np.void) -> str:
+    """Where the tile's image came from, in a word or two: captured, made (and how), still
+    to be made, or nothing (empty glass)."""
+    if rec["skipped"]:
+        return ""
+    if is_pending(rec):
+        return "pending"
+    if is_made(rec):
+        return f"made ({text_of(rec['made_kind']) or 'made'})"
+    return "captured"
+
+
+def takes(records: np.ndarray) -> dict[int, int]:
+    """How many times each planned tile was taken (1, or more when rescanned). An image made
+    after the tile is a new version of its record, not a new take: a made version that
+    follows its pending one does not count."""
+    out: dict[int, int] = {}
+    last: dict[int, str] = {}
+    for rec in records:
+        index, source = int(rec["index"]), text_of(rec["image_source"])
+        if not (source == MADE and last.get(index) == PENDING):
+            out[index] = out.get(index, 0) + 1
+        last[index] = source
+    return out
+
+
 def note(rec: np.void) -> str:
     """What the flags column says of an unflagged tile: empty glass, a tile the focus method
     spent on its per-slide calibration (more frames, by design), an image the method made from
@@ -42,6 +74,8 @@ def note(rec: np.void) -> str:
     if is_made(rec):
         kind = text_of(rec["made_kind"]) or "made"
         notes.append(f"virtual focus: {kind} from {int(rec['shot_count'])} shots")
+    elif is_pending(rec):
+        notes.append(f"image still to be made from {int(rec['shot_count'])} shots")
     fallback = text_of(rec["fallback"])
     if fallback and fallback != PREDICTED:
         notes.append(f"settled by {fallback}")

@@ -1,4 +1,5 @@
-"""Review's table of tiles: one row per planned tile (its newest version), sortable, flagged
+"""Review's table of tiles: one row per planned tile (its newest version), sortable, where its
+image came from (captured, made by the focus method, or still to be made: in amber), flagged
 rows in red, "flagged only", and the selection that Rescan takes."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from slidescan.app.gui._pg import pg
-from slidescan.app.gui.review_records import note
+from slidescan.app.gui.review_records import image_text, is_pending, note
 
 COLUMNS = (
     "tile",
@@ -21,11 +22,14 @@ COLUMNS = (
     "error (µm)",
     "conf",
     "frames",
+    "image",
     "flags",
 )
 
 _INDEX = QtCore.Qt.ItemDataRole.UserRole
 _FLAGGED = (220, 60, 40)
+#: A tile whose image is still to be made (the tile map's amber).
+_PENDING = (230, 150, 20)
 
 
 class _NumItem(QtWidgets.QTableWidgetItem):
@@ -58,8 +62,15 @@ def _cells(idx: int, rec: np.void, flags: list[str]) -> list[QtWidgets.QTableWid
         _NumItem(abs(err), f"{err:+.2f}" if np.isfinite(err) else ""),
         _NumItem(conf, f"{conf:.2f}" if np.isfinite(conf) else ""),
         _NumItem(int(rec["frames"]), str(int(rec["frames"]))),
-        QtWidgets.QTableWidgetItem("; ".join(flags) or note(rec)),
+        QtWidgets.QTableWidgetItem(image_text(rec)),
+        _text_item("; ".join(flags) or note(rec)),
     ]
+
+
+def _text_item(text: str) -> QtWidgets.QTableWidgetItem:
+    item = QtWidgets.QTableWidgetItem(text)
+    item.setToolTip(text)
+    return item
 
 
 class TileTable(QtWidgets.QWidget):
@@ -78,6 +89,7 @@ class TileTable(QtWidgets.QWidget):
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setWordWrap(False)  # one line a tile; the flags elided, whole in the tip
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.flagged_only = QtWidgets.QCheckBox("flagged only")
         self.flagged_only.toggled.connect(self._apply_filter)
@@ -104,11 +116,14 @@ class TileTable(QtWidgets.QWidget):
         self._flags = flags
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(records))
+        image_col = COLUMNS.index("image")
         for i, idx in enumerate(sorted(records)):
             for c, item in enumerate(_cells(idx, records[idx], flags[idx])):
                 item.setData(_INDEX, idx)
                 if flags[idx]:
                     item.setForeground(pg.mkColor(*_FLAGGED))
+                elif c == image_col and is_pending(records[idx]):
+                    item.setForeground(pg.mkColor(*_PENDING))
                 self.table.setItem(i, c, item)
         if not self._sort_set:  # tile order first; later the person's choice is kept
             self._sort_set = True

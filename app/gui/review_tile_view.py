@@ -4,7 +4,8 @@ A captured tile shows its image. A tile whose image the focus method made from r
 (`image_source` "made", e.g. two shots fused) shows the made image with a chooser beside the
 title: the made image or any raw shot, each labelled with its z. The zoom stays as it is when
 the choice changes, so the shots can be compared with the made image in place. What is shown
-is what Export tile writes (`current_image`, `shown`).
+is what Export tile writes (`current_image`, `shown`). A tile whose image is still to be
+made (a TSVA scan stopped before it was) offers its raw shots alone.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ class TileImage:
 
 
 def tile_images(
-    image: np.ndarray, made_kind: str | None, shots: list[tuple[float, np.ndarray]]
+    image: np.ndarray | None, made_kind: str | None, shots: list[tuple[float, np.ndarray]]
 ) -> list[TileImage]:
-    """The choices for a tile: its image, then (for a made one) each raw shot with its z."""
+    """The choices for a tile: its image, then (for a made one) each raw shot with its z. A
+    tile whose image is still to be made (`image` None, `made_kind` given) has its shots
+    only."""
     if made_kind is None:
-        return [TileImage("captured image", image, "capture")]
-    out = [TileImage(f"made image ({made_kind})", image, "made")]
+        return [] if image is None else [TileImage("captured image", image, "capture")]
+    out = [] if image is None else [TileImage(f"made image ({made_kind})", image, "made")]
     n = len(shots)
     for k, (z, shot) in enumerate(shots):
         out.append(TileImage(f"shot {k + 1} of {n}: z {z:.2f} µm", shot, "shot", k, float(z)))

@@ -1,6 +1,10 @@
 """The scan panel's Run box: Start / Pause / Resume / Stop, progress with tiles/s and ETA, the
 runner's state and the scan's warnings.
 
+A focus method that makes each tile's image after the tile from its raw shots (TSVA) has a
+backlog: while tiles are taken a line says how many images are waiting; after the last tile
+the progress bar shows the backlog being finished (the scan ends when it is).
+
 The buttons follow the runner's state machine (`set_state`). Start also needs a connected
 microscope (`set_hardware_ready`) and usable settings (`set_blocked(reason)`): when it cannot
 start, the button says why in its tooltip and the reason shows in red below it.
@@ -12,7 +16,7 @@ import math
 
 from PySide6 import QtCore, QtWidgets
 
-from slidescan.app.events import Progress, RunnerState
+from slidescan.app.events import BacklogProgress, Progress, RunnerState
 
 START_TIP = "Start the scan (Ctrl+R)"
 
@@ -49,6 +53,13 @@ class RunControls(QtWidgets.QGroupBox):
         self.progress.setValue(0)
         self.progress.setFormat("no scan yet")
         v.addWidget(self.progress)
+        self.images_label = QtWidgets.QLabel("")
+        self.images_label.setToolTip(
+            "The focus method makes each tile's image from its raw shots after the tile "
+            "(amber outlines on the tile map: still waiting)"
+        )
+        self.images_label.setVisible(False)
+        v.addWidget(self.images_label)
         self.rate_label = QtWidgets.QLabel("")
         self.state_label = QtWidgets.QLabel("idle")
         status = QtWidgets.QHBoxLayout()
@@ -122,12 +133,47 @@ class RunControls(QtWidgets.QGroupBox):
         self.progress.setMaximum(max(1, total))
         self.progress.setValue(0)
         self.rate_label.setText("")
+        self.images_label.setText("")
+        self.images_label.setVisible(False)
         self.warnings.clear()
 
     def show_progress(self, p: Progress) -> None:
         self.progress.setMaximum(max(1, p.total))
         self.progress.setValue(p.done)
         self.rate_label.setText(f"{p.tiles_per_s:.2f} tiles/s · ETA {format_duration(p.eta_s)}")
+
+    def show_images_waiting(self, waiting: int) -> None:
+        """How many tiles taken so far wait for their image to be made."""
+        self.images_label.setText(
+            f"making images: {waiting} waiting (amber on the tile map)"
+            if waiting
+            else "making images: all made so far"
+        )
+        self.images_label.setVisible(True)
+
+    def show_backlog(self, b: BacklogProgress) -> None:
+        """After the last tile: the images still to make, being made."""
+        self.progress.setFormat("making images: %v / %m")
+        self.progress.setMaximum(max(1, b.total))
+        self.progress.setValue(min(b.done, b.total))
+        self.rate_label.setText(f"ETA {format_duration(b.eta_s)}")
+        left = b.total - b.done
+        self.images_label.setText(
+            f"every tile taken; making the last {left} image{'s' if left != 1 else ''}"
+            if left > 0
+            else "every image made"
+        )
+        self.images_label.setVisible(True)
+
+    def show_images_left(self, n: int) -> None:
+        """The scan has ended with `n` tiles still waiting for their image (0: none)."""
+        self.images_label.setText(
+            f"{n} tile{'s' if n != 1 else ''} still without {'their' if n != 1 else 'its'} "
+            "made image: resuming the scan (or slidescan refocus) makes them"
+            if n
+            else "every image made"
+        )
+        self.images_label.setVisible(True)
 
     def add_warning(self, message: str) -> None:
         self.warnings.addItem(message)

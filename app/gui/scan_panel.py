@@ -21,7 +21,7 @@ import platformdirs
 from pydantic import ValidationError
 from PySide6 import QtCore, QtWidgets
 
-from slidescan.app.events import Progress, RunnerState
+from slidescan.app.events import BacklogProgress, Progress, RunnerState
 from slidescan.app.gui.params_form import MethodParamsForm
 from slidescan.app.gui.run_controls import RunControls, format_duration
 from slidescan.app.gui.tissue_controls import TissueControls
@@ -419,6 +419,15 @@ class ScanPanel(QtWidgets.QWidget):
 
     def show_progress(self, p: Progress) -> None:
         self.run.show_progress(p)
+
+    def show_images_waiting(self, waiting: int) -> None:
+        self.run.show_images_waiting(waiting)
+
+    def show_backlog(self, b: BacklogProgress) -> None:
+        self.run.show_backlog(b)
+
+    def show_images_left(self, n: int) -> None:
+        self.run.show_images_left(n)
 
     def add_warning(self, message: str) -> None:
         self.run.add_warning(message)

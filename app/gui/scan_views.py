@@ -6,6 +6,12 @@ only records what an event changes and marks the views it touches; `scheduler.Ro
 refreshes one view per event-loop turn, each no more often than its own interval, so no single
 turn repaints several heavy plots. When the scan finishes, `settled` is emitted once every view
 has caught up.
+
+A focus method that makes a tile's image after the tile (TSVA: two raw shots fused on a worker
+thread) leaves the tile pending (`FocusDone.image_source`); `pending` holds those tiles until
+their `ImageMade` arrives with the made image's thumbnail, which replaces the stand-in (the
+first shot) on the map. The panel says how many wait, and after the last tile shows the
+backlog finishing (`BacklogProgress`).
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from __future__ import annotations
 from PySide6 import QtCore
 
 from slidescan.app.events import (
+    BacklogProgress,
     Finished,
     FocusDone,
     FrameWritten,
+    ImageMade,
     Progress,
     RunnerState,
     ScanEvent,
@@ -28,6 +36,7 @@ from slidescan.app.gui.live_view import LiveView
 from slidescan.app.gui.scan_panel import ScanPanel
 from slidescan.app.gui.scheduler import RoundRobin
 from slidescan.app.gui.tile_map import TileMap
+from slidescan.app.records import PENDING
 
 #: How often (ms) the live view shows the scan's newest frame (focus shots too).
 SCAN_FRAME_MS = 250
@@ -67,6 +76,12 @@ class ScanViews(QtCore.QObject):
         self._pending_thumbs: dict[int, FrameWritten] = {}
         self._pending_progress: Progress | None = None
         self._pending_tile: TileStarted | None = None
+        #: Tiles taken whose image is still being made (see the module).
+        self.pending: set[int] = set()
+        self._made: dict[int, ImageMade] = {}
+        self._backlog: BacklogProgress | None = None
+        self._images_seen = False  # the scan's method makes its images after the tile
+        self._pending_dirty = False
         self._overlay_dirty = False
         self._xyz: dict[str, float] = {}
         self.scheduler = RoundRobin(40, self)
@@ -82,6 +97,11 @@ class ScanViews(QtCore.QObject):
     # -- start and end -----------------------------------------------------------------------
     def scan_started(self, total: int) -> None:
         self._xyz = {}
+        self.pending.clear()
+        self._made.clear()
+        self._backlog = None
+        self._images_seen = False
+        self._pending_dirty = True
         self._frame_timer.start()
         self._surface.clear_points()
         self._panel.reset_progress(total)
@@ -92,6 +112,8 @@ class ScanViews(QtCore.QObject):
         self._frame_timer.stop()
         self._panel.set_state(None)
         self._map.refresh_overlay()
+        if self._images_seen:  # a stopped scan's waiting tiles keep their shots for later
+            self._panel.show_images_left(len(self.pending))
 
     # -- events (GUI thread) -----------------------------------------------------------------
     def on_event(self, ev: ScanEvent) -> None:
@@ -112,6 +134,16 @@ class ScanViews(QtCore.QObject):
             mark("status")
         elif isinstance(ev, FocusDone):
             self._focus_done(ev)
+        elif isinstance(ev, ImageMade):
+            self.pending.discard(ev.index)
+            self._made[ev.index] = ev
+            self._images_seen = self._pending_dirty = True
+            mark("map")
+            mark("status")
+        elif isinstance(ev, BacklogProgress):
+            self._backlog = ev
+            self._images_seen = True
+            mark("status")
         elif isinstance(ev, ScanWarning):
             self._panel.add_warning(ev.message)
         elif isinstance(ev, StateChanged):
@@ -126,6 +158,9 @@ class ScanViews(QtCore.QObject):
     def _focus_done(self, ev: FocusDone) -> None:
         self._xyz["z"] = ev.z_um
         self._pending_focus = ev
+        if ev.image_source == PENDING:
+            self.pending.add(ev.index)
+            self._images_seen = self._pending_dirty = True
         tile = self._map.planned.get(ev.index)
         if tile is not None:
             self._surface.add_point(tile.x_um, tile.y_um, ev.z_um)
@@ -142,6 +177,12 @@ class ScanViews(QtCore.QObject):
             self._pending_progress = None
             self._panel.show_progress(p)
             self.statusText.emit(f"scan: {p.done}/{p.total} tiles")
+        b = self._backlog
+        if b is not None:  # after the last tile: no more tile progress comes
+            self._panel.show_backlog(b)
+            self.statusText.emit(f"scan: making images {b.done}/{b.total}")
+        elif self._images_seen:
+            self._panel.show_images_waiting(len(self.pending))
         if self._xyz:
             self.positionSeen.emit(dict(self._xyz))
 
@@ -151,6 +192,12 @@ class ScanViews(QtCore.QObject):
             self._map.add_tile_image(
                 ev.index, ev.x_um, ev.y_um, ev.width_um, ev.height_um, ev.thumbnail, dim=ev.skipped
             )
+        made, self._made = self._made, {}
+        for ev in made.values():  # after the stand-ins: the made image replaces its tile's
+            self._map.replace_tile_image(ev.index, ev.thumbnail)
+        if self._pending_dirty:
+            self._pending_dirty = False
+            self._map.set_pending(self.pending)
         t = self._pending_tile
         if t is not None:
             self._pending_tile = None

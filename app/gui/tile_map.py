@@ -13,6 +13,10 @@ Axes are stage micrometres, x to the right and y downwards (like the camera imag
 camera mount (`set_mount`: the profile's calibrated rotation and mirror) the field of view,
 the tile footprints and the thumbnails are drawn turned as the camera sees the slide, and a
 mirrored camera's thumbnails mirrored back.
+
+Tiles whose image the focus method is still making from their raw shots (TSVA fuses two
+shots after the tile; until then the first shot stands in) are outlined in amber, dashed and
+a little inside their footprint (`set_pending`); the outline goes when the image is made.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ OVERLAYS = ("none", "focus z", "focus quality")
 #: Planned tile outlines: light on the dark map, dark over a (bright) overview picture.
 PLANNED_PEN = pg.mkPen((200, 200, 200, 110), width=1)
 PLANNED_ON_OVERVIEW_PEN = pg.mkPen((20, 30, 45, 150), width=1)
+#: Tiles whose image is still to be made: amber, dashed, inset so the tile outline stays seen.
+PENDING_PEN = pg.mkPen((255, 176, 32), width=2, style=QtCore.Qt.PenStyle.DashLine)
+PENDING_INSET = 0.84
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,7 @@ class TileMap(pg.PlotWidget):
         self._thumbs: dict[int, pg.ImageItem] = {}
         self._z: dict[int, float] = {}
         self._quality: dict[int, float] = {}
+        self._pending: set[int] = set()
         self._overlay_mode = "none"
         self._slide: tuple[float, float, float, float] | None = None
         self.mount = CameraMount()
@@ -162,6 +170,10 @@ class TileMap(pg.PlotWidget):
         self.planned_item = pg.PlotCurveItem(pen=PLANNED_PEN, connect="finite")
         self.planned_item.setZValue(8)
         self.addItem(self.planned_item)
+
+        self.pending_item = pg.PlotCurveItem(pen=PENDING_PEN, connect="finite")
+        self.pending_item.setZValue(11)
+        self.addItem(self.pending_item)
 
         self.current_item = QtWidgets.QGraphicsPolygonItem()
         self.current_item.setPen(pg.mkPen((0, 220, 255), width=2))
@@ -259,6 +271,7 @@ class TileMap(pg.PlotWidget):
             return
         self.mount = mount
         self._draw_planned()
+        self._draw_pending()
 
     def set_planned_tiles(self, tiles: Iterable[TileGeometry]) -> None:
         """Replace the plan: outlines for every tile; clears thumbnails and overlay values."""
@@ -281,6 +294,8 @@ class TileMap(pg.PlotWidget):
         for item in self._thumbs.values():
             self.removeItem(item)
         self._thumbs.clear()
+        self._pending.clear()
+        self._draw_pending()
         self._z.clear()
         self._quality.clear()
         self.current_item.setVisible(False)
@@ -314,9 +329,37 @@ class TileMap(pg.PlotWidget):
         if index not in self._geometry:
             self._geometry[index] = TileGeometry(index, -1, -1, x_um, y_um, w_um, h_um)
 
+    def replace_tile_image(self, index: int, image: np.ndarray) -> bool:
+        """A new thumbnail for tile `index` where the map knows the tile (its image made after
+        the tile); False when it does not."""
+        g = self._geometry.get(index)
+        if g is None:
+            return False
+        self.add_tile_image(index, g.x_um, g.y_um, g.w_um, g.h_um, image)
+        return True
+
     @property
     def thumbnail_count(self) -> int:
         return len(self._thumbs)
+
+    def set_pending(self, indices: Iterable[int]) -> None:
+        """The tiles whose image is still to be made (outlined in amber; see the module)."""
+        self._pending = {int(i) for i in indices}
+        self._draw_pending()
+
+    @property
+    def pending(self) -> set[int]:
+        return set(self._pending)
+
+    def _draw_pending(self) -> None:
+        k = PENDING_INSET
+        rects = [
+            (g.x_um, g.y_um, g.w_um * k, g.h_um * k)
+            for i in sorted(self._pending)
+            if (g := self._geometry.get(i)) is not None
+        ]
+        xs, ys = _rect_path_xy(rects, self.mount)
+        self.pending_item.setData(xs, ys)
 
     def set_current_tile(self, x_um: float, y_um: float, w_um: float, h_um: float) -> None:
         self.current_item.setPolygon(self.mount.polygon(x_um, y_um, w_um, h_um))
