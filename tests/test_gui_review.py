@@ -288,3 +288,13 @@ def test_a_made_image_shows_with_its_raw_shots_and_exports_what_is_shown(qtbot, 
     assert not view.source.isVisible() and view.source.count() == 1
     np.testing.assert_array_equal(win.current_image(), captured)
     win.close()
+
+
+def test_record_numbers_read_as_a_person_reads_them():
+    from slidescan.app.gui.review import number_text
+
+    # a stage position to 0.1 um, never as 2.295e+04; small values to four decimals
+    assert number_text(22949.25) in ("22949.2", "22949.3") and number_text(7809.0) == "7809"
+    assert number_text(0.1985) == "0.1985" and number_text(-0.33) == "-0.33"
+    assert number_text(1.7e9 + 0.5) == "1700000000.500" and number_text(2e-5) == "2e-05"
+    assert number_text(float("nan")) == "nan" and number_text(0.0) == "0"

@@ -37,4 +37,3 @@ def setup_logging(level: int = logging.INFO) -> Path:
     logger.addHandler(handler)
     logger.setLevel(min(logger.level or level, level))
     return path
-

@@ -72,8 +72,19 @@ def _record_text(v: Any) -> str:
     if isinstance(v, bytes | np.bytes_):
         return text_of(v)
     if isinstance(v, np.floating):
-        return f"{float(v):.4g}"
+        return number_text(float(v))
     return str(v.item() if isinstance(v, np.generic) else v)
+
+
+def number_text(v: float) -> str:
+    """A record's number as a person reads it: stage positions to 0.1 µm with no exponent,
+    small values to four decimals, timestamps whole."""
+    if not np.isfinite(v) or v == 0 or abs(v) < 1e-3:
+        return f"{v:.4g}"
+    if abs(v) >= 1e6:
+        return f"{v:.3f}"
+    decimals = 1 if abs(v) >= 1000 else 4
+    return f"{v:.{decimals}f}".rstrip("0").rstrip(".")
 
 
 class ReviewWindow(QtWidgets.QMainWindow):
