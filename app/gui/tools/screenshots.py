@@ -3,9 +3,12 @@
     xvfb-run -s "-screen 0 1600x1000x24" python -m slidescan.app.gui.tools.screenshots --out DIR
 
 Takes `main-window.png` while a simulated scan is running (about two thirds done; with
-`--focus NAME`, that method is chosen and its settings form is open) and `review.png` of the
-finished scan with one tile open. Also reports the event-loop stall
-figures measured while the scan ran (JSON on stdout).
+`--focus NAME`, that method is chosen and its settings form is open), `review.png` of the
+finished scan with one tile open, `slide-viewer.png`: review's Slide tab on a stitched scan
+(`--slide FILE`, else the scan just taken, stitched here) with tile boundaries, a tile
+selected and its record, and `tissue-plan.png`: Scan ▸ Find tissue on the simulator's slide,
+one region drawn by hand, the plan's tiles over the overview. Also reports the event-loop
+stall figures measured while the scan ran (JSON on stdout).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 
@@ -42,6 +46,9 @@ def _save(widget: QtWidgets.QWidget, path: Path, max_bytes: int = 490_000) -> No
         indexed.save(str(path), "PNG", 0)
 
 
+SHOTS = ("main", "slide", "tissue")
+
+
 def run(
     out: Path,
     rows: int,
@@ -49,14 +56,21 @@ def run(
     profile: str,
     size: tuple[int, int],
     focus: str | None = None,
+    slide_scan: Path | None = None,
+    only: tuple[str, ...] = SHOTS,
 ) -> dict[str, Any]:
+    """The shots named in `only`: "main" (main-window.png and review.png, from a scan taken
+    here), "slide" (slide-viewer.png: of `slide_scan`, else of that scan, stitched here) and
+    "tissue" (tissue-plan.png)."""
     from slidescan.app.gui.app import ensure_app
     from slidescan.app.gui.main_window import MainWindow
     from slidescan.app.gui.settings import gui_settings
-    from slidescan.app.gui.tools.stall import StallMonitor
 
+    if "slide" in only and "main" not in only and slide_scan is None:
+        raise ValueError("the slide viewer's shot without a scan of its own needs --slide FILE")
     app = ensure_app()
     work = Path(tempfile.mkdtemp(prefix="slidescan-shots-"))
+    out.mkdir(parents=True, exist_ok=True)
     settings = gui_settings(work / "gui.ini")
     settings.setValue("camera/live", "false")
     win = MainWindow(settings=settings)
@@ -71,10 +85,36 @@ def run(
         raise RuntimeError(f"profile {profile} did not connect")
     win.worker.wait_idle(60)
     _wait(app, lambda: False, 1.0)
+    figures: dict[str, Any] = {}
+    scan = None
+    if "main" in only:
+        scan, figures = _main_shots(app, win, work, out, rows, cols, size, focus)
+    if "slide" in only:
+        slide = slide_scan or _stitched(scan)
+        _slide_viewer_shot(app, slide, out / "slide-viewer.png", size)
+    if "tissue" in only:
+        figures["tissue"] = _tissue_plan_shot(app, win, out / "tissue-plan.png")
+    win.close()
+    return figures
+
+
+def _main_shots(
+    app: QtWidgets.QApplication,
+    win: Any,
+    work: Path,
+    out: Path,
+    rows: int,
+    cols: int,
+    size: tuple[int, int],
+    focus: str | None,
+) -> tuple[Path, dict[str, Any]]:
+    """main-window.png during a scan, review.png of it; the scan file and the figures."""
+    from slidescan.app.gui.tools.stall import StallMonitor
+
     # a region in the middle of the tissue, slightly off-centre so the map shows context
     m = win.microscope
     if m is None or m.truth is None:
-        raise RuntimeError(f"profile {profile} is not a simulator: no slide to centre on")
+        raise RuntimeError("the profile is not a simulator: no slide to centre on")
     x0, y0, x1, y1 = m.truth.slide_bounds_um
     cx, cy = x0 + 0.42 * (x1 - x0), y0 + 0.45 * (y1 - y0)
     win.stage_controller.go_to(x=cx, y=cy)
@@ -102,7 +142,6 @@ def run(
         _wait(app, lambda: False, 0.2)
         p.show_method_settings()  # the method's own settings, in view in the shot
     _wait(app, lambda: False, 1.5)
-    out.mkdir(parents=True, exist_ok=True)
     monitor.stop()  # grabbing and encoding the screenshot is not the application's stall
     _save(win, out / "main-window.png")
     monitor.resume()
@@ -120,8 +159,98 @@ def run(
     _wait(app, lambda: False, 1.5)
     _save(review, out / "review.png")
     review.close()
-    win.close()
-    return figures
+    return Path(done[0].path), figures
+
+
+def _stitched(path: Path | None) -> Path:
+    if path is None:
+        raise ValueError("no scan to stitch")
+    from slidescan.app.stitch import stored
+    from slidescan.app.stitch.stitcher import stitch
+    from slidescan.app.store import ScanReader
+
+    with ScanReader(path) as reader:
+        result = stitch(reader)
+    stored.save(path, result)
+    return path
+
+
+def _slide_viewer_shot(
+    app: QtWidgets.QApplication, path: Path, file: Path, size: tuple[int, int]
+) -> None:
+    """Review's Slide tab: the stitched slide zoomed to a few tiles, their boundaries, one
+    tile chosen (its image and record beside)."""
+    from slidescan.app.gui.review import ReviewWindow
+
+    review = ReviewWindow(path)
+    review.resize(*size)
+    review.show()
+    _wait(app, lambda: False, 0.5)
+    review.show_slide()
+    v = review.slide_viewer
+    _wait(app, lambda: v.slide is not None and not v.missing and not v.loader.busy, 120)
+    slide = v.slide
+    assert slide is not None
+    # the tile nearest the centre of the tissue-richest third of the slide, and its neighbours
+    k = int(np.argmax(np.where(np.isfinite(slide.z_um), 1.0, 0.0) * _richness(review, slide)))
+    index = int(slide.indices[k])
+    review.select_tile(index)
+    x, y = slide.positions[k]
+    h, w = slide.tile_shape
+    v.outlines_check.setChecked(True)
+    v.view.setRange(QtCore.QRectF(x - 0.9 * w, y - 0.7 * h, 2.8 * w, 2.4 * h), padding=0)
+    review.right_tabs.setCurrentIndex(1)  # the focus record
+    _wait(app, lambda: not v.missing and not v.loader.busy, 120)
+    _wait(app, lambda: False, 0.8)
+    _save(review, file)
+    review.close()
+
+
+def _richness(review: Any, slide: Any) -> np.ndarray:
+    """How much tissue each tile of the slide holds (its thumbnail's darkness), so the shot
+    shows tissue, not glass."""
+    out = np.zeros(len(slide.rows))
+    for k, row in enumerate(slide.rows):
+        thumb = np.asarray(review.reader.thumbnail(int(row)), float)
+        out[k] = 255.0 - thumb.mean()
+    return out
+
+
+def _tissue_plan_shot(app: QtWidgets.QApplication, win: Any, file: Path) -> dict[str, Any]:
+    """Scan ▸ Find tissue on the simulator's slide, a region added by hand, the plan."""
+    from slidescan.app.gui.tissue_regions import DRAWN
+
+    tissue = win.tissue
+    shown = win.live.frames_shown
+    win.camera.snap()  # a field in the live view, as a person would have
+    _wait(app, lambda: win.live.frames_shown > shown, 60)
+    win.live.auto_contrast()
+    win.find_tissue()
+    if not _wait(app, lambda: tissue.regions is not None and not tissue.busy, 120):
+        raise RuntimeError("the tissue was not found")
+    regions = tissue.regions
+    x0, y0, x1, y1 = regions.region().bounds
+    w, h = x1 - x0, y1 - y0
+    # a region the detector did not find, drawn by hand: glass at the tissue's top left
+    tissue.layer.set_tool("rect")
+    tissue.layer.draw_rect(x0 + 0.03 * w, y0 + 0.03 * h, x0 + 0.17 * w, y0 + 0.2 * h)
+    tissue.layer.select(len(regions) - 1)
+    win.preview.preview()
+    docks = win.docks
+    vertical = QtCore.Qt.Orientation.Vertical
+    win.resizeDocks([docks["Tile map"], docks["Focus"]], [720, 180], vertical)
+    _wait(app, lambda: False, 0.5)
+    win.tile_map.viewbox.setRange(
+        QtCore.QRectF(x0 - 0.04 * w, y0 - 0.04 * h, 1.08 * w, 1.08 * h), padding=0
+    )
+    _wait(app, lambda: False, 1.0)
+    _save(win, file)
+    return {
+        "regions": len(regions),
+        "drawn": regions.kinds.count(DRAWN),
+        "tissue_mm2": round(regions.tissue_area_mm2, 1),
+        "tiles": len(win.tile_map.planned),
+    }
 
 
 def main() -> None:
@@ -132,9 +261,20 @@ def main() -> None:
     parser.add_argument("--profile", default="simulator")
     parser.add_argument("--size", default="1600x1000")
     parser.add_argument("--focus", default=None, help="focus method (default: the panel's)")
+    parser.add_argument(
+        "--slide", type=Path, default=None, help="a stitched scan for slide-viewer.png"
+    )
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated shots to take ({', '.join(SHOTS)})"
+    )
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
-    figures = run(args.out, args.rows, args.cols, args.profile, (w, h), args.focus)
+    only = tuple(args.only.split(",")) if args.only else SHOTS
+    if not set(only) <= set(SHOTS):
+        parser.error(f"--only takes {', '.join(SHOTS)}")
+    figures = run(
+        args.out, args.rows, args.cols, args.profile, (w, h), args.focus, args.slide, only
+    )
     print(json.dumps(figures, indent=2, default=str))
 
 
