@@ -172,7 +172,8 @@ def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path, tiny_profile):
     out_file = tmp_path / "c.h5"
     cmd = [sys.executable, "-m", "slidescan.app.cli", "scan", "--profile", tiny_profile]
     proc = subprocess.Popen(
-        [*cmd, "--rows", "3", "--cols", "4", "--out", str(out_file), "--json"],
+        # enough tiles that the scan cannot finish between the poll that sees two and the signal
+        [*cmd, "--rows", "6", "--cols", "6", "--out", str(out_file), "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -189,7 +190,7 @@ def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path, tiny_profile):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     s = json.loads(out)
-    assert s["reason"] == "cancelled" and 2 <= s["tiles_done"] < 12
+    assert s["reason"] == "cancelled" and 2 <= s["tiles_done"] < 36
     with ScanReader(out_file) as r:
         assert r.status == "cancelled" and r.verify() == []
     done = subprocess.run(
@@ -201,7 +202,7 @@ def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path, tiny_profile):
     assert done.returncode == 0, done.stderr
     with ScanReader(out_file) as r:
         assert r.status == "completed"
-        assert sorted(r.tiles["index"].tolist()) == list(range(12))
+        assert sorted(r.tiles["index"].tolist()) == list(range(36))
 
 
 def test_a_damaged_file_is_reported_and_resume_salvages_it(tmp_path, capsys, tiny_profile):
@@ -263,7 +264,9 @@ def small_slide_profile() -> str:
     return "small-slide"
 
 
-def test_scan_tissue_covers_the_tissue_and_keeps_the_overview(tmp_path, capsys, small_slide_profile):
+def test_scan_tissue_covers_the_tissue_and_keeps_the_overview(
+    tmp_path, capsys, small_slide_profile
+):
     out_file = tmp_path / "t.h5"
     code, out, err = _run(
         capsys, "scan", "--profile", small_slide_profile, "--tissue",

@@ -124,7 +124,10 @@ def load_checkpoint(path: str | Path, method: str) -> Checkpoint:
     """Read the checkpoint at `path` for `method`; any problem is a one-line `FocusError`."""
     path = Path(path)
     if not path.is_file():
-        raise FocusError(f"{method} weights not found: {path}")
+        raise FocusError(
+            f"{method} weights not found: {path} (make them with `slidescan train {method}`, "
+            "or give weights=FILE)"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip, pickle, EOF, runtime errors: all mean the same to a user
