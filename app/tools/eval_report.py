@@ -408,5 +408,3 @@ def _pooled_summary(tagged: Sequence[tuple[int, TrialRecord]], dof_um: float) ->
     """`EvalSummary.of` the records, counting stacks as (file, stack id) pairs."""
     summary = EvalSummary.of([r for _, r in tagged], dof_um)
     return dataclasses.replace(summary, stacks=len({(k, r.stack_id) for k, r in tagged}))
-
-
