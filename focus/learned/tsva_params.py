@@ -11,7 +11,7 @@ from slidescan.focus.metrics import MetricName
 from slidescan.focus.protocol import FocusParams
 
 #: Default shot spacing dD in um (20x/0.75); chosen by measurement, see the model card.
-DEFAULT_SPACING_UM = 1.5
+DEFAULT_SPACING_UM = 1.25
 
 
 class TSVAParams(FocusParams):
