@@ -14,6 +14,7 @@ from slidescan.app.cli import main
 from slidescan.focus.image_quality import psnr_db, ssim
 from slidescan.focus.learned.checkpoint import Checkpoint, save_checkpoint
 from slidescan.focus.learned.fusion import Fuser, sharper_first, to_camera
+from slidescan.focus.learned.tsva_params import DEFAULT_SPACING_UM
 from slidescan.focus.learned.unet import TwoShotUNet, count_parameters, fused_for_inference
 from slidescan.focus.pair_estimate import PairEstimator
 from slidescan.focus.protocol import FocusError
@@ -251,7 +252,7 @@ def test_tsva_in_a_scan_two_frames_per_tile_and_every_image_fused(tmp_path, tiny
         assert np.isfinite(fused["z_um"]).all() and err.max() < 0.5
         for i in np.flatnonzero(~r.tiles["superseded"] & (r.tiles["index"] != 0)):
             (za, a), (zb, b) = r.shots(int(i))
-            assert abs(abs(za - zb) - 3.0) < 0.05  # two shots 2 x 1.5 um apart
+            assert abs(abs(za - zb) - 2 * DEFAULT_SPACING_UM) < 0.05  # two shots 2 dD apart
 
 
 def test_focus_eval_mode_tsva_scores_every_method_by_offset(tmp_path, tiny_weights, capsys):
@@ -281,6 +282,8 @@ def test_focus_eval_mode_tsva_scores_every_method_by_offset(tmp_path, tiny_weigh
             str(path),
             "--param",
             f"weights={tiny_weights}",
+            "--spacing",
+            "1.5",
             "--single-weights",
             str(single),
             "--json",
@@ -297,8 +300,10 @@ def test_focus_eval_mode_tsva_scores_every_method_by_offset(tmp_path, tiny_weigh
         for m in methods:
             assert 0 < row[m]["psnr_db"] < 100 and -1 <= row[m]["ssim"] <= 1
     assert set(methods) <= set(report["summary"])
-    # the in-focus capture is the same at every offset; a sharper shot nearer focus is better
+    # the in-focus capture is the same at every offset; a shot in focus (e = dD) beats one
+    # 1.5 um from it (e = 3 um)
     capture = {round(row["in_focus_capture"]["psnr_db"], 6) for row in report["by_offset"]}
     assert len(capture) == 1
     by = {row["offset_um"]: row for row in report["by_offset"]}
-    assert by[0.0]["sharper_shot"]["psnr_db"] > by[3.0]["sharper_shot"]["psnr_db"]
+    assert report["spacing_um"] == 1.5
+    assert by[1.5]["sharper_shot"]["psnr_db"] > by[3.0]["sharper_shot"]["psnr_db"]
