@@ -17,6 +17,9 @@ chromatic shift). The same held-out recipe makes the evaluation stacks (`write_h
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -210,6 +213,17 @@ def render_clean(sim: Any, x_um: float, y_um: float, z_um: float) -> np.ndarray:
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def cache_key(version: int, recipe: Any, **fields: Any) -> str:
+    """12 hex digits naming a rendered data set: the data version, the recipe (a dataclass)
+    and whatever else made it (split, size, seed); another of any of them, another file."""
+    blob = json.dumps(
+        {"v": version, "recipe": dataclasses.asdict(recipe), **fields},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def parallel_map(

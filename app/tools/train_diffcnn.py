@@ -15,7 +15,6 @@ Training: `focus.learned.diffcnn_training.DiffCNNTask` in the kit's loop
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import platform
@@ -35,10 +34,12 @@ from slidescan.app.tools.simdata import (
     TEXTURE_IMAGES,
     Scene,
     build_scene,
+    cache_key,
     parallel_map,
     random_field,
     sample_scene,
 )
+from slidescan.app.tools.train_progress import fit_with_progress
 from slidescan.focus.learned.preprocess import InputSpec, patch_pairs
 
 #: Bump when the data recipe changes so stale caches are not reused.
@@ -164,18 +165,7 @@ def _render_job(job: tuple[Scene, Recipe]) -> SceneData:
 
 
 def data_key(recipe: Recipe, split: str, pairs: int, seed: int) -> str:
-    blob = json.dumps(
-        {
-            "v": DATA_VERSION,
-            "recipe": dataclasses.asdict(recipe),
-            "split": split,
-            "pairs": pairs,
-            "seed": seed,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return cache_key(DATA_VERSION, recipe, split=split, pairs=pairs, seed=seed)
 
 
 def generate(
@@ -319,34 +309,17 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         rng = trainer.load_state(state_path)
         log(f"resumed at epoch {trainer.state.epoch} of {loop.epochs}")
 
-    from tqdm import tqdm
-
-    steps = task.steps_per_epoch()
-    bar = tqdm(
-        total=(loop.epochs - trainer.state.epoch) * steps,
-        desc="train",
-        unit="batch",
-        disable=not req.progress,
-        file=sys.stderr,
-    )
-
-    def on_step(step: int, loss: float) -> None:
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss:.3f}")
-
-    def on_epoch(h: Any) -> None:
+    def epoch_line(h: Any) -> str:
         m = h.metrics
-        log(
+        return (
             f"epoch {h.epoch}/{loop.epochs} phase {task_cfg.phase(h.epoch - 1, loop.epochs)}: "
             f"loss {h.train_loss:.4f}, val patch MAE {m['patch_mae_um']:.3f} um, tile MAE "
             f"{m['tile_mae_um']:.3f} um (p95 {m['tile_p95_um']:.3f}), {h.seconds:.0f} s"
         )
 
-    try:
-        history = trainer.fit(state_path=state_path, rng=rng, on_epoch=on_epoch, on_step=on_step)
-    finally:
-        bar.close()
+    history = fit_with_progress(
+        trainer, task.steps_per_epoch(), state_path, rng, epoch_line, log, req.progress, ".3f"
+    )
     metrics = trainer.validate()
     t_total = time.perf_counter() - t_start
     model_cpu = trainer.model.to("cpu").eval()

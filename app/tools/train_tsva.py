@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from slidescan.app.tools.simdata import REAL_HOLDOUT_IMAGES, REAL_TRAIN_IMAGES, TEXTURE_IMAGES
+from slidescan.app.tools.train_progress import fit_with_progress
 from slidescan.app.tools.tsva_data import DATA_VERSION, Recipe, describe, generate
 
 ARCHITECTURE = "two_shot_unet"
@@ -64,7 +64,6 @@ def weights_name(objective: str, shots: int = 2, loss: str = "mse") -> str:
 def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Generate (or read) the data, train, and write weights + model card. Returns a summary."""
     import torch
-    from tqdm import tqdm
 
     from slidescan.focus.learned.checkpoint import Checkpoint, save_checkpoint
     from slidescan.focus.learned.training import LoopConfig, Trainer, resolve_device
@@ -118,32 +117,18 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         rng = trainer.load_state(state_path)
         log(f"resumed at epoch {trainer.state.epoch} of {loop.epochs}")
 
-    bar = tqdm(
-        total=(loop.epochs - trainer.state.epoch) * task.steps_per_epoch(),
-        desc="train",
-        unit="batch",
-        disable=not req.progress,
-        file=sys.stderr,
-    )
-
-    def on_step(step: int, loss: float) -> None:
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss:.5f}")
-
-    def on_epoch(h: Any) -> None:
+    def epoch_line(h: Any) -> str:
         m = h.metrics
-        log(
+        return (
             f"epoch {h.epoch}/{loop.epochs}: loss {h.train_loss:.6f}, val PSNR "
             f"{m['psnr_db']:.2f} dB (sharper shot {m['sharper_shot_psnr_db']:.2f}), "
             f"|e|<1 {m.get('psnr_db_e0_1', float('nan')):.2f}, 2-4 "
             f"{m.get('psnr_db_e2_4', float('nan')):.2f}, {h.seconds:.0f} s"
         )
 
-    try:
-        history = trainer.fit(state_path=state_path, rng=rng, on_epoch=on_epoch, on_step=on_step)
-    finally:
-        bar.close()
+    history = fit_with_progress(
+        trainer, task.steps_per_epoch(), state_path, rng, epoch_line, log, req.progress
+    )
     metrics = trainer.validate()
     model_cpu = trainer.model.to("cpu").eval()
     trained = {

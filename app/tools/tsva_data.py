@@ -19,7 +19,6 @@ resumes read them instead of rendering again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -33,6 +32,7 @@ import numpy as np
 from slidescan.app.tools.simdata import (
     Scene,
     build_scene,
+    cache_key,
     parallel_map,
     random_field,
     render_clean,
@@ -121,18 +121,7 @@ def _render_job(job: tuple[Scene, Recipe]) -> SampleSet:
 
 
 def data_key(recipe: Recipe, split: str, samples: int, seed: int) -> str:
-    blob = json.dumps(
-        {
-            "v": DATA_VERSION,
-            "recipe": dataclasses.asdict(recipe),
-            "split": split,
-            "samples": samples,
-            "seed": seed,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return cache_key(DATA_VERSION, recipe, split=split, samples=samples, seed=seed)
 
 
 def scenes_for(
