@@ -75,6 +75,12 @@ _REGISTRY: dict[str, _Entry] = {
         "Learned: two shots either side of the predicted focus fused by a network into the "
         "in-focus image (no search, no move to focus).",
     ),
+    "deepfocus": _Entry(
+        "slidescan.focus.learned.deepfocus:DeepFocusFocus",
+        "slidescan.focus.learned.deepfocus_params:DeepFocusParams",
+        "Learned: a CNN reads each patch's blur; a few frames laid over the instrument's "
+        "calibrated blur curve give the focus (needs `slidescan focus calibrate`).",
+    ),
 }
 
 

@@ -1,8 +1,9 @@
-"""`slidescan train diffcnn|tsva ...`: train a learned focus model on simulator data.
+"""`slidescan train diffcnn|tsva|deepfocus ...`: train a learned focus model on simulator data.
 
 Each learned method that can be trained adds one sub-command here: diffcnn is the
 difference-image CNN (slidescan.app.tools.train_diffcnn), tsva the two-shot virtual autofocus
-network and its single-input ablation (slidescan.app.tools.train_tsva).
+network and its single-input ablation (slidescan.app.tools.train_tsva), deepfocus the
+sharpness network of DeepFocus (app/commands/_train_deepfocus.py).
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--json", action="store_true", help="print a JSON summary")
     d.set_defaults(func=_diffcnn)
     _register_tsva(sub)
+    from slidescan.app.commands import _train_deepfocus
+
+    _train_deepfocus.register(sub, DEFAULT_TISSUE, _user_dir)
 
 
 def _register_tsva(sub: argparse._SubParsersAction) -> None:
@@ -237,7 +241,9 @@ def _tsva(args: argparse.Namespace) -> int:
 
 
 def _no_model(args: argparse.Namespace) -> int:
-    raise CliError("train: choose a model to train: diffcnn or tsva (see slidescan train --help)")
+    raise CliError(
+        "train: choose a model to train: diffcnn, tsva or deepfocus (see slidescan train --help)"
+    )
 
 
 def _diffcnn(args: argparse.Namespace) -> int:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import torch
 from torch import nn
 
 from slidescan.focus.learned import architectures
+from slidescan.focus.naming import objective_slug
 from slidescan.focus.protocol import FocusError
 
 FORMAT = "slidescan-model"
@@ -188,11 +188,6 @@ def _from_diffcnn_v1(blob: dict[str, Any], path: Path) -> Checkpoint:
     except (KeyError, TypeError, ValueError) as exc:
         raise FocusError(f"diffcnn checkpoint {path} is incomplete (missing {exc})") from None
     return Checkpoint("diffcnn", "mobilenetv2", config, state, normalisation, meta, trained)
-
-
-def objective_slug(objective: str) -> str:
-    """'20x/0.75' -> '20x_075' (file-name safe)."""
-    return re.sub(r"[^0-9a-zA-Z]+", "_", objective.replace("0.", "0")).strip("_").lower()
 
 
 def shipped_path(method: str, objective: str) -> Path:

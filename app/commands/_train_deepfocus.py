@@ -1,0 +1,99 @@
+"""`slidescan train deepfocus`: the sharpness network of DeepFocus (Shajkofci & Liebling), one
+model for every objective (the tool is app/tools/train_deepfocus.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from slidescan.app.cli import CliError, print_json
+
+
+def register(sub: argparse._SubParsersAction, default_tissue: Path, user_dir) -> None:
+    t = sub.add_parser(
+        "deepfocus",
+        help="DeepFocus's sample-invariant sharpness network (Shajkofci & Liebling)",
+        description=(
+            "Render patches of many specimens through objectives from 10x/0.30 to 40x/0.95 at "
+            "many defoci with the simulator (cached), train the network that reads a patch's "
+            "blur (and whether it can be judged), and write the weights and a model card. A "
+            "training state is saved after every epoch so --resume continues an interrupted run."
+        ),
+    )
+    t.add_argument("--epochs", type=int, default=12, help="epochs (default 12)")
+    t.add_argument("--steps", type=int, default=300, help="optimiser steps per epoch (default 300)")
+    t.add_argument("--batch-size", type=int, default=64, help="patches per step (default 64)")
+    t.add_argument("--width", type=float, default=0.35, help="MobileNetV2 width (default 0.35)")
+    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    t.add_argument("--scenes", type=int, default=400, help="training scenes (default 400)")
+    t.add_argument("--val-scenes", type=int, default=48, help="validation scenes (default 48)")
+    t.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--workers", type=int, default=2, help="processes rendering data (default 2)")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
+    t.add_argument("--out", type=Path, default=None, help="folder for weights, card and state")
+    t.add_argument("--name", default="deepfocus_any", help="weights file stem")
+    t.add_argument("--resume", action="store_true", help="continue from the saved state")
+    t.add_argument("--cache", type=Path, default=None, help="folder for the rendered data")
+    t.add_argument("--tissue", type=Path, default=None, help="folder of the real tissue PNGs")
+    t.add_argument("--json", action="store_true", help="print a JSON summary")
+    t.set_defaults(func=lambda a: _train(a, default_tissue, user_dir))
+
+
+def _train(args: argparse.Namespace, default_tissue: Path, user_dir) -> int:
+    from slidescan.app.tools import train_deepfocus as td
+    from slidescan.app.tools.train_diffcnn import describe_command
+
+    for name in ("epochs", "steps", "batch_size", "scenes", "val_scenes", "workers"):
+        if getattr(args, name) < 1:
+            raise CliError(f"train deepfocus: --{name.replace('_', '-')} must be at least 1")
+    if not (args.lr > 0 and args.width > 0):
+        raise CliError("train deepfocus: --lr and --width must be positive")
+    tissue = args.tissue or default_tissue
+    if not tissue.is_dir():
+        raise CliError(
+            f"train deepfocus: real tissue images not found at {tissue} (give --tissue DIR)",
+            code=1,
+        )
+    progress = not args.json
+
+    def log(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr)
+
+    req = td.TrainRequest(
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        batch_size=args.batch_size,
+        width=args.width,
+        device=args.device,
+        out=args.out or user_dir("models"),
+        name=args.name,
+        resume=args.resume,
+        scenes=args.scenes,
+        val_scenes=args.val_scenes,
+        seed=args.seed,
+        threads=args.threads,
+        workers=args.workers,
+        cache_dir=args.cache or user_dir("cache", "deepfocus"),
+        tissue_dir=tissue,
+        lr=args.lr,
+        progress=progress,
+        command=describe_command(),
+    )
+    try:
+        summary = td.train(req, log=log)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise CliError(f"train deepfocus: {exc}", code=1) from None
+    if args.json:
+        print_json(summary)
+    else:
+        v = summary["val"]
+        print(
+            f"wrote {summary['weights']} ({summary['weights_mb']:.2f} MB) and "
+            f"{summary['model_card']}\nheld-out validation: score MAE {v['score_mae']:.3f} "
+            f"(ln px), validity {100 * v['validity_acc']:.1f} % over "
+            f"{summary['val_patches']} patches ({summary['total_s']:.0f} s)"
+        )
+    return 0

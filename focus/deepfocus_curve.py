@@ -1,0 +1,261 @@
+"""The numbers behind DeepFocus's search (Shajkofci & Liebling), torch-free.
+
+- `CurveModel`: the calibration curve of blur score against z, the paper's model: a Moffat dip
+  plus a Gaussian dip plus a linear term, around the focus z0:
+
+      b(z) = c + s u - A (1 + (u / alpha)^2)^(-beta) - G exp(-u^2 / (2 w^2)),   u = z - z0
+
+  The Moffat's wings follow a blur that grows and saturates; the Gaussian sharpens the bottom;
+  the slope takes up an asymmetry (spherical aberration blurs one side faster). `fwhm_um` is
+  the Moffat's full width at half depth, 2 alpha sqrt(2^(1/beta) - 1).
+- `fit_curve`: least squares of that model to (z, score) points (scipy), from a start read off
+  the data.
+- `fit_shift`: the shift dz that best lays the calibration curve over a few measured scores,
+  argmin_dz sum_i (b_i - b_cal(z_i - dz))^2 (the paper's step 6), optionally with a free
+  vertical offset (a specimen whose sharpest score sits higher or lower than the calibration
+  specimen's), by a grid then a bounded scalar refinement.
+- `is_convex`: the paper's stopping test: a quadratic fits the scores better than a line (by
+  `margin` in R^2) and opens upwards.
+- `golden_next`: the next z of a golden-section search on the scores measured so far.
+- `mean_shift_modes`: 1-D mean shift of the regions' shifts (flat kernel of `bandwidth`,
+  weighted), so the largest cluster of regions that agree decides, not their mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
+
+
+@dataclass(frozen=True)
+class CurveModel:
+    """b(z) of the module docstring."""
+
+    z0: float
+    c: float
+    slope: float
+    amp: float
+    alpha: float
+    beta: float
+    gauss_amp: float
+    gauss_width: float
+
+    def __call__(self, z: float | np.ndarray) -> np.ndarray:
+        return _model(np.asarray(z, dtype=np.float64), *self.params())
+
+    def params(self) -> tuple[float, ...]:
+        return (
+            self.z0,
+            self.c,
+            self.slope,
+            self.amp,
+            self.alpha,
+            self.beta,
+            self.gauss_amp,
+            self.gauss_width,
+        )
+
+    @property
+    def fwhm_um(self) -> float:
+        return 2.0 * self.alpha * math.sqrt(2.0 ** (1.0 / self.beta) - 1.0)
+
+    def centred(self) -> CurveModel:
+        """The same curve with its focus at z = 0."""
+        return CurveModel(0.0, *self.params()[1:])
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, float]) -> CurveModel:
+        return cls(**{k: float(d[k]) for k in cls.__dataclass_fields__})
+
+
+def _model(z, z0, c, s, a, alpha, beta, g, w):
+    u = z - z0
+    return c + s * u - a * (1.0 + (u / alpha) ** 2) ** (-beta) - g * np.exp(-0.5 * (u / w) ** 2)
+
+
+@dataclass(frozen=True)
+class CurveFit:
+    model: CurveModel
+    rms: float  # residual, score units
+
+
+def fit_curve(z_um: Sequence[float], scores: Sequence[float]) -> CurveFit:
+    """The model fitted to (z, score); ValueError when the points cannot carry it."""
+    from scipy.optimize import curve_fit
+
+    z = np.asarray(z_um, dtype=np.float64)
+    b = np.asarray(scores, dtype=np.float64)
+    keep = np.isfinite(z) & np.isfinite(b)
+    z, b = z[keep], b[keep]
+    if z.size < 9:
+        raise ValueError(f"a calibration curve needs at least 9 finite points, got {z.size}")
+    order = np.argsort(z)
+    z, b = z[order], b[order]
+    span = float(z[-1] - z[0])
+    if span <= 0:
+        raise ValueError("the calibration points all sit at one z")
+    i = int(np.argmin(b))
+    top, bottom = float(np.percentile(b, 90)), float(b[i])
+    depth = max(top - bottom, 1e-6)
+    half = bottom + depth / 2
+    above = np.flatnonzero(b > half)
+    left = above[above < i]
+    right = above[above > i]
+    lo = z[left[-1]] if left.size else z[0]
+    hi = z[right[0]] if right.size else z[-1]
+    alpha0 = max((hi - lo) / 2.0, span / 50.0)
+    p0 = [float(z[i]), top, 0.0, depth * 0.8, alpha0, 1.0, depth * 0.2, alpha0 / 3.0]
+    lower = [z[0], -np.inf, -np.inf, 0.0, span / 500.0, 0.2, 0.0, span / 1000.0]
+    upper = [z[-1], np.inf, np.inf, np.inf, span * 4.0, 20.0, np.inf, span]
+    try:
+        popt, _ = curve_fit(_model, z, b, p0=p0, bounds=(lower, upper), maxfev=20000)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"the calibration curve could not be fitted ({exc})") from None
+    model = CurveModel(*(float(v) for v in popt))
+    rms = float(np.sqrt(np.mean((model(z) - b) ** 2)))
+    return CurveFit(model, rms)
+
+
+@dataclass(frozen=True)
+class ShiftFit:
+    shift_um: float  # where the curve's focus lands: the estimated focus z
+    offset: float  # the vertical offset fitted (0 when not free)
+    rss: float
+
+
+def fit_shift(
+    z_um: Sequence[float],
+    scores: Sequence[float],
+    curve: CurveModel,
+    bounds: tuple[float, float],
+    *,
+    free_offset: bool = False,
+    grid_step_um: float | None = None,
+) -> ShiftFit:
+    """argmin over dz in `bounds` of sum (b_i - (curve(z_i - dz) + offset))^2, `curve`
+    centred at 0 (the calibration's). With `free_offset` the offset is the mean residual at
+    each dz (closed form); otherwise 0."""
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(z_um, dtype=np.float64)
+    b = np.asarray(scores, dtype=np.float64)
+    if z.size == 0 or z.size != b.size:
+        raise ValueError("fit_shift needs as many scores as positions, at least one")
+    lo, hi = float(min(bounds)), float(max(bounds))
+    centred = curve.centred()
+
+    def cost(dz: float) -> tuple[float, float]:
+        r = b - centred(z - dz)
+        off = float(r.mean()) if free_offset else 0.0
+        return float(np.sum((r - off) ** 2)), off
+
+    step = grid_step_um or max(curve.fwhm_um / 40.0, (hi - lo) / 2000.0, 1e-3)
+    grid = np.arange(lo, hi + step / 2, step)
+    costs = np.array([cost(g)[0] for g in grid])
+    k = int(np.argmin(costs))
+    a, c = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
+    if c > a:
+        res = minimize_scalar(lambda d: cost(d)[0], bounds=(a, c), method="bounded")
+        best = float(res.x) if res.fun <= costs[k] else float(grid[k])
+    else:
+        best = float(grid[k])
+    rss, off = cost(best)
+    return ShiftFit(best, off, rss)
+
+
+def r_squared(z: np.ndarray, b: np.ndarray, degree: int) -> tuple[float, np.ndarray]:
+    """R^2 of a least-squares polynomial of `degree` and its coefficients (highest first)."""
+    coef = np.polyfit(z, b, degree)
+    resid = b - np.polyval(coef, z)
+    total = float(np.sum((b - b.mean()) ** 2))
+    if total <= 0:
+        return 1.0, coef
+    return 1.0 - float(np.sum(resid**2)) / total, coef
+
+
+def is_convex(z_um: Sequence[float], scores: Sequence[float], margin: float = 0.05) -> bool:
+    """The paper's stop: the scores' quadratic fit beats the linear one by `margin` in R^2
+    and opens upwards (a minimum lies between the points). Needs three points."""
+    z = np.asarray(z_um, dtype=np.float64)
+    b = np.asarray(scores, dtype=np.float64)
+    if z.size < 3 or np.unique(z).size < 3:
+        return False
+    zc = (z - z.mean()) / max(float(np.ptp(z)), 1e-12)
+    r2_lin, _ = r_squared(zc, b, 1)
+    r2_quad, coef = r_squared(zc, b, 2)
+    return bool(coef[0] > 0 and r2_quad > r2_lin + margin)
+
+
+def golden_next(z_um: Sequence[float], scores: Sequence[float], lo: float, hi: float) -> float:
+    """The next z of a golden-section search for the least score inside [lo, hi].
+
+    The bracket is the best point and its measured neighbours (or the interval's ends where
+    it has none); the new point goes into the larger side, a golden fraction from the best.
+    """
+    z = np.asarray(z_um, dtype=np.float64)
+    b = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(z)
+    z, b = z[order], b[order]
+    i = int(np.argmin(b))
+    left = z[i - 1] if i > 0 else lo
+    right = z[i + 1] if i < z.size - 1 else hi
+    best = z[i]
+    if right - best >= best - left:
+        return float(best + (1.0 - GOLDEN) * (right - best))
+    return float(best - (1.0 - GOLDEN) * (best - left))
+
+
+@dataclass(frozen=True)
+class Mode:
+    centre: float
+    weight: float
+    members: tuple[int, ...]
+
+
+def mean_shift_modes(
+    values: Sequence[float], weights: Sequence[float] | None, bandwidth: float
+) -> list[Mode]:
+    """Clusters of 1-D `values` by mean shift with a flat kernel of half-width `bandwidth`,
+    heaviest first. Each point climbs to its mode; modes closer than bandwidth / 2 merge; a
+    mode's centre is the weighted mean of its members."""
+    v = np.asarray(values, dtype=np.float64)
+    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=np.float64)
+    if v.size == 0:
+        return []
+    if bandwidth <= 0:
+        raise ValueError("the mean-shift bandwidth must be positive")
+    modes = v.copy()
+    for _ in range(100):
+        near = np.abs(modes[:, None] - v[None, :]) <= bandwidth
+        new = (near * w[None, :]).sum(1)
+        new = np.where(new > 0, (near * (w * v)[None, :]).sum(1) / np.maximum(new, 1e-300), modes)
+        if np.allclose(new, modes, atol=bandwidth * 1e-4):
+            modes = new
+            break
+        modes = new
+    labels = -np.ones(v.size, dtype=int)
+    centres: list[float] = []
+    for k in np.argsort(-w):
+        for j, c in enumerate(centres):
+            if abs(modes[k] - c) <= bandwidth / 2:
+                labels[k] = j
+                break
+        else:
+            centres.append(float(modes[k]))
+            labels[k] = len(centres) - 1
+    out = []
+    for j in range(len(centres)):
+        members = np.flatnonzero(labels == j)
+        weight = float(w[members].sum())
+        centre = float(np.average(v[members], weights=w[members])) if weight > 0 else centres[j]
+        out.append(Mode(centre, weight, tuple(int(m) for m in members)))
+    out.sort(key=lambda m: (-m.weight, -len(m.members)))
+    return out

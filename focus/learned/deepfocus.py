@@ -1,0 +1,267 @@
+"""DeepFocus: few-shot autofocus with a sample-invariant CNN sharpness function (Shajkofci &
+Liebling, 2020).
+
+A network trained once for many microscopes reads a patch and says how blurred it is
+(`deepfocus_model`); one calibration stack per instrument and objective gives the curve of that
+score against z (`focus.deepfocus_calibration`). A tile then needs a few frames:
+
+1. Frames at the hint z1 and at z1 -/+ `search_fwhm` x FWHM (acquired bottom to top, so no
+   move needs a backlash take-up; the lowest is the method's `first_z`, reached during the XY
+   move).
+2. After each frame, stop when a quadratic fits the frame scores better than a line by
+   `convexity_margin` in R^2 and opens upwards (the paper's convexity test), or when the next
+   frame would leave no room for the final capture within `max_frames`; otherwise the next
+   z by golden section within the interval (`deepfocus_curve.golden_next`).
+3. Per region (patch) that the network finds judgeable, the shift that lays the calibration
+   curve over that region's scores (`fit_shift`, least squares over the interval +/- one
+   FWHM); the regions' shifts are clustered by mean shift with bandwidth FWHM (the paper) and
+   the largest cluster's weighted median is the focus.
+4. Move there (through the drive, which clamps to the soft limits) and take the final frame.
+
+Confidence: the share of the judged regions in the chosen cluster, lowered when few regions
+could be judged. A frame without judgeable patches (glass) fails the tile (ok = False, the hint
+returned) so the scan's fallback decides.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slidescan.focus.deepfocus_calibration import (
+    CalibrationError,
+    DeepFocusCalibration,
+    default_path,
+)
+from slidescan.focus.deepfocus_curve import (
+    fit_shift,
+    golden_next,
+    is_convex,
+    mean_shift_modes,
+)
+from slidescan.focus.drive import FocusDrive
+from slidescan.focus.learned.deepfocus_model import FrameScores, SharpnessNet, load_sharpness
+from slidescan.focus.learned.deepfocus_params import DeepFocusParams
+from slidescan.focus.learned.diffcnn_model import weighted_median
+from slidescan.focus.protocol import (
+    FocusCurve,
+    FocusHint,
+    FocusMethod,
+    FocusResult,
+    FrameLike,
+    OpticsLike,
+)
+
+#: A patch counts as judgeable when the network's validity probability is at least this.
+VALID_PROBABILITY = 0.5
+
+
+def find_calibration(optics: OpticsLike, folder: Path | None = None) -> DeepFocusCalibration:
+    """The newest calibration in the config folder that matches these optics."""
+    root = folder or default_path("x", str(optics.objective_name)).parent
+    candidates = sorted(
+        root.glob("deepfocus_*.json") if root.is_dir() else [],
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for path in candidates:
+        try:
+            cal = DeepFocusCalibration.load(path)
+            cal.check_matches(optics)
+        except CalibrationError:
+            continue
+        return cal
+    raise CalibrationError(
+        f"no DeepFocus calibration for {optics.objective_name} "
+        f"({float(optics.pixel_size_um):.4g} um/px) in {root}: run `slidescan focus calibrate "
+        "--mode deepfocus` first"
+    )
+
+
+class DeepFocusFocus(FocusMethod):
+    """Focus method "deepfocus" (module docstring)."""
+
+    name = "deepfocus"
+    Params = DeepFocusParams
+    params: DeepFocusParams
+
+    def __init__(self, params: DeepFocusParams | None = None, /, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self._net: SharpnessNet | None = None
+        self._cal: DeepFocusCalibration | None = None
+        self._prepared_for: tuple[str, float] | None = None
+
+    # -- set-up ------------------------------------------------------------------------------
+    def prepare(self, optics: OpticsLike) -> None:
+        p = self.params
+        if self._net is None:
+            self._net = load_sharpness(p.weights, p.threads)
+        if p.calibration is not None:
+            cal = DeepFocusCalibration.load(p.calibration)
+            cal.check_matches(optics)
+        else:
+            cal = find_calibration(optics)
+        self._cal = cal
+        self._prepared_for = (str(optics.objective_name), float(optics.pixel_size_um))
+
+    def _ready(self, optics: OpticsLike) -> tuple[SharpnessNet, DeepFocusCalibration]:
+        key = (str(optics.objective_name), float(optics.pixel_size_um))
+        if self._net is None or self._cal is None or self._prepared_for != key:
+            self.prepare(optics)
+        assert self._net is not None and self._cal is not None
+        return self._net, self._cal
+
+    @property
+    def calibration(self) -> DeepFocusCalibration | None:
+        return self._cal
+
+    def interval(self, drive: FocusDrive, hint: FocusHint) -> tuple[float, float, float]:
+        """(low, hint, high) of the search, inside the soft limits."""
+        _, cal = self._ready(drive.optics)
+        half = self.params.search_fwhm * cal.fwhm_um
+        centre, _ = drive.clamp(hint.z_um)
+        lo, _ = drive.clamp(centre - half)
+        hi, _ = drive.clamp(centre + half)
+        return lo, centre, hi
+
+    def first_z(self, drive: FocusDrive, hint: FocusHint) -> float:
+        return self.interval(drive, hint)[0]
+
+    # -- one tile ----------------------------------------------------------------------------
+    def focus(self, drive: FocusDrive, hint: FocusHint) -> FocusResult:
+        p = self.params
+        net, cal = self._ready(drive.optics)
+        hw0, moves0 = drive.now(), drive.moves
+        compute = 0.0
+        lo, centre, hi = self.interval(drive, hint)
+        zs: list[float] = []
+        frames: list[FrameScores] = []
+        clamped = False
+
+        def measure(z: float) -> FrameLike:
+            nonlocal compute, clamped
+            frame, move = drive.snap_at(z)
+            clamped |= move.clamped
+            scored = net.score_frame(np.asarray(frame.image), p.max_patches)
+            compute += scored.compute_s
+            zs.append(move.z_um)
+            frames.append(scored)
+            return frame
+
+        search_budget = p.max_frames - (1 if p.final_capture else 0)
+        # by preference (the hint first), acquired bottom to top
+        planned = sorted(list(dict.fromkeys([centre, lo, hi]))[: max(search_budget, 1)])
+        last = None
+        for z in planned:
+            last = measure(z)
+        convex = False
+        while True:
+            t0 = time.perf_counter()
+            valid = np.stack([f.valid_prob for f in frames]) >= VALID_PROBABILITY
+            med = np.array([_median_valid(f.scores, v) for f, v in zip(frames, valid, strict=True)])
+            convex = bool(np.isfinite(med).all() and is_convex(zs, med, p.convexity_margin))
+            compute += time.perf_counter() - t0
+            if convex or len(zs) >= search_budget or not np.isfinite(med).any():
+                break
+            fin = np.isfinite(med)
+            z_next = golden_next(np.asarray(zs)[fin], med[fin], lo, hi)
+            if min(abs(z_next - z) for z in zs) < 1e-3 * cal.fwhm_um:
+                break
+            last = measure(z_next)
+
+        t0 = time.perf_counter()
+        estimate = self._estimate(np.asarray(zs), frames, cal, lo, hi)
+        compute += time.perf_counter() - t0
+        medians = [_median_valid(f.scores, f.valid_prob >= VALID_PROBABILITY) for f in frames]
+        order = np.argsort(zs)
+        curve = FocusCurve(
+            np.asarray(zs)[order], np.asarray(medians)[order], "metric", "DeepFocus score (ln px)"
+        )
+        extra: dict[str, Any] = {
+            "search_frames": len(zs),
+            "convex": convex,
+            "fwhm_um": float(cal.fwhm_um),
+            "regions": estimate["regions"],
+            "cluster_regions": estimate["cluster_regions"],
+            "clamped": bool(clamped),
+        }
+        if estimate["z"] is None:
+            return FocusResult(
+                z_um=float(centre),
+                frames=len(zs),
+                hardware_s=drive.now() - hw0,
+                compute_s=compute,
+                confidence=0.0,
+                curve=curve,
+                method=self.name,
+                ok=False,
+                message="no patch with texture to judge (glass?)",
+                extra=extra | {"moves": drive.moves - moves0},
+            )
+        z_focus, _ = drive.clamp(float(estimate["z"]))
+        final = None
+        n_frames = len(zs)
+        if p.final_capture:
+            final, move = drive.snap_at(z_focus)
+            z_focus = move.z_um
+            n_frames += 1
+        elif last is not None and abs(zs[-1] - z_focus) < 1e-9:
+            final = last
+        return FocusResult(
+            z_um=float(z_focus),
+            frames=n_frames,
+            hardware_s=drive.now() - hw0,
+            compute_s=compute,
+            confidence=float(estimate["confidence"]),
+            curve=curve,
+            method=self.name,
+            ok=True,
+            final_frame=final,
+            extra=extra | {"moves": drive.moves - moves0},
+        )
+
+    def _estimate(
+        self,
+        zs: np.ndarray,
+        frames: list[FrameScores],
+        cal: DeepFocusCalibration,
+        lo: float,
+        hi: float,
+    ) -> dict[str, Any]:
+        """Per-region shifts, clustered; the largest cluster's weighted median."""
+        p = self.params
+        scores = np.stack([f.scores for f in frames], axis=1)  # (regions, frames)
+        prob = np.stack([f.valid_prob for f in frames], axis=1)
+        weight = prob.mean(axis=1)
+        judged = np.flatnonzero(weight >= VALID_PROBABILITY)
+        if judged.size == 0:
+            return {"z": None, "confidence": 0.0, "regions": 0, "cluster_regions": 0}
+        bounds = (lo - cal.fwhm_um, hi + cal.fwhm_um)
+        shifts = np.array(
+            [
+                fit_shift(zs, scores[r], cal.curve, bounds, free_offset=p.free_offset).shift_um
+                for r in judged
+            ]
+        )
+        w = weight[judged]
+        modes = mean_shift_modes(shifts, w, cal.fwhm_um)
+        best = modes[0]
+        members = np.asarray(best.members)
+        z = weighted_median(shifts[members], w[members])
+        share = best.weight / float(w.sum())
+        confidence = share * min(1.0, judged.size / 4.0)
+        return {
+            "z": z,
+            "confidence": confidence,
+            "regions": int(judged.size),
+            "cluster_regions": int(members.size),
+        }
+
+
+def _median_valid(scores: np.ndarray, valid: np.ndarray) -> float:
+    use = scores[valid] if valid.any() else np.zeros(0)
+    return float(np.median(use)) if use.size else math.nan

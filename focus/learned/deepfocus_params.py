@@ -1,0 +1,39 @@
+"""DeepFocus's parameters: torch-free, so the CLI's --help and the GUI's form need no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from slidescan.focus.protocol import FocusParams
+
+
+class DeepFocusParams(FocusParams):
+    """See `slidescan.focus.learned.deepfocus.DeepFocusFocus` for what each one does."""
+
+    weights: Path | None = Field(
+        default=None, description="sharpness network checkpoint (default: the shipped weights)"
+    )
+    calibration: Path | None = Field(
+        default=None,
+        description="calibration file (default: the newest one in the config folder that "
+        "matches the objective in use)",
+    )
+    max_frames: int = Field(
+        default=4, ge=2, le=20, description="most frames per tile, the final capture counted"
+    )
+    search_fwhm: float = Field(
+        default=2.0, gt=0, le=6, description="search interval: the hint +/- this many FWHM"
+    )
+    convexity_margin: float = Field(
+        default=0.05, ge=0, le=1, description="R^2 by which the quadratic must beat the line"
+    )
+    free_offset: bool = Field(
+        default=False, description="fit a vertical offset of the curve per region too"
+    )
+    max_patches: int = Field(default=16, ge=1, le=256, description="patches read per frame")
+    final_capture: bool = Field(default=True, description="move to the focus and take a frame")
+    threads: int | None = Field(default=1, ge=1, description="torch CPU threads for the network")
+    device: Literal["cpu"] = Field(default="cpu", description="where the network runs")

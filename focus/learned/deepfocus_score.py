@@ -1,0 +1,116 @@
+"""DeepFocus's blurriness score: what the network regresses, and the patches it reads.
+
+The score (Shajkofci & Liebling regress the defocus Zernike coefficient of a PSF model; ours is
+the equivalent blur width, which a patch shows whatever the objective): the PSF's width in
+camera pixels, diffraction and defocus added in quadrature,
+
+    sigma_px = sqrt((0.21 lambda / NA)^2 + (|dz| tan(asin NA) / 2)^2) / pixel_um,
+
+(0.21 lambda / NA: the Gaussian fit of the Airy disc; r / 2: the per-axis spread of a uniform
+disc of geometric radius r = |dz| tan theta), and the score is ln(sigma_px), clipped at
+`MAX_SIGMA_PX` where a 128 px patch no longer shows more blur. Pixels, not um or waves, because
+that is what one network can read on any microscope: the same defocus in waves looks different
+at another sampling. The instrument's own curve of score against z comes from the calibration.
+
+Patches: the frame's luminance, cut into non-overlapping `PATCH_PX` squares on a centred grid
+(at most `max_patches`, spread over the frame), each standardised by its own mean and standard
+deviation so the score does not depend on exposure or stain strength. Torch-free: the training
+data tool and the method share it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+PATCH_PX = 128
+#: Blur width beyond which a 128 px patch shows no more: the score saturates there.
+MAX_SIGMA_PX = 24.0
+#: Below this nothing is resolved on any camera (a pixel's own spread).
+MIN_SIGMA_PX = 0.3
+WAVELENGTH_UM = 0.55
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def blur_sigma_px(
+    defocus_um: float | np.ndarray,
+    na: float,
+    pixel_um: float,
+    wavelength_um: float = WAVELENGTH_UM,
+    immersion_n: float = 1.0,
+) -> np.ndarray:
+    """The equivalent PSF width (per axis, in camera pixels) at a defocus (module docstring)."""
+    if not 0 < na < immersion_n:
+        raise ValueError(f"NA {na} must lie in (0, n={immersion_n})")
+    if pixel_um <= 0:
+        raise ValueError(f"pixel size must be positive, got {pixel_um}")
+    tan_theta = math.tan(math.asin(na / immersion_n))
+    diffraction = 0.21 * wavelength_um / na
+    geometric = np.abs(np.asarray(defocus_um, dtype=np.float64)) * tan_theta / 2.0
+    return np.hypot(diffraction, geometric) / pixel_um
+
+
+def score_target(
+    defocus_um: float | np.ndarray, na: float, pixel_um: float, immersion_n: float = 1.0
+) -> np.ndarray:
+    """The score the network is trained to give: ln of the clipped blur width."""
+    sigma = blur_sigma_px(defocus_um, na, pixel_um, immersion_n=immersion_n)
+    return np.log(np.clip(sigma, MIN_SIGMA_PX, MAX_SIGMA_PX))
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    """float32 luminance of a (H, W) or (H, W, 3) frame, in the frame's own units."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        return a.astype(np.float32, copy=False)
+    if a.ndim == 3 and a.shape[2] == 3:
+        return a.astype(np.float32, copy=False) @ _LUMA
+    if a.ndim == 3 and a.shape[2] == 1:
+        return a[..., 0].astype(np.float32, copy=False)
+    raise ValueError(f"a frame is (H, W) or (H, W, 3), got shape {a.shape}")
+
+
+def patch_grid(
+    shape: tuple[int, int], patch: int = PATCH_PX, max_patches: int = 16
+) -> list[tuple[int, int]]:
+    """Top-left corners of up to `max_patches` non-overlapping patches, centred on the frame
+    and spread evenly over it (a large frame gives a sparse grid, not only its centre)."""
+    h, w = int(shape[0]), int(shape[1])
+    if h < patch or w < patch:
+        raise ValueError(f"a {w}x{h} frame is smaller than one {patch} px patch")
+    if max_patches < 1:
+        raise ValueError("max_patches must be at least 1")
+    ny, nx = h // patch, w // patch
+    while ny * nx > max_patches:
+        if ny >= nx:
+            ny -= 1
+        else:
+            nx -= 1
+    ys = np.linspace(0, h - patch, ny + 2)[1:-1] if ny > 1 else np.array([(h - patch) / 2])
+    xs = np.linspace(0, w - patch, nx + 2)[1:-1] if nx > 1 else np.array([(w - patch) / 2])
+    if ny * patch * 2 > h:  # dense: tile the centre without gaps
+        ys = (h - ny * patch) / 2 + patch * np.arange(ny)
+    if nx * patch * 2 > w:
+        xs = (w - nx * patch) / 2 + patch * np.arange(nx)
+    return [(int(round(y)), int(round(x))) for y in ys for x in xs]
+
+
+def standardise(patches: np.ndarray) -> np.ndarray:
+    """(N, P, P) luminance patches -> zero mean, unit spread each (float32). The floor under
+    the spread is relative to the brightness (0.2 %), so a camera's bit depth or exposure
+    changes nothing, and the noise of a blank patch is not blown up to full contrast."""
+    p = np.asarray(patches, dtype=np.float32)
+    mean = p.mean(axis=(1, 2), keepdims=True)
+    sd = p.std(axis=(1, 2), keepdims=True)
+    return (p - mean) / (sd + 0.002 * np.abs(mean) + 1e-6)
+
+
+def frame_patches(
+    image: np.ndarray, max_patches: int = 16, patch: int = PATCH_PX
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """A frame's standardised patches (N, P, P) and their corners."""
+    grey = luminance(image)
+    corners = patch_grid(grey.shape[:2], patch, max_patches)
+    cut = np.stack([grey[y : y + patch, x : x + patch] for y, x in corners])
+    return standardise(cut), corners

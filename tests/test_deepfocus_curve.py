@@ -1,0 +1,100 @@
+"""DeepFocus's search arithmetic (focus/deepfocus_curve.py): the curve model fit, the shift
+fit, the convexity stop, golden-section steps and the mean-shift clustering."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from slidescan.focus.deepfocus_curve import (
+    CurveModel,
+    fit_curve,
+    fit_shift,
+    golden_next,
+    is_convex,
+    mean_shift_modes,
+)
+
+TRUE = CurveModel(
+    z0=1.7, c=3.0, slope=0.01, amp=3.2, alpha=4.0, beta=1.3, gauss_amp=0.4, gauss_width=0.8
+)
+
+
+def test_fit_recovers_a_known_curve():
+    z = np.linspace(-20, 20, 81)
+    rng = np.random.default_rng(0)
+    b = TRUE(z) + rng.normal(0, 0.01, z.size)
+    fit = fit_curve(z, b)
+    assert fit.rms < 0.015
+    assert abs(fit.model.z0 - TRUE.z0) < 0.1
+    assert abs(fit.model.fwhm_um - TRUE.fwhm_um) / TRUE.fwhm_um < 0.05
+    zz = np.linspace(-15, 15, 200)
+    assert np.max(np.abs(fit.model(zz) - TRUE(zz))) < 0.05
+
+
+def test_fwhm_of_the_moffat_is_its_half_depth_width():
+    m = CurveModel(0, 1.0, 0.0, 1.0, 3.0, 2.0, 0.0, 1.0)
+    half = m.fwhm_um / 2
+    # the dip is 1 deep at 0, half as deep at +/- fwhm / 2
+    assert m(0.0) == pytest.approx(0.0)
+    assert m(half) == pytest.approx(0.5)
+    assert m(-half) == pytest.approx(0.5)
+
+
+def test_fit_refuses_too_few_points():
+    with pytest.raises(ValueError, match="at least 9"):
+        fit_curve([0, 1, 2], [1, 0, 1])
+
+
+def test_shift_fit_finds_the_offset_of_three_points():
+    curve = TRUE.centred()
+    focus = -3.3
+    z = np.array([-8.0, 0.0, 8.0])
+    b = curve(z - focus)
+    fit = fit_shift(z, b, curve, (-15, 15))
+    assert fit.shift_um == pytest.approx(focus, abs=1e-3)
+    assert fit.rss < 1e-8
+
+
+def test_shift_fit_with_a_free_offset_ignores_a_level_change():
+    curve = TRUE.centred()
+    z = np.array([-8.0, 0.0, 5.0, 8.0])
+    b = curve(z - 2.0) + 0.3
+    tied = fit_shift(z, b, curve, (-15, 15))
+    free = fit_shift(z, b, curve, (-15, 15), free_offset=True)
+    assert free.shift_um == pytest.approx(2.0, abs=1e-3)
+    assert free.offset == pytest.approx(0.3, abs=1e-3)
+    assert abs(tied.shift_um - 2.0) > abs(free.shift_um - 2.0)
+
+
+def test_convexity_stop():
+    assert is_convex([-1, 0, 1], [1.0, 0.0, 1.0])
+    assert not is_convex([-1, 0, 1], [-1.0, 0.0, 1.0])  # a line
+    assert not is_convex([-1, 0, 1], [-1.0, 0.0, -1.0])  # a maximum
+    assert not is_convex([0, 1], [1.0, 0.0])  # too few points
+    # one arm of a V, slightly bent: the quadratic is not better by the margin
+    assert not is_convex([0, 1, 2, 3], [3.0, 2.0, 1.02, 0.0])
+
+
+def test_golden_section_step_goes_into_the_larger_side():
+    z = golden_next([0.0, 4.0], [1.0, 2.0], lo=-10.0, hi=10.0)
+    assert -10.0 < z < 0.0  # the best (0) has 10 um free below and 4 above
+    assert z == pytest.approx(-10.0 * (1 - (math.sqrt(5) - 1) / 2))
+    z2 = golden_next([-10.0, 0.0, 10.0], [2.0, 1.0, 1.5], lo=-10, hi=10)
+    assert -10 < z2 < 10 and z2 not in (-10.0, 0.0, 10.0)
+
+
+def test_mean_shift_picks_the_largest_cluster():
+    values = [1.0, 1.1, 0.9, 1.05, 7.0, 7.2, -5.0]
+    modes = mean_shift_modes(values, None, bandwidth=1.0)
+    assert len(modes) == 3
+    assert modes[0].centre == pytest.approx(np.mean([1.0, 1.1, 0.9, 1.05]))
+    assert sorted(modes[0].members) == [0, 1, 2, 3]
+    weighted = mean_shift_modes(values, [1, 1, 1, 1, 10, 10, 1], bandwidth=1.0)
+    assert weighted[0].centre == pytest.approx(7.1)
+
+
+def test_curve_model_round_trips_as_a_dict():
+    assert CurveModel.from_dict(TRUE.to_dict()) == TRUE

@@ -1,0 +1,127 @@
+"""The DeepFocus search (focus/learned/deepfocus.py) on a fake microscope with a fake network
+whose scores follow a known calibration curve: the focus found, the frame budget, the soft
+limits, glass, the clustering of disagreeing regions, and a calibration for other optics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slidescan.focus.deepfocus_calibration import CalibrationError, build_calibration
+from slidescan.focus.deepfocus_curve import CurveModel
+from slidescan.focus.drive import FocusDrive
+from slidescan.focus.learned import deepfocus as deepfocus_module
+from slidescan.focus.learned.deepfocus import DeepFocusFocus
+from slidescan.focus.learned.deepfocus_model import FrameScores
+from slidescan.focus.protocol import FocusHint
+from tests.test_focus_fakes import FakeFocusDevice, FakeOptics
+
+CURVE = CurveModel(0.0, 3.0, 0.0, 3.4, 2.5, 1.2, 0.3, 0.5)
+
+
+class FakeNet:
+    """Scores every patch from the device's true defocus through CURVE, plus noise; patches
+    listed in `offsets` see their own focus shifted (a region at another height)."""
+
+    checksum = "fake"
+
+    def __init__(self, device, patches=16, noise=0.02, offsets=None, valid=1.0, seed=0):
+        self.device, self.patches, self.noise = device, patches, noise
+        self.offsets = offsets or {}
+        self.valid = valid
+        self.rng = np.random.default_rng(seed)
+
+    def score_frame(self, image, max_patches=16):
+        n = min(self.patches, max_patches)
+        d = self.device._z_actual - self.device.truth_um
+        shift = np.array([self.offsets.get(i, 0.0) for i in range(n)])
+        scores = CURVE(d - shift) + self.rng.normal(0, self.noise, n)
+        return FrameScores(scores, np.full(n, self.valid), [(0, 0)] * n, 0.001)
+
+
+def _calibration(tmp_path, optics=None):
+    z = np.linspace(-12, 12, 81)
+    rng = np.random.default_rng(9)
+    scores = [CURVE(v) + rng.normal(0, 0.01, 16) for v in z]
+    cal = build_calibration(z, scores, [np.ones(16, bool)] * z.size, optics or FakeOptics(), "t")
+    return cal.save(tmp_path / "cal.json")
+
+
+@pytest.fixture
+def method_on(tmp_path, monkeypatch):
+    def make(device, net=None, **params):
+        net = net or FakeNet(device)
+        monkeypatch.setattr(deepfocus_module, "load_sharpness", lambda *a, **k: net)
+        m = DeepFocusFocus(calibration=_calibration(tmp_path), **params)
+        m.prepare(device.optics)
+        return m
+
+    return make
+
+
+@pytest.mark.parametrize("truth", [-4.0, -1.3, 0.0, 2.2, 4.9])
+def test_finds_focus_within_four_frames(method_on, truth):
+    dev = FakeFocusDevice(truth_um=truth, z0=0.0)
+    m = method_on(dev)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
+    assert r.ok
+    assert r.frames <= 4
+    assert abs(r.z_um - truth) < 0.1
+    assert r.final_frame is not None and dev.snapped_z[-1] == pytest.approx(r.z_um)
+    assert r.extra["fwhm_um"] == pytest.approx(CURVE.fwhm_um, rel=0.05)
+
+
+def test_first_frame_is_the_bottom_of_the_interval(method_on):
+    dev = FakeFocusDevice(truth_um=1.0)
+    m = method_on(dev)
+    drive = FocusDrive(dev)
+    lo, centre, hi = m.interval(drive, FocusHint(z_um=2.0))
+    assert m.first_z(drive, FocusHint(z_um=2.0)) == lo
+    assert centre == 2.0 and hi - centre == pytest.approx(centre - lo)
+    assert hi - centre == pytest.approx(2.0 * CURVE.fwhm_um, rel=0.05)
+
+
+def test_budget_is_kept_even_when_not_convex(method_on):
+    dev = FakeFocusDevice(truth_um=0.0)
+    m = method_on(dev, max_frames=6, convexity_margin=1.0)  # the stop test can never pass
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=1.0))
+    assert r.frames == 6 and len(dev.snapped_z) == 6
+    assert abs(r.z_um) < 0.1
+
+
+def test_soft_limits_hold_whatever_the_curve_says(method_on):
+    dev = FakeFocusDevice(truth_um=9.0, z_limits=(-5.0, 6.0))
+    m = method_on(dev)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=4.0))
+    assert dev.violations == []
+    assert all(-5.0 <= z <= 6.0 for z in dev.commanded)
+    assert r.z_um <= 6.0
+
+
+def test_glass_fails_the_tile_and_returns_the_hint(method_on):
+    dev = FakeFocusDevice(truth_um=1.0)
+    m = method_on(dev, FakeNet(dev, valid=0.1))
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=0.5))
+    assert not r.ok and r.z_um == 0.5 and r.confidence == 0.0
+    assert "texture" in r.message
+
+
+def test_the_largest_cluster_of_regions_decides(method_on):
+    dev = FakeFocusDevice(truth_um=0.0)
+    net = FakeNet(dev, offsets={i: 6.0 for i in range(5)})  # 5 of 16 regions sit 6 um higher
+    m = method_on(dev, net)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=1.0))
+    assert abs(r.z_um) < 0.15
+    assert r.extra["cluster_regions"] == 11 and r.extra["regions"] == 16
+    assert 0.5 < r.confidence < 0.8
+
+
+def test_a_calibration_for_another_objective_is_refused(tmp_path, monkeypatch):
+    dev = FakeFocusDevice()
+    monkeypatch.setattr(deepfocus_module, "load_sharpness", lambda *a, **k: FakeNet(dev))
+    path = _calibration(
+        tmp_path, FakeOptics("10x/0.30", 0.30, magnification=10, pixel_size_um=0.65)
+    )
+    m = DeepFocusFocus(calibration=path)
+    with pytest.raises(CalibrationError, match="does not match the objective in use"):
+        m.prepare(dev.optics)

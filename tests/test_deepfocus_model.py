@@ -1,0 +1,125 @@
+"""DeepFocus's network and its training task: the score definition, patches, a tiny training
+run whose loss falls, deterministic inference, one-line errors for bad weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from slidescan.focus.learned.checkpoint import Checkpoint, save_checkpoint
+from slidescan.focus.learned.deepfocus_model import SharpnessNet
+from slidescan.focus.learned.deepfocus_score import (
+    MAX_SIGMA_PX,
+    blur_sigma_px,
+    frame_patches,
+    patch_grid,
+    score_target,
+    standardise,
+)
+from slidescan.focus.learned.deepfocus_training import DeepFocusTask, DeepFocusTrainConfig
+from slidescan.focus.learned.mobilenet import MobileNetV2
+from slidescan.focus.learned.training import LoopConfig, Trainer
+from slidescan.focus.protocol import FocusError
+
+ARCH = {"in_channels": 1, "num_outputs": 2, "width_mult": 0.2, "last_channels": 32}
+
+
+def test_score_is_diffraction_at_focus_and_grows_with_defocus():
+    # 20x/0.75, 0.325 um/px: 0.21 * 0.55 / 0.75 = 0.154 um = 0.474 px at focus
+    assert blur_sigma_px(0.0, 0.75, 0.325) == pytest.approx(0.154 / 0.325, rel=1e-3)
+    s = blur_sigma_px(np.array([0.0, 1.0, 2.0, 4.0]), 0.75, 0.325)
+    assert np.all(np.diff(s) > 0)
+    assert blur_sigma_px(3.0, 0.75, 0.325) == pytest.approx(blur_sigma_px(-3.0, 0.75, 0.325))
+    assert score_target(1000.0, 0.75, 0.325) == pytest.approx(np.log(MAX_SIGMA_PX))
+
+
+def test_patch_grid_is_centred_and_bounded():
+    assert patch_grid((256, 256), 128, 16) == [(0, 0), (0, 128), (128, 0), (128, 128)]
+    big = patch_grid((2048, 2048), 128, 16)
+    assert len(big) == 16
+    ys = sorted({y for y, _ in big})
+    assert ys[0] > 0 and ys[-1] + 128 < 2048  # spread over the frame, not its corner
+    with pytest.raises(ValueError, match="smaller than one"):
+        patch_grid((100, 300), 128)
+
+
+def test_standardised_patches_ignore_gain_and_rgb_is_luminance():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(50, 200, (2, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(standardise(a), standardise(a * 1.7), atol=1e-4)
+    rgb = np.repeat(a[0][..., None], 3, axis=2)
+    p, corners = frame_patches(rgb, 4, 32)
+    assert p.shape == (4, 32, 32) and len(corners) == 4
+
+
+class _Patches:
+    """A PatchSet-like set: blurred noise textures labelled with their blur's ln width."""
+
+    def __init__(self, n: int, size: int, seed: int):
+        rng = np.random.default_rng(seed)
+        sig = rng.uniform(0.5, 6.0, n)
+        tex = [gaussian_filter(rng.uniform(0, 255, (size, size)), s) for s in sig]
+        self.patches = np.stack([np.clip(100 + 4 * (t - t.mean()), 0, 255) for t in tex])
+        self.patches = self.patches.astype(np.uint8)
+        self.score = np.log(sig).astype(np.float32)
+        self.valid = np.ones(n, np.uint8)
+        self.valid[: n // 8] = 0  # some "blank" ones
+        self.patches[: n // 8] = 180
+        self.score[: n // 8] = np.nan
+        self.objective = np.zeros(n, np.int8)
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+
+def test_tiny_training_run_lowers_the_loss():
+    torch.manual_seed(0)
+    train, val = _Patches(96, 48, 1), _Patches(32, 48, 2)
+    cfg = DeepFocusTrainConfig(batch_size=16, steps_per_epoch=12, bn_samples=32)
+    task = DeepFocusTask(train, val, cfg, torch.device("cpu"))
+    trainer = Trainer(MobileNetV2(**ARCH), task, LoopConfig(epochs=4, lr=3e-3), torch.device("cpu"))
+    with torch.no_grad():
+        losses = [
+            task.loss(trainer.model, b, 0)[0] for b in task.batches(0, np.random.default_rng(5))
+        ]
+    before = float(torch.stack(losses).mean())
+    history = trainer.fit()
+    assert history[-1].train_loss < 0.7 * before
+    assert history[-1].metrics["validity_acc"] > 0.8
+
+
+def _weights(tmp_path, seed=0):
+    torch.manual_seed(seed)
+    model = MobileNetV2(**ARCH).eval()
+    meta = {"patch_px": 64}
+    path = tmp_path / "df.pt"
+    save_checkpoint(path, Checkpoint.of("deepfocus", "mobilenetv2", ARCH, model, meta=meta))
+    return path
+
+
+def test_inference_is_deterministic(tmp_path):
+    net = SharpnessNet(_weights(tmp_path))
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 255, (192, 256, 3), dtype=np.uint8)
+    a = net.score_frame(frame, max_patches=6)
+    b = SharpnessNet(_weights(tmp_path)).score_frame(frame, max_patches=6)
+    assert a.scores.shape == (6,) and len(a.corners) == 6
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.valid_prob, b.valid_prob)
+    assert np.all((a.valid_prob >= 0) & (a.valid_prob <= 1))
+
+
+def test_bad_weights_are_one_line_errors(tmp_path):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(FocusError, match="unreadable or corrupt"):
+        SharpnessNet(path)
+    with pytest.raises(FocusError, match="not found"):
+        SharpnessNet(tmp_path / "missing.pt")
+    torch.manual_seed(0)
+    other = {"in_channels": 3, "num_outputs": 1, "width_mult": 0.2, "last_channels": 32}
+    save_checkpoint(path, Checkpoint.of("deepfocus", "mobilenetv2", other, MobileNetV2(**other)))
+    with pytest.raises(FocusError, match="1 channel"):
+        SharpnessNet(path)
