@@ -115,6 +115,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="tsva: weights of the single-input U-Net baseline (default: the shipped ones)",
     )
     e.set_defaults(func=_eval)
+    from slidescan.app.commands import _deepfocus_tools
+
+    _deepfocus_tools.register(sub)
 
 
 def _no_action(args: argparse.Namespace) -> int:

@@ -212,6 +212,62 @@ def evaluate_method(
     )
 
 
+def evaluate_offsets(
+    method: FocusMethod,
+    stacks: Any,
+    offsets_um: Sequence[float],
+    *,
+    hint_range_um: float = 0.0,
+    seed: int = 0,
+    optics: OpticsLike | None = None,
+    timing: ReplayTiming | None = None,
+    mechanics: ReplayMechanics | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[TrialRecord]:
+    """Trials at fixed hints instead of drawn ones: on every stack, one trial from hint = true
+    focus + each of `offsets_um` (trial number = the offset's index), scored as
+    `evaluate_method` scores. The hint carries `hint_range_um` as its range (0: none, the
+    method's own default). Each offset must keep the hint inside every stack. A slide-calibrated
+    method calibrates on the other stacks first, as in `evaluate_method`."""
+    optics = optics if optics is not None else getattr(stacks, "optics", None)
+    if optics is None:
+        raise ValueError("evaluate_offsets needs the optics: pass a StackFile or optics=")
+    offsets = np.asarray(offsets_um, dtype=np.float64)
+    if offsets.ndim != 1 or offsets.size == 0 or not np.all(np.isfinite(offsets)):
+        raise ValueError("give at least one finite hint offset")
+    check_stacks(stacks, float(np.max(np.abs(offsets))))
+    if not (math.isfinite(hint_range_um) and hint_range_um >= 0):
+        raise ValueError(f"hint range must be a finite number >= 0, got {hint_range_um}")
+    if timing is None:
+        timing, _ = timing_for(stacks)
+    method.prepare(optics)
+    calibrating = isinstance(method, SlideCalibrated) and method.calibrate_tiles > 0
+    calib_range = max(float(np.max(np.abs(offsets))), hint_range_um)
+    records: list[TrialRecord] = []
+    try:
+        for i in range(len(stacks)):
+            stack: FocusStack = stacks[i]
+            if calibrating:
+                _calibrate(method, stacks, i, optics, timing, calib_range, seed, mechanics)
+            records += _stack_trials(
+                method,
+                stack,
+                optics,
+                timing,
+                offsets,
+                hint_range_um,
+                seed,
+                mechanics,
+                progress,
+                len(records),
+            )
+    finally:
+        if calibrating:
+            method.calibration_frozen = False
+            method.reset_calibration()
+    return records
+
+
 #: Trial numbers of calibration tiles start here (their mechanics seeds differ from trials').
 CALIBRATION_TRIAL_BASE = 1_000_000
 
