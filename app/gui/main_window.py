@@ -9,6 +9,8 @@ typed dependencies that talks to the others by Qt signals:
 - `PlanPreview` (plan_preview.py): the scan panel as a `ScanPlan`, previewed on the tile map;
 - `TissueScan` (tissue_scan.py): the slide's overview, the tissue on it as editable regions,
   and the plan that covers them;
+- `DeepFocusCalibrator` (deepfocus_calibrator.py): Focus ▸ Calibrate DeepFocus, the curve
+  of the objective in use taken on the worker, saved and shown (calibration_view.py);
 - `ScanController` (scan_controller.py): the `ScanRunner`, its event relay, start/pause/stop;
 - `ScanViews` (scan_views.py): the running scan in the map, plots, progress and live view;
 - `ReviewWindows` (review_windows.py): the review windows opened from here;
@@ -35,6 +37,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from slidescan.app.gui import dialogs, gil_share
 from slidescan.app.gui.camera_controls import CameraControls
 from slidescan.app.gui.camera_mount import CameraMount
+from slidescan.app.gui.deepfocus_calibrator import CalibrationOptions, DeepFocusCalibrator
 from slidescan.app.gui.focus_plots import FocusCurvePlot, FocusSurfacePlot
 from slidescan.app.gui.hardware_connection import HardwareConnection
 from slidescan.app.gui.live_view import LiveView
@@ -108,7 +111,15 @@ class MainWindow(QtWidgets.QMainWindow):
             self.notifier,
             self.tile_map,
             self.scan_panel,
-            busy=self._overview_busy,
+            busy=lambda on: self._devices_busy(on, "taking the overview"),
+            parent=self,
+        )
+        self.calibration = DeepFocusCalibrator(
+            self.hardware,
+            self.worker,
+            self.notifier,
+            options=self._deepfocus_options,
+            busy=self._calibration_busy,
             parent=self,
         )
         self._tissue_profile = ""
@@ -187,6 +198,8 @@ class MainWindow(QtWidgets.QMainWindow):
         panel.stopRequested.connect(scan.stop)
         panel.drawRegionToggled.connect(self.tile_map.set_draw_mode)
         panel.objective.currentTextChanged.connect(hw.switch_objective)
+        panel.calibrateRequested.connect(self.calibrate_deepfocus)
+        panel.showCalibrationRequested.connect(self.calibration.show_current)
         hw.released.connect(self._detach_hardware)
         hw.microscopeChanged.connect(self._microscope_changed)
         hw.connecting.connect(lambda name: self.status.profile.setText(f"connecting {name} …"))
@@ -322,6 +335,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.tissue.busy:
             self.notifier.status("the overview is being taken: start when it is done", 4000)
             return
+        if self.calibration.busy:
+            self.notifier.status("DeepFocus is being calibrated: start when it is done", 4000)
+            return
         self.scan.start(plan)
 
     def find_tissue(self) -> None:
@@ -329,22 +345,55 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.scan.active:
             self.notifier.status("a scan is running: find the tissue when it has finished", 4000)
             return
+        if self.calibration.busy:
+            self.notifier.status("DeepFocus is being calibrated: try again when it is done", 4000)
+            return
         self.tissue.find()
 
-    def _overview_busy(self, busy: bool) -> None:
-        """The overview pre-scan owns the stage and camera (like a scan, briefly)."""
+    def calibrate_deepfocus(self) -> None:
+        """Focus ▸ Calibrate DeepFocus: the objective in use, on the connected microscope."""
+        if self.scan.active or self.tissue.busy:
+            self.notifier.status("the stage is busy: calibrate when it is free", 4000)
+            return
+        self.calibration.calibrate()
+
+    def _deepfocus_options(self) -> CalibrationOptions:
+        """The network and search interval of the DeepFocus settings in the scan panel (the
+        shipped network and the defaults when another method is chosen); ValueError (one
+        line) for settings the method refuses."""
+        panel = self.scan_panel
+        if panel.method.currentText() != "deepfocus":
+            return CalibrationOptions()
+        values = panel.params.values()
+        weights = values.get("weights")
+        return CalibrationOptions(
+            weights=Path(weights) if weights else None,
+            search_fwhm=float(values.get("search_fwhm", CalibrationOptions.search_fwhm)),
+        )
+
+    def _calibration_busy(self, busy: bool) -> None:
+        self._devices_busy(busy, "calibrating DeepFocus")
+        if busy:  # the live view shows the stack's frames going through focus
+            self.live.set_polling(True)
+
+    def _devices_busy(self, busy: bool, reason: str) -> None:
+        """The overview pre-scan or a calibration owns the stage and camera (like a scan,
+        briefly): no jogs, no profile or objective change, no scan meanwhile."""
         self.hardware.set_locked(busy)
         ctl = self.hardware.stage_controller
         if ctl is not None:
             if busy:
-                ctl.lock("taking the overview")
+                ctl.lock(reason)
             else:
                 ctl.unlock()
         if busy:
             self.camera.scan_started()
         else:
             self.camera.scan_ended()
-        self.acts.start.setEnabled(not busy and self.hardware.microscope is not None)
+        on = not busy and self.hardware.microscope is not None
+        for act in (self.acts.start, self.acts.find_tissue, *self.acts.calibration()):
+            act.setEnabled(on)
+        self.scan_panel.calibration_row.setEnabled(on)
 
     def pause_scan(self) -> None:
         self.scan.pause()
@@ -384,6 +433,10 @@ class MainWindow(QtWidgets.QMainWindow):
     def _set_scan_controls(self, active: bool) -> None:
         self.acts.start.setEnabled(not active and self.hardware.microscope is not None)
         self.acts.resume_file.setEnabled(not active)
+        ready = not active and self.hardware.microscope is not None
+        for act in self.acts.calibration():
+            act.setEnabled(ready)
+        self.scan_panel.calibration_row.setEnabled(ready)
         self.stage_panel.set_moves_enabled(not active)
         for a in self.acts.stage_moves():
             a.setEnabled(not active)
@@ -462,6 +515,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 yes=self._stop_and_quit,
             )
             return
+        self.calibration.cancel()  # a calibration running stops after its plane, saves nothing
         if self.export_dialog is not None:
             self.export_dialog.shutdown()  # an export or stitch still running stops cleanly
             self.export_dialog.close()

@@ -8,7 +8,9 @@ The form is a view over `app.plan.ScanPlan`: `build_plan()` turns it into a vali
 (pydantic's errors become one readable line) and `settings()` / `apply_settings()` round-trip
 it through QSettings between runs. A focus method's settings are generated from the method's
 parameter model (`params_form.MethodParamsForm`), so a new method, learned ones included, gets a
-form without GUI code; settings the method refuses keep Start disabled and say why.
+form without GUI code; settings the method refuses keep Start disabled and say why. A method
+that needs a calibration per objective (`CALIBRATED_METHODS`) gets Calibrate / Show buttons
+under its name.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from slidescan.app.gui.tissue_controls import TissueControls
 from slidescan.app.plan import FocusSettings, PolygonsRegion, RectRegion, ScanPlan, TissueSettings
 
 DEFAULT_NAME = "scan-{time}.h5"
+#: Methods that need a calibration per objective: the focus box offers Calibrate / Show.
+CALIBRATED_METHODS = frozenset({"deepfocus"})
 
 
 def default_output() -> str:
@@ -48,6 +52,9 @@ class ScanPanel(QtWidgets.QWidget):
     resumeRequested = QtCore.Signal()
     stopRequested = QtCore.Signal()
     drawRegionToggled = QtCore.Signal(bool)
+    #: The chosen method's calibration: take a new one / show the saved one.
+    calibrateRequested = QtCore.Signal()
+    showCalibrationRequested = QtCore.Signal()
     #: The region, grid or overlap changed: the owner may preview the tiles.
     planChanged = QtCore.Signal()
 
@@ -162,6 +169,7 @@ class ScanPanel(QtWidgets.QWidget):
         self.method_help = QtWidgets.QLabel("")
         self.method_help.setWordWrap(True)
         self.method_help.setStyleSheet("color: gray; font-size: 8pt")
+        self.calibration_row = self._build_calibration_row()
         self.params = MethodParamsForm()
         self.params.edited.connect(self._params_edited)
         self.params_box = QtWidgets.QGroupBox("Method settings")
@@ -175,11 +183,34 @@ class ScanPanel(QtWidgets.QWidget):
         f = QtWidgets.QFormLayout(focus)
         f.addRow("Method", self.method)
         f.addRow(self.method_help)
+        f.addRow(self.calibration_row)
         f.addRow("Strategy", self.strategy)
         f.addRow("Survey points", self.survey_points)
         f.addRow("Surface", self.surface)
         f.addRow(self.params_box)
         return focus
+
+    def _build_calibration_row(self) -> QtWidgets.QWidget:
+        """Calibrate / Show, for a method that needs a calibration per objective."""
+        self.calibrate_button = QtWidgets.QPushButton("Calibrate…")
+        self.calibrate_button.setToolTip(
+            "Take DeepFocus's calibration stack for the objective in use (a flat textured "
+            "object, roughly in focus) and show its curve"
+        )
+        self.calibrate_button.clicked.connect(self.calibrateRequested)
+        self.show_calibration_button = QtWidgets.QPushButton("Show calibration")
+        self.show_calibration_button.setToolTip(
+            "The saved calibration of the objective in use, as a plot"
+        )
+        self.show_calibration_button.clicked.connect(self.showCalibrationRequested)
+        row = QtWidgets.QWidget()
+        layout = QtWidgets.QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.calibrate_button)
+        layout.addWidget(self.show_calibration_button)
+        layout.addStretch(1)
+        row.setVisible(False)
+        return row
 
     def _build_output(self) -> QtWidgets.QGroupBox:
         self.tissue = QtWidgets.QCheckBox("Skip empty glass (tissue detection)")
@@ -260,6 +291,7 @@ class ScanPanel(QtWidgets.QWidget):
         if not name:
             return
         self.method_help.setText(self._summary(name))
+        self.calibration_row.setVisible(name in CALIBRATED_METHODS)
         self.params.set_method(name)
         self._params_edited()
 
@@ -413,6 +445,7 @@ class ScanPanel(QtWidgets.QWidget):
 
     def set_hardware_ready(self, ready: bool) -> None:
         self.run.set_hardware_ready(ready)
+        self.calibration_row.setEnabled(ready)
 
     def reset_progress(self, total: int) -> None:
         self.run.reset_progress(total)

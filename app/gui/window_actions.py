@@ -38,6 +38,8 @@ class WindowActions:
     export_slide: QtGui.QAction
     draw: QtGui.QAction
     find_tissue: QtGui.QAction
+    calibrate_deepfocus: QtGui.QAction
+    show_deepfocus: QtGui.QAction
     remove_region: QtGui.QAction
     show_all: QtGui.QAction
     wizard: QtGui.QAction
@@ -55,7 +57,18 @@ class WindowActions:
 
     def need_hardware(self) -> list[QtGui.QAction]:
         """Actions that do nothing without a microscope."""
-        return [self.snap, self.live, self.start, self.find_tissue, *self.stage_moves()]
+        return [
+            self.snap,
+            self.live,
+            self.start,
+            self.find_tissue,
+            *self.calibration(),
+            *self.stage_moves(),
+        ]
+
+    def calibration(self) -> list[QtGui.QAction]:
+        """Actions on the focus method's calibration (need the microscope and its objective)."""
+        return [self.calibrate_deepfocus, self.show_deepfocus]
 
 
 def _action(
@@ -133,6 +146,19 @@ def build_actions(window: MainWindow) -> WindowActions:
             "Take the slide's overview, find the tissue and plan a scan that covers it",
         ),
         remove_region=a(w, "Remove the selected tissue region", w.tissue.remove_selected),
+        calibrate_deepfocus=a(
+            w,
+            "&Calibrate DeepFocus…",
+            w.calibrate_deepfocus,
+            tip="Take a z-stack of a flat textured object and fit DeepFocus's blur curve for "
+            "the objective in use",
+        ),
+        show_deepfocus=a(
+            w,
+            "&Show DeepFocus calibration…",
+            w.calibration.show_current,
+            tip="The saved DeepFocus calibration of the objective in use, as a plot",
+        ),
         show_all=a(w, "Show the whole &map", w.tile_map.show_all, "Ctrl+0"),
         wizard=a(w, "Hardware &wizard…", w.hardware.run_wizard, "Ctrl+Shift+W"),
         profiles=a(w, "&Manage profiles…", w.hardware.manage_profiles),
@@ -185,6 +211,7 @@ def build_menus(
             acts.show_all,
         ],
     )
+    menu("F&ocus", [acts.calibrate_deepfocus, acts.show_deepfocus])
     menu("&View", [*(d.toggleViewAction() for d in docks), None, acts.reset_layout])
     menu("&Help", [acts.keys, acts.logs, acts.about])
 

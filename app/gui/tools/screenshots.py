@@ -7,8 +7,10 @@ Takes `main-window.png` while a simulated scan is running (about two thirds done
 finished scan with one tile open, `slide-viewer.png`: review's Slide tab on a stitched scan
 (`--slide FILE`, else the scan just taken, stitched here) with tile boundaries, a tile
 selected and its record, and `tissue-plan.png`: Scan ▸ Find tissue on the simulator's slide,
-one region drawn by hand, the plan's tiles over the overview. Also reports the event-loop
-stall figures measured while the scan ran (JSON on stdout).
+one region drawn by hand, the plan's tiles over the overview, and `deepfocus-calibration.png`:
+Focus ▸ Calibrate DeepFocus on the simulator (the shipped network, or `--weights FILE`), the
+curve window it opens (the calibration goes to a temporary config folder, not the user's).
+Also reports the event-loop stall figures measured while the scan ran (JSON on stdout).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _save(widget: QtWidgets.QWidget, path: Path, max_bytes: int = 490_000) -> No
         indexed.save(str(path), "PNG", 0)
 
 
-SHOTS = ("main", "slide", "tissue")
+SHOTS = ("main", "slide", "tissue", "deepfocus")
 
 
 def run(
@@ -58,10 +60,12 @@ def run(
     focus: str | None = None,
     slide_scan: Path | None = None,
     only: tuple[str, ...] = SHOTS,
+    weights: Path | None = None,
 ) -> dict[str, Any]:
     """The shots named in `only`: "main" (main-window.png and review.png, from a scan taken
-    here), "slide" (slide-viewer.png: of `slide_scan`, else of that scan, stitched here) and
-    "tissue" (tissue-plan.png)."""
+    here), "slide" (slide-viewer.png: of `slide_scan`, else of that scan, stitched here),
+    "tissue" (tissue-plan.png) and "deepfocus" (deepfocus-calibration.png, with the network
+    `weights`, else the shipped one)."""
     from slidescan.app.gui.app import ensure_app
     from slidescan.app.gui.main_window import MainWindow
     from slidescan.app.gui.settings import gui_settings
@@ -94,6 +98,10 @@ def run(
         _slide_viewer_shot(app, slide, out / "slide-viewer.png", size)
     if "tissue" in only:
         figures["tissue"] = _tissue_plan_shot(app, win, out / "tissue-plan.png")
+    if "deepfocus" in only:
+        figures["deepfocus"] = _deepfocus_shot(
+            app, win, out / "deepfocus-calibration.png", work, weights
+        )
     win.close()
     return figures
 
@@ -253,6 +261,53 @@ def _tissue_plan_shot(app: QtWidgets.QApplication, win: Any, file: Path) -> dict
     }
 
 
+def _deepfocus_shot(
+    app: QtWidgets.QApplication, win: Any, file: Path, work: Path, weights: Path | None
+) -> dict[str, Any]:
+    """Focus ▸ Calibrate DeepFocus with the method chosen in the scan panel; the curve window."""
+    import os
+
+    panel = win.scan_panel
+    panel.method.setCurrentText("deepfocus")
+    if weights is not None:
+        panel.params.set_values({"weights": str(weights)})
+    saved = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(work / "config")  # not the user's calibration folder
+    try:
+        done: list[Any] = []
+        # a real event loop, which sleeps between events (`_wait` spins, and with the GUI's
+        # short switch interval would take the worker's GIL turns: 5x slower)
+        loop = QtCore.QEventLoop()
+        win.calibration.finished.connect(done.append)
+        win.calibration.finished.connect(loop.quit)
+        QtCore.QTimer.singleShot(600_000, loop.quit)
+        t0 = time.perf_counter()
+        win.calibrate_deepfocus()
+        if not done:
+            loop.exec()
+        seconds = time.perf_counter() - t0
+        if not done:
+            raise RuntimeError("the calibration did not finish")
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_CONFIG_HOME", None)
+        else:
+            os.environ["XDG_CONFIG_HOME"] = saved
+    cal = done[0]
+    view = win.calibration.view
+    if cal is None or view is None:
+        text = win.last_dialog.text() if win.last_dialog is not None else "no calibration"
+        raise RuntimeError(f"the calibration failed: {text}")
+    _wait(app, lambda: False, 1.0)
+    _save(view, file)
+    return {
+        "seconds": round(seconds, 1),
+        "fwhm_um": round(cal.fwhm_um, 3),
+        "fit_rms": round(cal.fit_rms, 4),
+        "focus_z_um": round(cal.focus_z_um, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -265,6 +320,9 @@ def main() -> None:
         "--slide", type=Path, default=None, help="a stitched scan for slide-viewer.png"
     )
     parser.add_argument(
+        "--weights", type=Path, default=None, help="DeepFocus network (default: the shipped one)"
+    )
+    parser.add_argument(
         "--only", default="", help=f"comma-separated shots to take ({', '.join(SHOTS)})"
     )
     args = parser.parse_args()
@@ -273,7 +331,15 @@ def main() -> None:
     if not set(only) <= set(SHOTS):
         parser.error(f"--only takes {', '.join(SHOTS)}")
     figures = run(
-        args.out, args.rows, args.cols, args.profile, (w, h), args.focus, args.slide, only
+        args.out,
+        args.rows,
+        args.cols,
+        args.profile,
+        (w, h),
+        args.focus,
+        args.slide,
+        only,
+        args.weights,
     )
     print(json.dumps(figures, indent=2, default=str))
 
