@@ -61,7 +61,8 @@ class DeepFocusCalibration:
 
     @property
     def fwhm_um(self) -> float:
-        return self.curve.fwhm_um
+        """The fitted dip's full width at half depth over the calibrated range."""
+        return self.curve.dip_width_um(min(self.z_um), max(self.z_um))
 
     # -- checks ------------------------------------------------------------------------------
     def check_matches(self, optics: OpticsLike) -> None:
@@ -149,7 +150,7 @@ class DeepFocusCalibration:
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"DeepFocus calibration {path} is incomplete ({exc})") from None
         numbers = [cal.na, cal.pixel_size_um, cal.fit_rms, *cal.curve.params()]
-        if not all(math.isfinite(v) for v in numbers) or not cal.fwhm_um > 0:
+        if len(cal.z_um) < 2 or not all(math.isfinite(v) for v in numbers) or not cal.fwhm_um > 0:
             raise CalibrationError(f"DeepFocus calibration {path} holds invalid numbers")
         return cal
 

@@ -6,8 +6,10 @@
       b(z) = c + s u - A (1 + (u / alpha)^2)^(-beta) - G exp(-u^2 / (2 w^2)),   u = z - z0
 
   The Moffat's wings follow a blur that grows and saturates; the Gaussian sharpens the bottom;
-  the slope takes up an asymmetry (spherical aberration blurs one side faster). `fwhm_um` is
-  the Moffat's full width at half depth, 2 alpha sqrt(2^(1/beta) - 1).
+  the slope takes up an asymmetry (spherical aberration blurs one side faster). `moffat_fwhm_um`
+  is the Moffat's own 2 alpha sqrt(2^(1/beta) - 1); `dip_width_um` the whole fitted dip's full
+  width at half depth (between its least value and the mean of its two ends), measured on the
+  curve itself: with a Gaussian in the bottom the Moffat alone can be much wider than the dip.
 - `fit_curve`: least squares of that model to (z, score) points (scipy), from a start read off
   the data.
 - `fit_shift`: the shift dz that best lays the calibration curve over a few measured scores,
@@ -61,8 +63,20 @@ class CurveModel:
         )
 
     @property
-    def fwhm_um(self) -> float:
+    def moffat_fwhm_um(self) -> float:
         return 2.0 * self.alpha * math.sqrt(2.0 ** (1.0 / self.beta) - 1.0)
+
+    def dip_width_um(self, lo: float, hi: float, samples: int = 4001) -> float:
+        """Full width at half depth of the curve's dip over [lo, hi] (module docstring)."""
+        z = np.linspace(lo, hi, samples)
+        b = self(z)
+        i = int(np.argmin(b))
+        half = 0.5 * (b[i] + 0.5 * (b[0] + b[-1]))
+        left = np.flatnonzero(b[:i] >= half)
+        right = np.flatnonzero(b[i:] >= half)
+        z_left = _crossing(z, b, left[-1], half) if left.size else z[0]
+        z_right = _crossing(z, b, i + right[0] - 1, half) if right.size else z[-1]
+        return float(z_right - z_left)
 
     def centred(self) -> CurveModel:
         """The same curve with its focus at z = 0."""
@@ -74,6 +88,13 @@ class CurveModel:
     @classmethod
     def from_dict(cls, d: dict[str, float]) -> CurveModel:
         return cls(**{k: float(d[k]) for k in cls.__dataclass_fields__})
+
+
+def _crossing(z: np.ndarray, b: np.ndarray, k: int, level: float) -> float:
+    """Where b crosses `level` between samples k and k + 1 (linear)."""
+    db = b[k + 1] - b[k]
+    t = 0.5 if db == 0 else (level - b[k]) / db
+    return float(z[k] + t * (z[k + 1] - z[k]))
 
 
 def _model(z, z0, c, s, a, alpha, beta, g, w):
@@ -157,7 +178,7 @@ def fit_shift(
         off = float(r.mean()) if free_offset else 0.0
         return float(np.sum((r - off) ** 2)), off
 
-    step = grid_step_um or max(curve.fwhm_um / 40.0, (hi - lo) / 2000.0, 1e-3)
+    step = grid_step_um or max((hi - lo) / 400.0, 1e-4)
     grid = np.arange(lo, hi + step / 2, step)
     costs = np.array([cost(g)[0] for g in grid])
     k = int(np.argmin(costs))

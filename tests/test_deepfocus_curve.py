@@ -29,18 +29,26 @@ def test_fit_recovers_a_known_curve():
     fit = fit_curve(z, b)
     assert fit.rms < 0.015
     assert abs(fit.model.z0 - TRUE.z0) < 0.1
-    assert abs(fit.model.fwhm_um - TRUE.fwhm_um) / TRUE.fwhm_um < 0.05
+    width = TRUE.dip_width_um(-20, 20)
+    assert abs(fit.model.dip_width_um(-20, 20) - width) / width < 0.05
     zz = np.linspace(-15, 15, 200)
     assert np.max(np.abs(fit.model(zz) - TRUE(zz))) < 0.05
 
 
 def test_fwhm_of_the_moffat_is_its_half_depth_width():
     m = CurveModel(0, 1.0, 0.0, 1.0, 3.0, 2.0, 0.0, 1.0)
-    half = m.fwhm_um / 2
+    half = m.moffat_fwhm_um / 2
+    assert m.dip_width_um(-200, 200) == pytest.approx(m.moffat_fwhm_um, rel=5e-3)
     # the dip is 1 deep at 0, half as deep at +/- fwhm / 2
     assert m(0.0) == pytest.approx(0.0)
     assert m(half) == pytest.approx(0.5)
     assert m(-half) == pytest.approx(0.5)
+
+
+def test_dip_width_counts_the_gaussian_bottom():
+    # a narrow deep Gaussian inside a shallow wide Moffat: the dip is the Gaussian's
+    m = CurveModel(0, 1.0, 0.0, 0.2, 10.0, 1.0, 2.0, 1.0)
+    assert m.dip_width_um(-30, 30) < 0.5 * m.moffat_fwhm_um
 
 
 def test_fit_refuses_too_few_points():

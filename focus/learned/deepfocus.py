@@ -240,15 +240,19 @@ class DeepFocusFocus(FocusMethod):
         judged = np.flatnonzero(weight >= VALID_PROBABILITY)
         if judged.size == 0:
             return {"z": None, "confidence": 0.0, "regions": 0, "cluster_regions": 0}
-        bounds = (lo - cal.fwhm_um, hi + cal.fwhm_um)
+        fwhm = cal.fwhm_um
+        bounds = (lo - fwhm, hi + fwhm)
+        step = fwhm / 50.0
         shifts = np.array(
             [
-                fit_shift(zs, scores[r], cal.curve, bounds, free_offset=p.free_offset).shift_um
+                fit_shift(
+                    zs, scores[r], cal.curve, bounds, free_offset=p.free_offset, grid_step_um=step
+                ).shift_um
                 for r in judged
             ]
         )
         w = weight[judged]
-        modes = mean_shift_modes(shifts, w, cal.fwhm_um)
+        modes = mean_shift_modes(shifts, w, fwhm)
         best = modes[0]
         members = np.asarray(best.members)
         z = weighted_median(shifts[members], w[members])
