@@ -79,7 +79,8 @@ _REGISTRY: dict[str, _Entry] = {
         "slidescan.focus.learned.deepfocus:DeepFocusFocus",
         "slidescan.focus.learned.deepfocus_params:DeepFocusParams",
         "Learned: a CNN reads each patch's blur; a few frames laid over the instrument's "
-        "calibrated blur curve give the focus (needs `slidescan focus calibrate`).",
+        "calibrated blur curve give the focus (calibrate first: Focus > Calibrate DeepFocus, or "
+        "`slidescan focus calibrate`).",
     ),
 }
 

@@ -29,8 +29,8 @@ from slidescan.hardware.stackfile import StackFileError, open_stacks
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "focus",
-        help="focus methods: evaluate on recorded or simulated stacks",
-        description="Focus methods: evaluate them on focus-stack files.",
+        help="focus methods: evaluate on recorded or simulated stacks; calibrate",
+        description="Focus methods: evaluate them on focus-stack files; calibrate DeepFocus.",
     )
     p.set_defaults(func=_no_action)
     sub = p.add_subparsers(dest="focus_action", metavar="ACTION", parser_class=type(p))
@@ -114,14 +114,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="tsva: weights of the single-input U-Net baseline (default: the shipped ones)",
     )
+    e.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        metavar="CAL",
+        help="deepfocus: the calibration file (from `slidescan focus calibrate`), made on "
+        "another stack with the same optics",
+    )
+    e.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="methods with a frame budget (deepfocus, brent): most frames per trial, the final "
+        "capture counted",
+    )
     e.set_defaults(func=_eval)
-    from slidescan.app.commands import _deepfocus_tools
+    from slidescan.app.commands import _calibrate_deepfocus, _deepfocus_tools
 
+    _calibrate_deepfocus.register(sub)
     _deepfocus_tools.register(sub)
 
 
 def _no_action(args: argparse.Namespace) -> int:
-    raise CliError("focus: choose an action: eval (see slidescan focus --help)")
+    raise CliError("focus: choose an action: eval or calibrate (see slidescan focus --help)")
 
 
 def make_method(name: str, params: dict[str, Any]) -> Any:
@@ -149,6 +166,7 @@ def _eval(args: argparse.Namespace) -> int:
             known = ", ".join(stage_preset_names())
             raise CliError(f"focus eval: unknown --stage {args.stage!r}; known presets: {known}")
     params = focus_params(args.mode, args.param, "focus eval: --param")
+    params |= _flag_params(args)
     method = make_method(args.mode, params)  # a bad mode or parameter: refused before any file
     if isinstance(method, ImageMaker):
         return _eval_images(args, method)
@@ -192,6 +210,28 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         print(reports[0].format_table())
     return 0
+
+
+def _flag_params(args: argparse.Namespace) -> dict[str, Any]:
+    """--calibration and --max-frames as the method's parameters, refused by a method that
+    has no such parameter."""
+    from slidescan.focus.registry import UnknownMethodError, params_model
+
+    try:
+        fields = params_model(args.mode).model_fields
+    except UnknownMethodError as exc:
+        raise CliError(f"focus eval: {exc}") from None
+    out: dict[str, Any] = {}
+    for flag, name, value in (
+        ("--calibration", "calibration", args.calibration),
+        ("--max-frames", "max_frames", args.max_frames),
+    ):
+        if value is None:
+            continue
+        if name not in fields:
+            raise CliError(f"focus eval: {flag} does not apply to focus method {args.mode!r}")
+        out[name] = str(value) if isinstance(value, Path) else value
+    return out
 
 
 def _eval_images(args: argparse.Namespace, method: Any) -> int:

@@ -256,6 +256,12 @@ def exposure_plan(method: Any) -> tuple[int, float]:
     apart."""
     if method is not None and method.name == "tsva":
         return 2, 2.0 * float(method.params.spacing_um)
+    if method is not None and method.name == "deepfocus" and method.calibration is not None:
+        # its frame budget, search frames search_fwhm x FWHM apart (the final frame's move
+        # back down to the focus is counted as one more such step)
+        return int(method.params.max_frames), float(
+            method.params.search_fwhm * method.calibration.fwhm_um
+        )
     return 3, pair_spacing_um(method)
 
 
@@ -313,6 +319,23 @@ def run_scan_bench(
     return rows
 
 
+def deepfocus_calibration(scope: Any, folder: Path) -> Path:
+    """DeepFocus needs its instrument calibration before it can scan: made here on the
+    simulated microscope as a user would (`slidescan focus calibrate`), over the slide's
+    centre, and written into `folder`."""
+    from slidescan.focus.drive import FocusDrive
+    from slidescan.focus.learned.deepfocus_calibrate import calibrate_on_drive
+    from slidescan.focus.learned.deepfocus_model import load_sharpness
+
+    x0, y0, x1, y1 = scope.truth.slide_bounds_um
+    x, y = (x0 + x1) / 2, (y0 + y1) / 2
+    scope.move_xy(x, y)
+    cal = calibrate_on_drive(
+        load_sharpness(), FocusDrive(scope), float(scope.truth.true_focus_um(x, y)), "bench"
+    )
+    return cal.save(folder / "deepfocus_bench.json")
+
+
 def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> dict[str, Any]:
     from slidescan.app.runner import ScanRunner
 
@@ -321,13 +344,16 @@ def _one_scan(scope: Any, method: str, profile: str, grid: tuple[int, int]) -> d
     fov = (shape[1] * px, shape[0] * px)
     x0, y0, x1, y1 = scope.truth.slide_bounds_um
     with tempfile.TemporaryDirectory(prefix="slidescan-bench-") as d:
+        focus: dict[str, Any] = {"method": method}
+        if method == "deepfocus":
+            focus["params"] = {"calibration": str(deepfocus_calibration(scope, Path(d)))}
         plan = ScanPlan.grid(
             grid[0],
             grid[1],
             ((x0 + x1) / 2, (y0 + y1) / 2),
             fov,
             overlap=0.1,
-            focus={"method": method},
+            focus=focus,
             tissue=TissueSettings(enabled=False),
             output=str(Path(d) / "bench.h5"),
         )
