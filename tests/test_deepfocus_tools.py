@@ -24,6 +24,7 @@ from slidescan.app.tools.deepfocus_invariance import (
     conditional_entropy,
     invariance,
     normalise,
+    resample,
     sd_profile,
 )
 from slidescan.app.tools.evaluate import evaluate_offsets
@@ -118,6 +119,15 @@ def test_common_grid_is_the_shared_range_on_multiples_of_the_step():
     c = SampleCurves("c", np.arange(10.0, 20.0, 0.5), {})
     with pytest.raises(ValueError, match="too little defocus range"):
         common_grid([a, c])
+
+
+def test_resampling_takes_a_grid_end_missed_by_rounding_as_the_stack_end():
+    d = np.arange(-15.0, 15.01, 0.25) + 1e-12  # z - truth with the truth's rounding
+    g = common_grid([SampleCurves("a", d, {})])
+    assert g[0] == -15.0 < d[0]
+    v = resample(d, np.abs(d), g)
+    assert np.isfinite(v).all() and v[0] == pytest.approx(15.0)
+    assert np.isnan(resample(d, np.abs(d), np.array([15.5]))).all()
 
 
 def test_sd_ignores_missing_values():

@@ -147,7 +147,13 @@ def resample(defocus_um: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np
     ok = np.isfinite(v)
     if ok.sum() < 2:
         return np.full(grid.shape, math.nan)
-    return np.interp(grid, d[ok], v[ok], left=math.nan, right=math.nan)
+    d, v = d[ok], v[ok]
+    # A grid end that misses a stack's end by rounding (z - truth = 14.999999...) is that end.
+    g = np.asarray(grid, dtype=np.float64).copy()
+    tol = 1e-6 * max(1.0, float(d[-1] - d[0]))
+    g[(g < d[0]) & (g > d[0] - tol)] = d[0]
+    g[(g > d[-1]) & (g < d[-1] + tol)] = d[-1]
+    return np.interp(g, d, v, left=math.nan, right=math.nan)
 
 
 def normalise(values: np.ndarray, blur_high: bool) -> np.ndarray:
