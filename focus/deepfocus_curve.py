@@ -15,7 +15,8 @@
 - `fit_shift`: the shift dz that best lays the calibration curve over a few measured scores,
   argmin_dz sum_i (b_i - b_cal(z_i - dz))^2 (the paper's step 6), optionally with a free
   vertical offset (a specimen whose sharpest score sits higher or lower than the calibration
-  specimen's), by a grid then a bounded scalar refinement.
+  specimen's) and a z stretch (a specimen whose curve is wider), by a grid then a bounded
+  scalar refinement.
 - `is_convex`: the paper's stopping test: a quadratic fits the scores better than a line (by
   `margin` in R^2) and opens upwards.
 - `golden_next`: the next z of a golden-section search on the scores measured so far.
@@ -145,11 +146,17 @@ def fit_curve(z_um: Sequence[float], scores: Sequence[float]) -> CurveFit:
     return CurveFit(model, rms)
 
 
+#: The z stretches `fit_shift` tries with `free_width` (a specimen whose curve is wider or
+#: narrower than the calibration specimen's: thicker sections, finer texture).
+WIDTH_SCALES = np.round(np.geomspace(0.7, 1.45, 15), 4)
+
+
 @dataclass(frozen=True)
 class ShiftFit:
     shift_um: float  # where the curve's focus lands: the estimated focus z
     offset: float  # the vertical offset fitted (0 when not free)
     rss: float
+    width_scale: float = 1.0  # the z stretch fitted (1 when not free)
 
 
 def fit_shift(
@@ -159,11 +166,13 @@ def fit_shift(
     bounds: tuple[float, float],
     *,
     free_offset: bool = False,
+    free_width: bool = False,
     grid_step_um: float | None = None,
 ) -> ShiftFit:
-    """argmin over dz in `bounds` of sum (b_i - (curve(z_i - dz) + offset))^2, `curve`
+    """argmin over dz in `bounds` of sum (b_i - (curve((z_i - dz) / s) + offset))^2, `curve`
     centred at 0 (the calibration's). With `free_offset` the offset is the mean residual at
-    each dz (closed form); otherwise 0."""
+    each dz (closed form), otherwise 0; with `free_width` the stretch s is the best of
+    `WIDTH_SCALES`, otherwise 1. A grid over dz, then a bounded scalar refinement."""
     from scipy.optimize import minimize_scalar
 
     z = np.asarray(z_um, dtype=np.float64)
@@ -172,24 +181,30 @@ def fit_shift(
         raise ValueError("fit_shift needs as many scores as positions, at least one")
     lo, hi = float(min(bounds)), float(max(bounds))
     centred = curve.centred()
-
-    def cost(dz: float) -> tuple[float, float]:
-        r = b - centred(z - dz)
-        off = float(r.mean()) if free_offset else 0.0
-        return float(np.sum((r - off) ** 2)), off
-
+    scales = WIDTH_SCALES if free_width else np.array([1.0])
     step = grid_step_um or max((hi - lo) / 400.0, 1e-4)
     grid = np.arange(lo, hi + step / 2, step)
-    costs = np.array([cost(g)[0] for g in grid])
-    k = int(np.argmin(costs))
+    # every (scale, dz) at once: residuals (S, G, n)
+    r = b - centred((z[None, None, :] - grid[None, :, None]) / scales[:, None, None])
+    if free_offset:
+        r = r - r.mean(axis=2, keepdims=True)
+    costs = np.sum(r * r, axis=2)
+    si, k = np.unravel_index(int(np.argmin(costs)), costs.shape)
+    scale = float(scales[si])
+
+    def cost(dz: float) -> tuple[float, float]:
+        res = b - centred((z - dz) / scale)
+        off = float(res.mean()) if free_offset else 0.0
+        return float(np.sum((res - off) ** 2)), off
+
     a, c = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
     if c > a:
         res = minimize_scalar(lambda d: cost(d)[0], bounds=(a, c), method="bounded")
-        best = float(res.x) if res.fun <= costs[k] else float(grid[k])
+        best = float(res.x) if res.fun <= costs[si, k] else float(grid[k])
     else:
         best = float(grid[k])
     rss, off = cost(best)
-    return ShiftFit(best, off, rss)
+    return ShiftFit(best, off, rss, scale)
 
 
 def r_squared(z: np.ndarray, b: np.ndarray, degree: int) -> tuple[float, np.ndarray]:

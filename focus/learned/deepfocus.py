@@ -14,8 +14,9 @@ score against z (`focus.deepfocus_calibration`). A tile then needs a few frames:
    z by golden section within the interval (`deepfocus_curve.golden_next`).
 3. Per region (patch) that the network finds judgeable, the shift that lays the calibration
    curve over that region's scores (`fit_shift`, least squares over the interval +/- one
-   FWHM); the regions' shifts are clustered by mean shift with bandwidth FWHM (the paper) and
-   the largest cluster's weighted median is the focus.
+   FWHM); the regions' shifts are clustered by mean shift with bandwidth FWHM (the paper); the
+   focus is the shift of one curve fit to all the largest cluster's regions at once
+   (`combine="joint"`), or the weighted median of their own shifts ("median").
 4. Move there (through the drive, which clamps to the soft limits) and take the final frame.
 
 Confidence: the share of the judged regions in the chosen cluster, lowered when few regions
@@ -232,7 +233,7 @@ class DeepFocusFocus(FocusMethod):
         lo: float,
         hi: float,
     ) -> dict[str, Any]:
-        """Per-region shifts, clustered; the largest cluster's weighted median."""
+        """Per-region shifts, clustered; the largest cluster's focus (`combine`)."""
         p = self.params
         scores = np.stack([f.scores for f in frames], axis=1)  # (regions, frames)
         prob = np.stack([f.valid_prob for f in frames], axis=1)
@@ -246,7 +247,13 @@ class DeepFocusFocus(FocusMethod):
         shifts = np.array(
             [
                 fit_shift(
-                    zs, scores[r], cal.curve, bounds, free_offset=p.free_offset, grid_step_um=step
+                    zs,
+                    scores[r],
+                    cal.curve,
+                    bounds,
+                    free_offset=p.free_offset,
+                    free_width=p.free_width,
+                    grid_step_um=step,
                 ).shift_um
                 for r in judged
             ]
@@ -255,7 +262,20 @@ class DeepFocusFocus(FocusMethod):
         modes = mean_shift_modes(shifts, w, fwhm)
         best = modes[0]
         members = np.asarray(best.members)
-        z = weighted_median(shifts[members], w[members])
+        if p.combine == "joint" and members.size > 1:
+            # one shift for the whole cluster: every member region's scores in one fit
+            fit = fit_shift(
+                np.tile(zs, members.size),
+                scores[judged[members]].ravel(),
+                cal.curve,
+                (float(shifts[members].min()) - step, float(shifts[members].max()) + step),
+                free_offset=p.free_offset,
+                free_width=p.free_width,
+                grid_step_um=step / 4.0,
+            )
+            z = fit.shift_um
+        else:
+            z = weighted_median(shifts[members], w[members])
         share = best.weight / float(w.sum())
         confidence = share * min(1.0, judged.size / 4.0)
         return {

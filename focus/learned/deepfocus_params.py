@@ -33,6 +33,14 @@ class DeepFocusParams(FocusParams):
     free_offset: bool = Field(
         default=False, description="fit a vertical offset of the curve per region too"
     )
+    free_width: bool = Field(
+        default=False, description="fit a z stretch of the curve per region too"
+    )
+    combine: Literal["joint", "median"] = Field(
+        default="joint",
+        description="the largest cluster's focus: one curve fit to all its regions' scores "
+        "(joint) or the weighted median of their own fits",
+    )
     max_patches: int = Field(default=16, ge=1, le=256, description="patches read per frame")
     final_capture: bool = Field(default=True, description="move to the focus and take a frame")
     threads: int | None = Field(default=1, ge=1, description="torch CPU threads for the network")
