@@ -154,11 +154,27 @@ class DeepFocusFocus(FocusMethod):
             return frame
 
         search_budget = p.max_frames - (1 if p.final_capture else 0)
-        # by preference (the hint first), acquired bottom to top
-        planned = sorted(list(dict.fromkeys([centre, lo, hi]))[: max(search_budget, 1)])
         last = None
-        for z in planned:
-            last = measure(z)
+        if p.placement == "mirror" and search_budget >= 3 and lo < centre:
+            for z in (lo, centre):
+                last = measure(z)
+            t0 = time.perf_counter()
+            first = self._estimate(np.asarray(zs), frames, cal, lo, hi, free_width=False)
+            compute += time.perf_counter() - t0
+            if first["z"] is not None:
+                # the third frame mirrors the nearer one about the first estimate, so a pair
+                # brackets the focus symmetrically and the curve's width cancels out
+                f_hat, _ = drive.clamp(float(first["z"]))
+                near = min(zs, key=lambda z: abs(z - f_hat))
+                z_c, _ = drive.clamp(2.0 * f_hat - near)
+                if min(abs(z_c - z) for z in zs) < 0.1 * (centre - lo):
+                    z_c = hi
+                last = measure(z_c)
+        else:
+            # by preference (the hint first), acquired bottom to top
+            planned = sorted(list(dict.fromkeys([centre, lo, hi]))[: max(search_budget, 1)])
+            for z in planned:
+                last = measure(z)
         convex = False
         while True:
             t0 = time.perf_counter()
@@ -232,9 +248,11 @@ class DeepFocusFocus(FocusMethod):
         cal: DeepFocusCalibration,
         lo: float,
         hi: float,
+        free_width: bool | None = None,
     ) -> dict[str, Any]:
         """Per-region shifts, clustered; the largest cluster's focus (`combine`)."""
         p = self.params
+        free_width = p.free_width if free_width is None else free_width
         scores = np.stack([f.scores for f in frames], axis=1)  # (regions, frames)
         prob = np.stack([f.valid_prob for f in frames], axis=1)
         weight = prob.mean(axis=1)
@@ -252,7 +270,7 @@ class DeepFocusFocus(FocusMethod):
                     cal.curve,
                     bounds,
                     free_offset=p.free_offset,
-                    free_width=p.free_width,
+                    free_width=free_width,
                     grid_step_um=step,
                 ).shift_um
                 for r in judged
@@ -270,7 +288,7 @@ class DeepFocusFocus(FocusMethod):
                 cal.curve,
                 (float(shifts[members].min()) - step, float(shifts[members].max()) + step),
                 free_offset=p.free_offset,
-                free_width=p.free_width,
+                free_width=free_width,
                 grid_step_um=step / 4.0,
             )
             z = fit.shift_um

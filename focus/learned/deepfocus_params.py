@@ -27,6 +27,12 @@ class DeepFocusParams(FocusParams):
     search_fwhm: float = Field(
         default=2.0, gt=0, le=6, description="search interval: the hint +/- this many FWHM"
     )
+    placement: Literal["golden", "mirror"] = Field(
+        default="golden",
+        description="search frames: the hint and the hint -/+ search_fwhm x FWHM, then golden "
+        "section (the paper), or the hint and below it, then the mirror of the nearer one "
+        "about their focus estimate",
+    )
     convexity_margin: float = Field(
         default=0.05, ge=0, le=1, description="R^2 by which the quadratic must beat the line"
     )
