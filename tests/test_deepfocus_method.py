@@ -59,16 +59,28 @@ def method_on(tmp_path, monkeypatch):
     return make
 
 
+@pytest.mark.parametrize("placement", ["golden", "mirror"])
 @pytest.mark.parametrize("truth", [-4.0, -1.3, 0.0, 2.2, 4.9])
-def test_finds_focus_within_four_frames(method_on, truth):
+def test_finds_focus_within_four_frames(method_on, truth, placement):
     dev = FakeFocusDevice(truth_um=truth, z0=0.0)
-    m = method_on(dev)
+    m = method_on(dev, placement=placement)
     r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
     assert r.ok
     assert r.frames <= 4
     assert abs(r.z_um - truth) < 0.1
     assert r.final_frame is not None and dev.snapped_z[-1] == pytest.approx(r.z_um)
     assert r.extra["fwhm_um"] == pytest.approx(CURVE.dip_width_um(-12, 12), rel=0.05)
+
+
+def test_mirror_brackets_the_focus(method_on):
+    dev = FakeFocusDevice(truth_um=2.0)
+    m = method_on(dev, placement="mirror", search_fwhm=1.0)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
+    a, b, c = dev.snapped_z[:3]
+    assert a < b == 0.0  # below the hint, then the hint
+    # the third mirrors the nearer (the hint, 2 um below focus) about the focus: 4 um
+    assert c == pytest.approx(4.0, abs=0.2)
+    assert abs(r.z_um - 2.0) < 0.1
 
 
 def test_first_frame_is_the_bottom_of_the_interval(method_on):
