@@ -85,7 +85,7 @@ def test_mirror_brackets_the_focus(method_on):
 
 def test_first_frame_is_the_bottom_of_the_interval(method_on):
     dev = FakeFocusDevice(truth_um=1.0)
-    m = method_on(dev)
+    m = method_on(dev, search_fwhm=2.0)
     drive = FocusDrive(dev)
     lo, centre, hi = m.interval(drive, FocusHint(z_um=2.0))
     assert m.first_z(drive, FocusHint(z_um=2.0)) == lo
