@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PySide6 import QtCore, QtWidgets
 
+from slidescan.app.gui.calibration_view import SEARCH_FWHM
 from slidescan.app.gui.main_window import MainWindow
 from slidescan.app.gui.settings import gui_settings
 from slidescan.focus.deepfocus_calibration import DeepFocusCalibration, default_path
@@ -102,8 +103,8 @@ def test_calibrate_on_the_simulator_saves_and_shows_the_curve(qtbot, window):
     assert zs.size > 100 and np.allclose(fit, saved.curve(zs))
     px, py = plot.points.getData()
     assert np.allclose(px, saved.z_um) and np.allclose(py, saved.median)
-    assert plot.low.value() == pytest.approx(-2 * saved.fwhm_um)
-    assert plot.high.value() == pytest.approx(2 * saved.fwhm_um)
+    assert plot.low.value() == pytest.approx(-SEARCH_FWHM * saved.fwhm_um)
+    assert plot.high.value() == pytest.approx(SEARCH_FWHM * saved.fwhm_um)
     assert plot.focus.value() == 0.0
     text = view.summary.text()
     assert win.hardware.objective_name in text and str(path) in text and "FWHM 3." in text

@@ -18,6 +18,7 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from slidescan.app.gui._pg import add_grid, pg
+from slidescan.focus.learned.deepfocus_params import DeepFocusParams
 
 if TYPE_CHECKING:
     from slidescan.focus.deepfocus_calibration import DeepFocusCalibration
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 #: A plane whose share of judgeable patches is below this is drawn hollow.
 FEW_VALID = 0.5
 #: The search interval of a tile, in FWHM either side of the hint (DeepFocusParams default).
-SEARCH_FWHM = 2.0
+SEARCH_FWHM = float(DeepFocusParams.model_fields["search_fwhm"].default)
 
 _POINTS = (90, 170, 255)
 _CURVE = (255, 150, 40)
