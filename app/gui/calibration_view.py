@@ -71,9 +71,13 @@ class CalibrationPlot(pg.PlotWidget):
         )
         dashed = pg.mkPen(_INTERVAL, width=1, style=QtCore.Qt.PenStyle.DashLine)
         # the interval's labels at the foot (the legend is at the top right)
+        # outside the interval: the low one's left of its line, the high one's right of it, so
+        # a narrow interval does not put one over the other
         below = {"position": 0.04, "color": _INTERVAL}
-        self.low = pg.InfiniteLine(angle=90, pen=dashed, label="", labelOpts=below)
-        self.high = pg.InfiniteLine(angle=90, pen=dashed, label="", labelOpts=dict(below))
+        left = below | {"anchors": [(1, 0.5), (1, 0.5)]}
+        right = below | {"anchors": [(0, 0.5), (0, 0.5)]}
+        self.low = pg.InfiniteLine(angle=90, pen=dashed, label="", labelOpts=left)
+        self.high = pg.InfiniteLine(angle=90, pen=dashed, label="", labelOpts=right)
         for line in (self.focus, self.low, self.high):
             self.addItem(line, ignoreBounds=True)
         self.calibration: DeepFocusCalibration | None = None
