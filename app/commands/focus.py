@@ -138,7 +138,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _no_action(args: argparse.Namespace) -> int:
-    raise CliError("focus: choose an action: eval or calibrate (see slidescan focus --help)")
+    raise CliError(
+        "focus: choose an action: eval, calibrate, invariance, budget or capture-range "
+        "(see slidescan focus --help)"
+    )
 
 
 def make_method(name: str, params: dict[str, Any]) -> Any:
