@@ -260,7 +260,15 @@ class DeepFocusFocus(FocusMethod):
         if judged.size == 0:
             return {"z": None, "confidence": 0.0, "regions": 0, "cluster_regions": 0}
         fwhm = cal.fwhm_um
-        bounds = (lo - fwhm, hi + fwhm)
+        # as far as the calibration reaches: the curve says how far focus is out to saturation
+        bounds = (
+            (lo + min(cal.z_um), hi + max(cal.z_um))
+            if p.reach == "calibration"
+            else (
+                lo - fwhm,
+                hi + fwhm,
+            )
+        )
         step = fwhm / 50.0
         shifts = np.array(
             [

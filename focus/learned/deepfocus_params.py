@@ -40,6 +40,12 @@ class DeepFocusParams(FocusParams):
         "section (the paper), or the hint and below it, then the mirror of the nearer one "
         "about their focus estimate",
     )
+    reach: Literal["interval", "calibration"] = Field(
+        default="interval",
+        description="where the focus may be found: the search interval +/- one FWHM, or as far "
+        "as the calibration reaches around the frames (tuning set 10x: outliers at the stack's "
+        "end, MAE 7.8 um against 1.08)",
+    )
     convexity_margin: float = Field(
         default=0.05, ge=0, le=1, description="R^2 by which the quadratic must beat the line"
     )
