@@ -137,3 +137,22 @@ def test_a_calibration_for_another_objective_is_refused(tmp_path, monkeypatch):
     m = DeepFocusFocus(calibration=path)
     with pytest.raises(CalibrationError, match="does not match the objective in use"):
         m.prepare(dev.optics)
+
+
+def test_focus_far_beyond_the_search_is_recovered_with_more_frames(method_on):
+    # 9 um from the hint: the 0.5 FWHM search (about +/-2.2 um here) cannot reach it
+    dev = FakeFocusDevice(truth_um=9.0, z_limits=(-30.0, 30.0))
+    m = method_on(dev)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
+    assert r.extra["recovered"]
+    assert r.frames > 4
+    assert abs(r.z_um - 9.0) < 0.15
+    assert dev.violations == []
+
+
+def test_no_recovery_when_switched_off(method_on):
+    dev = FakeFocusDevice(truth_um=9.0, z_limits=(-30.0, 30.0))
+    m = method_on(dev, recover=False)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
+    assert not r.extra["recovered"] and r.frames == 4
+    assert abs(r.z_um - 9.0) > 2.0  # the search could not see that far

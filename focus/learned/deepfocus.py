@@ -19,6 +19,12 @@ score against z (`focus.deepfocus_calibration`). A tile then needs a few frames:
    (`combine="joint"`), or the weighted median of their own shifts ("median").
 4. Move there (through the drive, which clamps to the soft limits) and take the final frame.
 
+When the fit runs into the edge of its reach (focus further from the hint than the search
+looks: a scan's first tile, a slide that changed height) and `recover` is on, a coarse pass of
+the score over the calibrated reach, one FWHM apart, finds the dip, and one mirror frame about
+the estimate from every frame brackets it: more frames for that tile (`extra["recovered"]`),
+not a wrong focus handed on to the next tiles.
+
 Confidence: the share of the judged regions in the chosen cluster, lowered when few regions
 could be judged. A frame without judgeable patches (glass) fails the tile (ok = False, the hint
 returned) so the scan's fallback decides.
@@ -193,6 +199,34 @@ class DeepFocusFocus(FocusMethod):
         t0 = time.perf_counter()
         estimate = self._estimate(np.asarray(zs), frames, cal, lo, hi)
         compute += time.perf_counter() - t0
+        recovered = False
+        if p.recover and estimate["z"] is not None and estimate["at_edge"]:
+            # The fit ran into the edge of its reach: focus lies further from the hint than the
+            # search looks (a first tile far from its hint). A coarse pass of the score over
+            # the calibrated reach, one FWHM apart, finds the dip; a mirror frame about the
+            # estimate from every frame then brackets it. Extra frames, counted.
+            recovered = True
+            reach = max(abs(min(cal.z_um)), abs(max(cal.z_um)))
+            for z in np.arange(centre - reach, centre + reach + cal.fwhm_um / 2, cal.fwhm_um):
+                z_c, _ = drive.clamp(float(z))
+                if min(abs(z_c - v) for v in zs) > 0.25 * cal.fwhm_um:
+                    last = measure(z_c)
+            t0 = time.perf_counter()
+            med = [_median_valid(f.scores, f.valid_prob >= VALID_PROBABILITY) for f in frames]
+            best = zs[int(np.nanargmin(med))] if np.isfinite(med).any() else centre
+            near = (best - 2 * cal.fwhm_um, best + 2 * cal.fwhm_um)
+            estimate = self._estimate(np.asarray(zs), frames, cal, lo, hi, bounds=near)
+            compute += time.perf_counter() - t0
+            if estimate["z"] is not None:
+                f_hat, _ = drive.clamp(float(estimate["z"]))
+                nearest = min(zs, key=lambda z: abs(z - f_hat))
+                z_m, _ = drive.clamp(2.0 * f_hat - nearest)
+                if min(abs(z_m - v) for v in zs) > 0.1 * cal.fwhm_um:
+                    last = measure(z_m)
+                t0 = time.perf_counter()
+                around = (f_hat - cal.fwhm_um, f_hat + cal.fwhm_um)
+                estimate = self._estimate(np.asarray(zs), frames, cal, lo, hi, bounds=around)
+                compute += time.perf_counter() - t0
         medians = [_median_valid(f.scores, f.valid_prob >= VALID_PROBABILITY) for f in frames]
         order = np.argsort(zs)
         curve = FocusCurve(
@@ -205,6 +239,7 @@ class DeepFocusFocus(FocusMethod):
             "regions": estimate["regions"],
             "cluster_regions": estimate["cluster_regions"],
             "clamped": bool(clamped),
+            "recovered": recovered,
         }
         if estimate["z"] is None:
             return FocusResult(
@@ -249,6 +284,7 @@ class DeepFocusFocus(FocusMethod):
         lo: float,
         hi: float,
         free_width: bool | None = None,
+        bounds: tuple[float, float] | None = None,
     ) -> dict[str, Any]:
         """Per-region shifts, clustered; the largest cluster's focus (`combine`)."""
         p = self.params
@@ -258,17 +294,21 @@ class DeepFocusFocus(FocusMethod):
         weight = prob.mean(axis=1)
         judged = np.flatnonzero(weight >= VALID_PROBABILITY)
         if judged.size == 0:
-            return {"z": None, "confidence": 0.0, "regions": 0, "cluster_regions": 0}
+            return {
+                "z": None,
+                "confidence": 0.0,
+                "regions": 0,
+                "cluster_regions": 0,
+                "at_edge": False,
+            }
         fwhm = cal.fwhm_um
-        # as far as the calibration reaches: the curve says how far focus is out to saturation
-        bounds = (
-            (lo + min(cal.z_um), hi + max(cal.z_um))
-            if p.reach == "calibration"
-            else (
-                lo - fwhm,
-                hi + fwhm,
+        if bounds is None:
+            # as far as the calibration reaches, or the search interval +/- one FWHM
+            bounds = (
+                (lo + min(cal.z_um), hi + max(cal.z_um))
+                if p.reach == "calibration"
+                else (lo - fwhm, hi + fwhm)
             )
-        )
         step = fwhm / 50.0
         shifts = np.array(
             [
@@ -304,8 +344,10 @@ class DeepFocusFocus(FocusMethod):
             z = weighted_median(shifts[members], w[members])
         share = best.weight / float(w.sum())
         confidence = share * min(1.0, judged.size / 4.0)
+        edge = 2.0 * step
         return {
             "z": z,
+            "at_edge": bool(z <= bounds[0] + edge or z >= bounds[1] - edge),
             "confidence": confidence,
             "regions": int(judged.size),
             "cluster_regions": int(members.size),

@@ -46,6 +46,11 @@ class DeepFocusParams(FocusParams):
         "as the calibration reaches around the frames (tuning set 10x: outliers at the stack's "
         "end, MAE 7.8 um against 1.08)",
     )
+    recover: bool = Field(
+        default=True,
+        description="when the fit runs into the edge of its reach (focus far from the hint), "
+        "a coarse pass over the calibrated reach and one more frame (extra frames)",
+    )
     convexity_margin: float = Field(
         default=0.05, ge=0, le=1, description="R^2 by which the quadratic must beat the line"
     )
