@@ -128,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="methods with a frame budget (deepfocus, brent): most frames per trial, the final "
-        "capture counted",
+        "capture counted, a hard cap (deepfocus: no recovery frames beyond it)",
     )
     e.set_defaults(func=_eval)
     from slidescan.app.commands import _calibrate_deepfocus, _deepfocus_tools
@@ -234,6 +234,8 @@ def _flag_params(args: argparse.Namespace) -> dict[str, Any]:
         if name not in fields:
             raise CliError(f"focus eval: {flag} does not apply to focus method {args.mode!r}")
         out[name] = str(value) if isinstance(value, Path) else value
+    if args.max_frames is not None and "recover" in fields:
+        out["recover"] = False  # a budget is a hard cap: no recovery frames beyond it
     return out
 
 

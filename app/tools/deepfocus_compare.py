@@ -54,7 +54,9 @@ def contenders(
     out = [Contender("deepfocus", "deepfocus", df)]
     out += [Contender(f"brent+{m}", "brent", {"metric": m}) for m in metrics]
     if budget is not None:
+        # a hard cap: no recovery frames beyond it for DeepFocus
         out = [Contender(c.key, c.mode, c.params | {"max_frames": int(budget)}) for c in out]
+        out[0] = Contender("deepfocus", "deepfocus", out[0].params | {"recover": False})
     return out
 
 

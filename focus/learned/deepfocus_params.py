@@ -29,7 +29,10 @@ class DeepFocusParams(FocusParams):
         "matches the objective in use)",
     )
     max_frames: int = Field(
-        default=4, ge=2, le=20, description="most frames per tile, the final capture counted"
+        default=4,
+        ge=2,
+        le=20,
+        description="most frames per tile, the final capture counted (a recovery adds its own)",
     )
     search_fwhm: float = Field(
         default=0.5, gt=0, le=6, description="search interval: the hint +/- this many FWHM"
