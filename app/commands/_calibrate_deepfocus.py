@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _calibrate(args: argparse.Namespace) -> int:
     from slidescan.focus.deepfocus_calibration import default_path, write_plot
     from slidescan.focus.learned.deepfocus_model import load_sharpness
+    from slidescan.focus.learned.deepfocus_params import DeepFocusParams
     from slidescan.focus.protocol import FocusError
 
     bar = None
@@ -89,8 +90,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         print(
-            f"wrote {out} and {plot}: {cal.objective}, FWHM {cal.fwhm_um:.2f} um (search "
-            f"+/-{2 * cal.fwhm_um:.1f} um), fit rms {cal.fit_rms:.3f}, {len(cal.z_um)} planes, "
+            f"wrote {out} and {plot}: {cal.objective}, FWHM {cal.fwhm_um:.2f} um (first search "
+            f"frames {DeepFocusParams().search_fwhm * cal.fwhm_um:.1f} um apart), fit rms {cal.fit_rms:.3f}, {len(cal.z_um)} planes, "
             f"focus at z = {cal.focus_z_um:.2f} um"
         )
     return 0
