@@ -16,8 +16,8 @@ class DeepFocusParams(FocusParams):
     Defaults chosen on the tuning stacks (held-out specimens, seed 32; never the reported
     ones), 20x/0.75 with hints within +/-5 um and 10x/0.30 within +/-40 um, calibration from
     another specimen: mirror placement at 0.5 FWHM had the lowest MAE on both (20x 0.153 um,
-    10x 1.08 um; golden section at the paper's 2 FWHM: 2.1 um at 20x with an early network,
-    at its best width 1.25 FWHM 0.193 / 1.62 um); a free offset was worse for mirror.
+    10x 1.08 um; golden section at the paper's 2 FWHM: 0.410 / 5.59 um, at its best width 1.25
+    FWHM 0.193 / 1.62 um); a free offset was worse for mirror.
     """
 
     weights: Path | None = Field(
