@@ -227,11 +227,16 @@ def calibration_planes(
     return np.linspace(lo, hi, CALIBRATION_PLANES)
 
 
-def default_path(profile: str, objective: str) -> Path:
-    """Where the calibration of `objective` on microscope `profile` is kept."""
+def calibration_dir() -> Path:
+    """The config folder's calibrations (scans look here for one matching their optics)."""
     import platformdirs
 
-    root = Path(platformdirs.user_config_dir("slidescan", appauthor=False)) / "calibrations"
+    return Path(platformdirs.user_config_dir("slidescan", appauthor=False)) / "calibrations"
+
+
+def default_path(profile: str, objective: str) -> Path:
+    """Where the calibration of `objective` on microscope `profile` is kept."""
+    root = calibration_dir()
     safe_profile = "".join(c if c.isalnum() or c in "-_" else "_" for c in profile) or "default"
     return root / f"deepfocus_{safe_profile}_{objective_slug(objective)}.json"
 

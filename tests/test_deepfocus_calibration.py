@@ -4,7 +4,6 @@ written and read back, refused for other optics or when damaged; the plot is a P
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -20,18 +19,7 @@ from slidescan.focus.deepfocus_calibration import (
 )
 from slidescan.focus.deepfocus_curve import CurveModel
 from slidescan.focus.learned.deepfocus import find_calibration
-
-
-@dataclass(frozen=True)
-class Optics:
-    objective_name: str = "20x/0.75"
-    na: float = 0.75
-    immersion_n: float = 1.0
-    magnification: float = 20.0
-    pixel_size_um: float = 0.325
-    wavelength_um: float = 0.55
-    depth_of_field_um: float = 0.81
-
+from tests.test_focus_fakes import FakeOptics as Optics
 
 TRUE = CurveModel(4.2, 3.0, 0.0, 3.5, 3.0, 1.2, 0.3, 0.6)
 

@@ -42,7 +42,7 @@ import numpy as np
 from slidescan.focus.deepfocus_calibration import (
     CalibrationError,
     DeepFocusCalibration,
-    default_path,
+    calibration_dir,
 )
 from slidescan.focus.deepfocus_curve import (
     fit_shift,
@@ -69,7 +69,7 @@ VALID_PROBABILITY = 0.5
 
 def find_calibration(optics: OpticsLike, folder: Path | None = None) -> DeepFocusCalibration:
     """The newest calibration in the config folder that matches these optics."""
-    root = folder or default_path("x", str(optics.objective_name)).parent
+    root = folder or calibration_dir()
     candidates = sorted(
         root.glob("deepfocus_*.json") if root.is_dir() else [],
         key=lambda p: p.stat().st_mtime,
