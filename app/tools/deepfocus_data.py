@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from slidescan.app.tools.simdata import (
     Scene,
     build_scene,
     cache_key,
+    cached_render,
     parallel_map,
     random_field,
     render_clean,
@@ -229,35 +229,31 @@ def generate(
 ) -> tuple[PatchSet, Path]:
     """The patches of `split` from `scenes` scenes: read from the cache, or rendered (in
     `workers` processes) and cached. Returns (patches, cache path)."""
-    import h5py
-
     path = cache_dir / f"deepfocus_{split}_{data_key(recipe, split, scenes, seed)}.h5"
-    if path.is_file():
-        log(f"using cached {split} data {path}")
-        with h5py.File(path, "r") as f:
-            return PatchSet(*(f[k][()] for k in PatchSet.FIELDS)), path
-    if not tissue_dir.is_dir():
-        raise FileNotFoundError(f"real tissue images not found at {tissue_dir} (see --tissue)")
-    t0 = time.perf_counter()
-    made = scenes_for(split, scenes, seed, recipe, tissue_dir)
-    parts: list[PatchSet] = parallel_map(
-        _render_job, [(s, recipe) for s in made], workers, f"render {split}", progress
+
+    def render() -> tuple[dict[str, np.ndarray], list[Scene]]:
+        if not tissue_dir.is_dir():
+            raise FileNotFoundError(f"real tissue images not found at {tissue_dir} (see --tissue)")
+        made = scenes_for(split, scenes, seed, recipe, tissue_dir)
+        parts: list[PatchSet] = parallel_map(
+            _render_job, [(s, recipe) for s in made], workers, f"render {split}", progress
+        )
+        return {k: np.concatenate([getattr(q, k) for q in parts]) for k in PatchSet.FIELDS}, made
+
+    arrays = cached_render(
+        path,
+        PatchSet.FIELDS,
+        render,
+        chunk_rows={"patches": 64},
+        attrs={
+            "recipe": json.dumps(dataclasses.asdict(recipe), default=str),
+            "split": split,
+            "seed": seed,
+        },
+        what=f"{split} data",
+        log=log,
     )
-    data = PatchSet(*(np.concatenate([getattr(q, k) for q in parts]) for k in PatchSet.FIELDS))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("patches", data=data.patches, chunks=(64, *data.patches.shape[1:]))
-        for k in PatchSet.FIELDS[1:]:
-            f.create_dataset(k, data=getattr(data, k))
-        f.attrs["recipe"] = json.dumps(dataclasses.asdict(recipe), default=str)
-        f.attrs["split"] = split
-        f.attrs["seed"] = seed
-        f.attrs["scenes"] = json.dumps([dataclasses.asdict(s) for s in made], default=str)
-        f.attrs["render_s"] = time.perf_counter() - t0
-    tmp.replace(path)
-    log(f"wrote {split} data {path} ({len(data)} patches from {len(made)} scenes)")
-    return data, path
+    return PatchSet(*(arrays[k] for k in PatchSet.FIELDS)), path
 
 
 def describe(data: PatchSet, recipe: Recipe) -> dict[str, Any]:

@@ -249,6 +249,46 @@ def parallel_map(
     return results
 
 
+def cached_render(
+    path: Path,
+    fields: Sequence[str],
+    render: Callable[[], tuple[dict[str, np.ndarray], list[Scene]]],
+    *,
+    chunk_rows: dict[str, int],
+    attrs: dict[str, Any],
+    what: str,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, np.ndarray]:
+    """A rendered data set's arrays: read from the HDF5 cache at `path`, or made by
+    `render()` (arrays by field, the scenes they came from) and written there atomically, the
+    fields in `chunk_rows` chunked that many rows at a time, with `attrs`, the scenes and the
+    render time. `what` names the set in the log ("train data")."""
+    import time
+
+    import h5py
+
+    if path.is_file():
+        log(f"using cached {what} {path}")
+        with h5py.File(path, "r") as f:
+            return {k: f[k][()] for k in fields}
+    t0 = time.perf_counter()
+    arrays, scenes = render()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for k in fields:
+            a = arrays[k]
+            rows = chunk_rows.get(k)
+            f.create_dataset(k, data=a, chunks=(rows, *a.shape[1:]) if rows else None)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.attrs["scenes"] = json.dumps([dataclasses.asdict(s) for s in scenes], default=str)
+        f.attrs["render_s"] = time.perf_counter() - t0
+    tmp.replace(path)
+    log(f"wrote {what} {path} ({len(arrays[fields[0]])} rows from {len(scenes)} scenes)")
+    return arrays
+
+
 def write_holdout_stacks(
     out_dir: Path,
     objective: str,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from slidescan.app.tools.simdata import (
     Scene,
     build_scene,
     cache_key,
+    cached_render,
     parallel_map,
     random_field,
     render_clean,
@@ -173,42 +173,33 @@ def generate(
 ) -> tuple[SampleSet, Path]:
     """The samples of `split`: read from the cache, or rendered (in `workers` processes) and
     cached. Returns (samples, cache path)."""
-    import h5py
-
     path = cache_dir / f"tsva_{split}_{data_key(recipe, split, samples, seed)}.h5"
-    if path.is_file():
-        log(f"using cached {split} data {path}")
-        with h5py.File(path, "r") as f:
-            return SampleSet(
-                *(f[k][()] for k in ("shots", "target", "error_um", "spacing_um", "scene"))
-            ), path
-    if not tissue_dir.is_dir():
-        raise FileNotFoundError(f"real tissue images not found at {tissue_dir} (see --tissue)")
-    t0 = time.perf_counter()
-    scenes = scenes_for(split, samples, seed, recipe, tissue_dir)
-    jobs = [(s, recipe) for s in scenes]
-    parts: list[SampleSet] = parallel_map(_render_job, jobs, workers, f"render {split}", progress)
-    data = SampleSet(
-        *(
-            np.concatenate([getattr(p, k) for p in parts])
-            for k in ("shots", "target", "error_um", "spacing_um", "scene")
+    fields = ("shots", "target", "error_um", "spacing_um", "scene")
+
+    def render() -> tuple[dict[str, np.ndarray], list[Scene]]:
+        if not tissue_dir.is_dir():
+            raise FileNotFoundError(f"real tissue images not found at {tissue_dir} (see --tissue)")
+        scenes = scenes_for(split, samples, seed, recipe, tissue_dir)
+        jobs = [(s, recipe) for s in scenes]
+        parts: list[SampleSet] = parallel_map(
+            _render_job, jobs, workers, f"render {split}", progress
         )
+        return {k: np.concatenate([getattr(p, k) for p in parts]) for k in fields}, scenes
+
+    arrays = cached_render(
+        path,
+        fields,
+        render,
+        chunk_rows={"shots": 1, "target": 1},
+        attrs={
+            "recipe": json.dumps(dataclasses.asdict(recipe), default=str),
+            "split": split,
+            "seed": seed,
+        },
+        what=f"{split} data",
+        log=log,
     )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("shots", data=data.shots, chunks=(1, *data.shots.shape[1:]))
-        f.create_dataset("target", data=data.target, chunks=(1, *data.target.shape[1:]))
-        for k in ("error_um", "spacing_um", "scene"):
-            f.create_dataset(k, data=getattr(data, k))
-        f.attrs["recipe"] = json.dumps(dataclasses.asdict(recipe), default=str)
-        f.attrs["split"] = split
-        f.attrs["seed"] = seed
-        f.attrs["scenes"] = json.dumps([dataclasses.asdict(s) for s in scenes], default=str)
-        f.attrs["render_s"] = time.perf_counter() - t0
-    tmp.replace(path)
-    log(f"wrote {split} data {path} ({len(data)} samples from {len(scenes)} scenes)")
-    return data, path
+    return SampleSet(*(arrays[k] for k in fields)), path
 
 
 def describe(data: SampleSet, scenes: list[Scene] | None = None) -> dict[str, Any]:
