@@ -94,3 +94,14 @@ def test_deepfocus_surveys_a_focus_map(tmp_path, calibration):
         "map",
     )
     assert s["focus_mae_um"] < 1.5
+
+
+def test_a_scan_without_a_calibration_stops_before_the_file_is_made(tmp_path, capsys):
+    from slidescan.app.cli import main
+
+    out = tmp_path / "scan.h5"
+    code = main(["scan", "--rows", "2", "--cols", "2", "--focus", "deepfocus", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert "no DeepFocus calibration" in err[-1] and "focus calibrate --mode deepfocus" in err[-1]
+    assert not out.exists()

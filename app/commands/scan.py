@@ -187,14 +187,25 @@ def _tissue_region(overview: Any, margin_um: float) -> Any:
 
 
 def _check_method(plan: ScanPlan) -> Any:
-    """The plan's focus method, built before the scan: an unknown method, a bad parameter or
-    a weight file that cannot load is one line before anything moves."""
+    """The plan's focus method, built before the scan: an unknown method or a bad parameter is
+    one line before anything moves (`_prepare` then loads its weights and calibration)."""
     from slidescan.app.runner import build_focus_method
 
     try:
         return build_focus_method(plan.focus.method, dict(plan.focus.params))
     except (ValueError, TypeError, KeyError) as exc:
         raise CliError(f"scan: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _prepare(runner: Any) -> None:
+    """Load the focus method's weights and calibration before the scan file is made: a missing
+    calibration or a damaged weight file is one line, and no empty scan file is left behind."""
+    from slidescan.focus.protocol import FocusError
+
+    try:
+        runner.prepare_focus()
+    except FocusError as exc:
+        raise CliError(f"scan: {str(exc).strip().splitlines()[0]}", code=1) from None
 
 
 class _CliObserver:
@@ -295,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
             overview=overview,
         )
 
+    _prepare(runner)
     observer = _CliObserver(runner, show=not args.json)
     runner.add_observer(observer)
     try:
