@@ -3,8 +3,8 @@ one microscope, from one z-stack of any flat textured object (Shajkofci & Liebli
 
 The network is the same for every microscope; this file is what makes it this one's: the
 median valid patch score per plane, the paper's curve model fitted to it (`deepfocus_curve`),
-centred so z = 0 is the fitted focus, and its FWHM, which sets the search interval (+/- 2
-FWHM). It records the optics it was made with; a calibration for another objective, pixel size
+centred so z = 0 is the fitted focus, and its FWHM (at half a fixed depth, `DIP_DEPTH`), which
+scales the search (`DeepFocusParams.search_fwhm`). It records the optics it was made with; a calibration for another objective, pixel size
 or NA is refused with a one-line error (`check_matches`), as is a damaged file.
 
 Stored as JSON per profile and objective in the config folder (`default_path`), with a PNG plot
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from slidescan.focus.deepfocus_curve import CurveModel, fit_curve
+from slidescan.focus.learned.deepfocus_score import MAX_SIGMA_PX, WAVELENGTH_UM
 from slidescan.focus.naming import objective_slug
 from slidescan.focus.protocol import FocusError, OpticsLike
 
@@ -36,6 +37,14 @@ RANGE_PAST_SATURATION = 1.2
 #: Tolerances of `check_matches`: the same objective name, pixel size within 2 %, NA 0.03.
 PIXEL_TOLERANCE = 0.02
 NA_TOLERANCE = 0.03
+
+
+#: The depth the FWHM is measured at, in score units (ln px): the score's design range, from a
+#: one-pixel blur (ln 1 = 0) to where it is clipped (ln `MAX_SIGMA_PX` = ln 24).
+#: The dip's own depth, from its least value to the ends of the stack, grows with how far the
+#: calibration stack reaches (10x/0.30: FWHM 16.5 um over +/-25 um, 28.0 over +/-85 um); at a
+#: fixed depth the width is the curve's alone (28.2-28.6 um over the same ranges, tuning set).
+DIP_DEPTH = math.log(MAX_SIGMA_PX)
 
 
 class CalibrationError(FocusError):
@@ -61,8 +70,9 @@ class DeepFocusCalibration:
 
     @property
     def fwhm_um(self) -> float:
-        """The fitted dip's full width at half depth over the calibrated range."""
-        return self.curve.dip_width_um(min(self.z_um), max(self.z_um))
+        """The fitted dip's full width at half of `DIP_DEPTH` (at half its own depth over the
+        calibrated range where the curve does not rise that far)."""
+        return self.curve.dip_width_um(min(self.z_um), max(self.z_um), DIP_DEPTH)
 
     # -- checks ------------------------------------------------------------------------------
     def check_matches(self, optics: OpticsLike) -> None:
@@ -204,8 +214,6 @@ def build_calibration(
 
 def saturation_defocus_um(optics: OpticsLike) -> float:
     """The defocus at which the score saturates for these optics (the blur width's cap)."""
-    from slidescan.focus.learned.deepfocus_score import MAX_SIGMA_PX, WAVELENGTH_UM
-
     sigma_um = MAX_SIGMA_PX * float(optics.pixel_size_um)
     diffraction = 0.21 * WAVELENGTH_UM / float(optics.na)
     theta = math.asin(min(float(optics.na) / float(optics.immersion_n), 0.999))

@@ -8,8 +8,8 @@
   The Moffat's wings follow a blur that grows and saturates; the Gaussian sharpens the bottom;
   the slope takes up an asymmetry (spherical aberration blurs one side faster). `moffat_fwhm_um`
   is the Moffat's own 2 alpha sqrt(2^(1/beta) - 1); `dip_width_um` the whole fitted dip's full
-  width at half depth (between its least value and the mean of its two ends), measured on the
-  curve itself: with a Gaussian in the bottom the Moffat alone can be much wider than the dip.
+  width at half depth, measured on the curve itself (with a Gaussian in the bottom the Moffat
+  alone can be much wider than the dip), for a given depth or the dip's depth over a range.
 - `fit_curve`: least squares of that model to (z, score) points (scipy), from a start read off
   the data.
 - `fit_shift`: the shift dz that best lays the calibration curve over a few measured scores,
@@ -67,12 +67,21 @@ class CurveModel:
     def moffat_fwhm_um(self) -> float:
         return 2.0 * self.alpha * math.sqrt(2.0 ** (1.0 / self.beta) - 1.0)
 
-    def dip_width_um(self, lo: float, hi: float, samples: int = 4001) -> float:
-        """Full width at half depth of the curve's dip over [lo, hi] (module docstring)."""
+    def dip_width_um(
+        self, lo: float, hi: float, depth: float | None = None, samples: int = 4001
+    ) -> float:
+        """Full width at half depth of the curve's dip over [lo, hi] (module docstring).
+
+        The depth is `depth` when given (a fixed depth makes the width a property of the curve
+        alone) and the curve reaches half of it on both sides within [lo, hi]; otherwise the
+        dip's own depth over [lo, hi], from its least value to the mean of its two ends, which
+        grows with the range the curve is read over."""
         z = np.linspace(lo, hi, samples)
         b = self(z)
         i = int(np.argmin(b))
         half = 0.5 * (b[i] + 0.5 * (b[0] + b[-1]))
+        if depth is not None and min(b[0], b[-1]) >= b[i] + 0.5 * depth:
+            half = b[i] + 0.5 * depth
         left = np.flatnonzero(b[:i] >= half)
         right = np.flatnonzero(b[i:] >= half)
         z_left = _crossing(z, b, left[-1], half) if left.size else z[0]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from slidescan.focus.deepfocus_calibration import (
+    DIP_DEPTH,
     CalibrationError,
     DeepFocusCalibration,
     build_calibration,
@@ -37,7 +38,7 @@ def test_built_calibration_is_centred_on_the_fitted_focus():
     assert cal.focus_z_um == pytest.approx(4.2, abs=0.1)
     assert cal.curve.z0 == 0.0
     assert min(abs(np.asarray(cal.z_um))) < 0.3
-    assert cal.fwhm_um == pytest.approx(TRUE.dip_width_um(-15.2, 14.8), rel=0.05)
+    assert cal.fwhm_um == pytest.approx(TRUE.dip_width_um(-15.2, 14.8, DIP_DEPTH), rel=0.05)
     assert cal.fit_rms < 0.02
 
 

@@ -51,6 +51,19 @@ def test_dip_width_counts_the_gaussian_bottom():
     assert m.dip_width_um(-30, 30) < 0.5 * m.moffat_fwhm_um
 
 
+def test_width_at_a_fixed_depth_does_not_grow_with_the_range():
+    # a dip that rises 3 deep over +/-40 um: read over +/-10 um or +/-40 um, the half-depth of
+    # the range moves (the calibration stack's reach would set the search); a fixed depth not
+    m = CurveModel(0, 3.0, 0.0, 3.0, 6.0, 1.0, 0.0, 1.0)
+    assert m.dip_width_um(-40, 40) > 1.2 * m.dip_width_um(-10, 10)
+    fixed = m.dip_width_um(-40, 40, depth=1.5)
+    assert m.dip_width_um(-10, 10, depth=1.5) == pytest.approx(fixed, rel=0.01)
+    # the curve reaches half of 1.5 (0.75 above its least value) where (1 + u^2/36)^-1 = 0.75
+    assert fixed == pytest.approx(2 * 6.0 * (1 / 0.75 - 1) ** 0.5, rel=0.01)
+    # a range the curve does not rise half the depth in: the range's own half depth
+    assert m.dip_width_um(-3, 3, depth=1.5) == pytest.approx(m.dip_width_um(-3, 3))
+
+
 def test_fit_refuses_too_few_points():
     with pytest.raises(ValueError, match="at least 9"):
         fit_curve([0, 1, 2], [1, 0, 1])

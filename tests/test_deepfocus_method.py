@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slidescan.focus.deepfocus_calibration import CalibrationError, build_calibration
+from slidescan.focus.deepfocus_calibration import DIP_DEPTH, CalibrationError, build_calibration
 from slidescan.focus.deepfocus_curve import CurveModel
 from slidescan.focus.drive import FocusDrive
 from slidescan.focus.learned import deepfocus as deepfocus_module
@@ -69,7 +69,7 @@ def test_finds_focus_within_four_frames(method_on, truth, placement):
     assert r.frames <= 4
     assert abs(r.z_um - truth) < 0.1
     assert r.final_frame is not None and dev.snapped_z[-1] == pytest.approx(r.z_um)
-    assert r.extra["fwhm_um"] == pytest.approx(CURVE.dip_width_um(-12, 12), rel=0.05)
+    assert r.extra["fwhm_um"] == pytest.approx(CURVE.dip_width_um(-12, 12, DIP_DEPTH), rel=0.05)
 
 
 def test_mirror_brackets_the_focus(method_on):
@@ -90,7 +90,7 @@ def test_first_frame_is_the_bottom_of_the_interval(method_on):
     lo, centre, hi = m.interval(drive, FocusHint(z_um=2.0))
     assert m.first_z(drive, FocusHint(z_um=2.0)) == lo
     assert centre == 2.0 and hi - centre == pytest.approx(centre - lo)
-    assert hi - centre == pytest.approx(2.0 * CURVE.dip_width_um(-12, 12), rel=0.05)
+    assert hi - centre == pytest.approx(2.0 * CURVE.dip_width_um(-12, 12, DIP_DEPTH), rel=0.05)
 
 
 def test_budget_is_kept_even_when_not_convex(method_on):
