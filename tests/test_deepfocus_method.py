@@ -83,6 +83,26 @@ def test_mirror_brackets_the_focus(method_on):
     assert abs(r.z_um - 2.0) < 0.1
 
 
+@pytest.mark.parametrize("refine", [0.15, 0.0])
+def test_a_fifth_frame_of_budget_tightens_the_pair_around_the_focus(method_on, refine):
+    # the hint 3 um below focus: frames at -4.7 and -3 um, the mirror near +3 um; the nearest
+    # frame is ~3 um from the estimate, so the fourth search frame goes `refine` FWHM past it
+    dev = FakeFocusDevice(truth_um=0.0)
+    m = method_on(dev, placement="mirror", max_frames=5, refine=refine)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=-3.0))
+    assert abs(r.z_um) < 0.1
+    search = dev.snapped_z[:-1]
+    if refine == 0:
+        assert len(search) == 3 and r.frames == 4
+        return
+    assert len(search) == 4 and r.frames == 5
+    first3, fourth = np.asarray(search[:3]), search[3]
+    near = first3[np.argmin(np.abs(first3 - r.z_um))]
+    assert abs(near - r.z_um) > refine * r.extra["fwhm_um"]
+    assert np.sign(fourth - r.z_um) == -np.sign(near - r.z_um)
+    assert abs(fourth - r.z_um) == pytest.approx(refine * r.extra["fwhm_um"], abs=0.15)
+
+
 def test_first_frame_is_the_bottom_of_the_interval(method_on):
     dev = FakeFocusDevice(truth_um=1.0)
     m = method_on(dev, search_fwhm=2.0)

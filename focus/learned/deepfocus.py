@@ -5,9 +5,12 @@ A network trained once for many microscopes reads a patch and says how blurred i
 (`deepfocus_model`); one calibration stack per instrument and objective gives the curve of that
 score against z (`focus.deepfocus_calibration`). A tile then needs a few frames:
 
-1. Frames at the hint z1 and at z1 -/+ `search_fwhm` x FWHM (acquired bottom to top, so no
-   move needs a backlash take-up; the lowest is the method's `first_z`, reached during the XY
-   move).
+1. `placement="golden"` (the paper): frames at the hint z1 and at z1 -/+ `search_fwhm` x FWHM,
+   acquired bottom to top (no move needs a backlash take-up; the lowest is the method's
+   `first_z`, reached during the XY move). `"mirror"` (the default): z1 - `search_fwhm` x FWHM
+   and z1, then the mirror of the nearer one about their focus estimate; with a budget of five
+   frames or more, when the frame nearest the new estimate lies more than `refine` FWHM from
+   it, one more frame that far past the estimate on the other side.
 2. After each frame, stop when a quadratic fits the frame scores better than a line by
    `convexity_margin` in R^2 and opens upwards (the paper's convexity test), or when the next
    frame would leave no room for the final capture within `max_frames`; otherwise the next
@@ -176,6 +179,11 @@ class DeepFocusFocus(FocusMethod):
                 if min(abs(z_c - z) for z in zs) < 0.1 * (centre - lo):
                     z_c = hi
                 last = measure(z_c)
+            if search_budget >= 4 and p.refine > 0:
+                z_r = self._refine_z(drive, np.asarray(zs), frames, cal, lo, hi)
+                compute += z_r[1]
+                if z_r[0] is not None:
+                    last = measure(z_r[0])
         else:
             # by preference (the hint first), acquired bottom to top
             planned = sorted(list(dict.fromkeys([centre, lo, hi]))[: max(search_budget, 1)])
@@ -275,6 +283,35 @@ class DeepFocusFocus(FocusMethod):
             final_frame=final,
             extra=extra | {"moves": drive.moves - moves0},
         )
+
+    def _refine_z(
+        self,
+        drive: FocusDrive,
+        zs: np.ndarray,
+        frames: list[FrameScores],
+        cal: DeepFocusCalibration,
+        lo: float,
+        hi: float,
+    ) -> tuple[float | None, float]:
+        """(z of a fourth search frame or None, compute s). The three mirror frames often
+        leave the nearest one far from the estimate (a hint far off: the pair lies out on the
+        curve's wings, where specimens differ most); a frame `refine` FWHM past the estimate,
+        opposite the nearest frame, makes a tight pair around it (`DeepFocusParams.refine`)."""
+        t0 = time.perf_counter()
+        est = self._estimate(zs, frames, cal, lo, hi)
+        spent = time.perf_counter() - t0
+        if est["z"] is None:
+            return None, spent
+        f_hat, _ = drive.clamp(float(est["z"]))
+        step = self.params.refine * cal.fwhm_um
+        near = float(zs[np.argmin(np.abs(zs - f_hat))])
+        if abs(near - f_hat) <= step:
+            return None, spent
+        side = 1.0 if f_hat >= near else -1.0
+        z_r, _ = drive.clamp(f_hat + side * step)
+        if np.min(np.abs(zs - z_r)) < 0.05 * cal.fwhm_um:
+            return None, spent
+        return float(z_r), spent
 
     def _estimate(
         self,

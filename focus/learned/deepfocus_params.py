@@ -43,6 +43,16 @@ class DeepFocusParams(FocusParams):
         "section (the paper), or the hint and below it, then the mirror of the nearer one "
         "about their focus estimate",
     )
+    refine: float = Field(
+        default=0.15,
+        ge=0,
+        le=2,
+        description="mirror placement with 5 frames or more: when the frame nearest the "
+        "estimate is more than this many FWHM from it, one more frame this far past the "
+        "estimate on the other side (0: never; tuning set, 5 frames: 0.15 gave 10x MAE 0.67 "
+        "um against 1.09 without, 20x 0.152 against 0.161; 0.1 / 0.25 / 0.35: 0.76 / 0.79 / "
+        "0.76 at 10x)",
+    )
     reach: Literal["interval", "calibration"] = Field(
         default="interval",
         description="where the focus may be found: the search interval +/- one FWHM, or as far "
