@@ -4,10 +4,15 @@ model for every objective (the tool is app/tools/train_deepfocus.py)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from slidescan.app.cli import CliError, print_json
+from slidescan.app.cli import CliError
+from slidescan.app.commands._train_common import (
+    check_counts,
+    run_training,
+    stderr_log,
+    tissue_folder,
+)
 
 
 def register(sub: argparse._SubParsersAction, default_tissue: Path, user_dir) -> None:
@@ -45,23 +50,12 @@ def _train(args: argparse.Namespace, default_tissue: Path, user_dir) -> int:
     from slidescan.app.tools import train_deepfocus as td
     from slidescan.app.tools.train_diffcnn import describe_command
 
-    for name in ("epochs", "steps", "batch_size", "scenes", "val_scenes", "workers"):
-        if getattr(args, name) < 1:
-            raise CliError(f"train deepfocus: --{name.replace('_', '-')} must be at least 1")
+    cmd = "train deepfocus"
+    check_counts(cmd, args, ("epochs", "steps", "batch_size", "scenes", "val_scenes", "workers"))
     if not (args.lr > 0 and args.width > 0):
-        raise CliError("train deepfocus: --lr and --width must be positive")
-    tissue = args.tissue or default_tissue
-    if not tissue.is_dir():
-        raise CliError(
-            f"train deepfocus: real tissue images not found at {tissue} (give --tissue DIR)",
-            code=1,
-        )
+        raise CliError(f"{cmd}: --lr and --width must be positive")
+    tissue = tissue_folder(cmd, args.tissue, default_tissue)
     progress = not args.json
-
-    def log(msg: str) -> None:
-        if progress:
-            print(msg, file=sys.stderr)
-
     req = td.TrainRequest(
         epochs=args.epochs,
         steps_per_epoch=args.steps,
@@ -82,18 +76,12 @@ def _train(args: argparse.Namespace, default_tissue: Path, user_dir) -> int:
         progress=progress,
         command=describe_command(),
     )
-    try:
-        summary = td.train(req, log=log)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        raise CliError(f"train deepfocus: {exc}", code=1) from None
-    if args.json:
-        print_json(summary)
-    else:
+
+    def validation(summary: dict) -> str:
         v = summary["val"]
-        print(
-            f"wrote {summary['weights']} ({summary['weights_mb']:.2f} MB) and "
-            f"{summary['model_card']}\nheld-out validation: score MAE {v['score_mae']:.3f} "
-            f"(ln px), validity {100 * v['validity_acc']:.1f} % over "
-            f"{summary['val_patches']} patches ({summary['total_s']:.0f} s)"
+        return (
+            f"score MAE {v['score_mae']:.3f} (ln px), validity {100 * v['validity_acc']:.1f} % "
+            f"over {summary['val_patches']} patches"
         )
-    return 0
+
+    return run_training(cmd, td.train, req, stderr_log(progress), args.json, validation)

@@ -9,10 +9,16 @@ sharpness network of DeepFocus (app/commands/_train_deepfocus.py).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from slidescan.app.cli import CliError, print_json
+from slidescan.app.cli import CliError
+from slidescan.app.commands._train_common import (
+    check_counts,
+    report_holdout,
+    run_training,
+    stderr_log,
+    tissue_folder,
+)
 
 DEFAULT_TISSUE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tissue"
 
@@ -156,25 +162,18 @@ def _tsva(args: argparse.Namespace) -> int:
     from slidescan.app.tools import train_tsva as tt
     from slidescan.app.tools.train_diffcnn import describe_command
 
-    for name in ("epochs", "steps", "batch_size", "samples", "val_samples", "workers", "base"):
-        if getattr(args, name) < 1:
-            raise CliError(f"train tsva: --{name.replace('_', '-')} must be at least 1")
+    cmd = "train tsva"
+    check_counts(
+        cmd, args, ("epochs", "steps", "batch_size", "samples", "val_samples", "workers", "base")
+    )
     if args.depth < 2:
         raise CliError("train tsva: --depth must be at least 2")
     if args.patch < 2**args.depth or args.patch % 2 ** (args.depth - 1):
         raise CliError(f"train tsva: --patch must be a multiple of {2 ** (args.depth - 1)}")
     if not args.lr > 0:
         raise CliError("train tsva: --lr must be positive")
-    tissue = args.tissue or DEFAULT_TISSUE
-    if not tissue.is_dir():
-        raise CliError(
-            f"train tsva: real tissue images not found at {tissue} (give --tissue DIR)", code=1
-        )
+    tissue = tissue_folder(cmd, args.tissue, DEFAULT_TISSUE)
     progress = not args.json
-
-    def log(msg: str) -> None:
-        if progress:
-            print(msg, file=sys.stderr)
 
     if args.holdout_stacks is not None:
         from slidescan.app.tools import simdata
@@ -190,12 +189,7 @@ def _tsva(args: argparse.Namespace) -> int:
             z_step=0.25,
             progress=progress,
         )
-        if args.json:
-            print_json({"stacks": summaries})
-        else:
-            for s in summaries:
-                print(f"{s['file']}: {s['stacks']} stacks of {s['planes']} planes ({s['name']})")
-        return 0
+        return report_holdout(summaries, args.json)
 
     req = tt.TrainRequest(
         objective=args.objective,
@@ -222,22 +216,15 @@ def _tsva(args: argparse.Namespace) -> int:
         progress=progress,
         command=describe_command(),
     )
-    try:
-        summary = tt.train(req, log=log)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        raise CliError(f"train tsva: {exc}", code=1) from None
-    if args.json:
-        print_json(summary)
-    else:
+
+    def validation(summary: dict) -> str:
         v = summary["val"]
-        print(
-            f"wrote {summary['weights']} ({summary['weights_mb']:.2f} MB) and "
-            f"{summary['model_card']}\n"
-            f"held-out validation: PSNR {v['psnr_db']:.2f} dB (sharper shot "
-            f"{v['sharper_shot_psnr_db']:.2f} dB) over {summary['val_samples']} fields "
-            f"({summary['total_s']:.0f} s)"
+        return (
+            f"PSNR {v['psnr_db']:.2f} dB (sharper shot {v['sharper_shot_psnr_db']:.2f} dB) "
+            f"over {summary['val_samples']} fields"
         )
-    return 0
+
+    return run_training(cmd, tt.train, req, stderr_log(progress), args.json, validation)
 
 
 def _no_model(args: argparse.Namespace) -> int:
@@ -255,9 +242,10 @@ def _diffcnn(args: argparse.Namespace) -> int:
         raise CliError(
             f"train diffcnn: unknown objective {args.objective!r}; known: {', '.join(OBJECTIVES)}"
         )
-    for name in ("epochs", "samples", "val_samples", "workers", "batch_size", "positions"):
-        if getattr(args, name) < 1:
-            raise CliError(f"train diffcnn: --{name.replace('_', '-')} must be at least 1")
+    cmd = "train diffcnn"
+    check_counts(
+        cmd, args, ("epochs", "samples", "val_samples", "workers", "batch_size", "positions")
+    )
     if args.threads is not None and args.threads < 1:
         raise CliError("train diffcnn: --threads must be at least 1")
     if not args.lr > 0:
@@ -267,17 +255,8 @@ def _diffcnn(args: argparse.Namespace) -> int:
             f"train diffcnn: --na must lie between 0 and the immersion index "
             f"{OBJECTIVES[args.objective].immersion_n:g}, got {args.na:g}"
         )
-    tissue = args.tissue or DEFAULT_TISSUE
-    if not tissue.is_dir():
-        raise CliError(
-            f"train diffcnn: real tissue images not found at {tissue} (give --tissue DIR)",
-            code=1,
-        )
+    tissue = tissue_folder(cmd, args.tissue, DEFAULT_TISSUE)
     progress = not args.json
-
-    def log(msg: str) -> None:
-        if progress:
-            print(msg, file=sys.stderr)
 
     if args.holdout_stacks is not None:
         summaries = simdata.write_holdout_stacks(
@@ -290,12 +269,7 @@ def _diffcnn(args: argparse.Namespace) -> int:
             na=args.na,
             progress=progress,
         )
-        if args.json:
-            print_json({"stacks": summaries})
-        else:
-            for s in summaries:
-                print(f"{s['file']}: {s['stacks']} stacks of {s['planes']} planes ({s['name']})")
-        return 0
+        return report_holdout(summaries, args.json)
 
     if args.device == "cuda":
         import torch
@@ -320,19 +294,12 @@ def _diffcnn(args: argparse.Namespace) -> int:
         progress=progress,
         command=td.describe_command(),
     )
-    try:
-        summary = td.train(req, log=log)
-    except (FileNotFoundError, ValueError) as exc:
-        raise CliError(f"train diffcnn: {exc}", code=1) from None
-    if args.json:
-        print_json(summary)
-    else:
+
+    def validation(summary: dict) -> str:
         v = summary["val"]
-        print(
-            f"wrote {summary['weights']} ({summary['weights_mb']:.2f} MB) and "
-            f"{summary['model_card']}\n"
-            f"held-out validation: tile MAE {v['tile_mae_um']:.3f} um, "
-            f"p95 {v['tile_p95_um']:.3f} um over {v['tiles']} pairs "
-            f"({summary['total_s']:.0f} s)"
+        return (
+            f"tile MAE {v['tile_mae_um']:.3f} um, p95 {v['tile_p95_um']:.3f} um over "
+            f"{v['tiles']} pairs"
         )
-    return 0
+
+    return run_training(cmd, td.train, req, stderr_log(progress), args.json, validation)

@@ -12,7 +12,6 @@ instrument's own curve comes from `slidescan focus calibrate --mode deepfocus`.
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,8 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from slidescan.app.tools.deepfocus_data import DATA_VERSION, Recipe, describe, generate
-from slidescan.app.tools.simdata import REAL_HOLDOUT_IMAGES, REAL_TRAIN_IMAGES, TEXTURE_IMAGES
 from slidescan.app.tools.train_progress import fit_with_progress
+from slidescan.app.tools.training_run import (
+    TRAIN_SPECIMENS,
+    VAL_SPECIMENS,
+    provenance,
+    resume_state,
+    write_model,
+)
 
 ARCHITECTURE = "mobilenetv2"
 WEIGHTS_NAME = "deepfocus_any"
@@ -54,10 +59,10 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     """Generate (or read) the data, train, and write weights + model card. Returns a summary."""
     import torch
 
-    from slidescan.focus.learned.checkpoint import Checkpoint, save_checkpoint
+    from slidescan.focus.learned.checkpoint import Checkpoint
     from slidescan.focus.learned.deepfocus_score import MAX_SIGMA_PX, MIN_SIGMA_PX, PATCH_PX
     from slidescan.focus.learned.deepfocus_training import DeepFocusTask, DeepFocusTrainConfig
-    from slidescan.focus.learned.mobilenet import MobileNetV2, count_parameters
+    from slidescan.focus.learned.mobilenet import MobileNetV2
     from slidescan.focus.learned.training import LoopConfig, Trainer, resolve_device
 
     t_start = time.perf_counter()
@@ -92,12 +97,7 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     trainer = Trainer(model, task, loop, device)
     req.out.mkdir(parents=True, exist_ok=True)
     state_path = req.out / f"{req.name}.state.pt"
-    rng = None
-    if req.resume:
-        if not state_path.is_file():
-            raise FileNotFoundError(f"--resume: no training state at {state_path}")
-        rng = trainer.load_state(state_path)
-        log(f"resumed at epoch {trainer.state.epoch} of {loop.epochs}")
+    rng = resume_state(trainer, state_path, req.resume, log)
 
     def epoch_line(h: Any) -> str:
         m = h.metrics
@@ -115,36 +115,27 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     )
     metrics = trainer.validate()
     model_cpu = trainer.model.to("cpu").eval()
-    trained = {
-        "command": req.command,
-        "seed": req.seed,
-        "epochs": loop.epochs,
-        "train_config": {"loop": dataclasses.asdict(loop), "task": dataclasses.asdict(task_cfg)},
-        "recipe": dataclasses.asdict(recipe),
-        "data": {
+    trained = provenance(
+        req,
+        loop,
+        task_cfg,
+        recipe=dataclasses.asdict(recipe),
+        data={
             "version": DATA_VERSION,
             "train": describe(train_data, recipe),
             "val": describe(val_data, recipe),
-            "train_specimens": "procedural H&E and IHC (seeds < 1e6), "
-            + ", ".join(REAL_TRAIN_IMAGES)
-            + " (pixel size jittered x0.8-1.5), scikit-image textures "
-            + ", ".join(TEXTURE_IMAGES)
-            + " (0.12-0.35 um/px)",
-            "val_specimens": f"{REAL_HOLDOUT_IMAGES[0]}, skimage ihc, procedural (seeds >= 1e6)",
+            "train_specimens": TRAIN_SPECIMENS,
+            "val_specimens": VAL_SPECIMENS,
             "train_cache": train_path.name,
             "val_cache": val_path.name,
         },
-        "val_metrics": metrics,
-        "history": [dataclasses.asdict(h) for h in history],
-        "parameters": count_parameters(model_cpu),
-        "device": str(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "data_s": round(t_data, 1),
-        "total_s": round(time.perf_counter() - t_start, 1),
-        "resumed": bool(req.resume),
-        **req.extra,
-    }
+        metrics=metrics,
+        history=[dataclasses.asdict(h) for h in history],
+        model=model_cpu,
+        device=device,
+        t_start=t_start,
+        t_data=t_data,
+    )
     meta = {
         "score": "ln blur width in camera pixels (deepfocus_score)",
         "patch_px": PATCH_PX,
@@ -153,18 +144,12 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         "objectives": list(recipe.objectives),
         "input": "luminance, standardised per patch",
     }
-    weights = req.out / f"{req.name}.pt"
-    card = model_card(meta, arch, trained, weights.name)
+    card = model_card(meta, arch, trained, f"{req.name}.pt")
     ckpt = Checkpoint.of(
         "deepfocus", ARCHITECTURE, arch, model_cpu, meta=meta, trained=trained, card=card
     )
-    save_checkpoint(weights, ckpt)
-    card_path = req.out / f"{req.name}.md"
-    card_path.write_text(card, encoding="utf-8")
     return {
-        "weights": str(weights),
-        "model_card": str(card_path),
-        "weights_mb": weights.stat().st_size / 1e6,
+        **write_model(req.out, req.name, ckpt, card),
         "val": metrics,
         "epochs": loop.epochs,
         "parameters": trained["parameters"],

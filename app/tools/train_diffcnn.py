@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import platform
 import shlex
 import sys
 import time
@@ -29,9 +28,6 @@ from typing import Any
 import numpy as np
 
 from slidescan.app.tools.simdata import (
-    REAL_HOLDOUT_IMAGES,
-    REAL_TRAIN_IMAGES,
-    TEXTURE_IMAGES,
     Scene,
     build_scene,
     cache_key,
@@ -40,6 +36,13 @@ from slidescan.app.tools.simdata import (
     sample_scene,
 )
 from slidescan.app.tools.train_progress import fit_with_progress
+from slidescan.app.tools.training_run import (
+    TRAIN_SPECIMENS,
+    VAL_SPECIMENS,
+    provenance,
+    resume_state,
+    write_model,
+)
 from slidescan.focus.learned.preprocess import InputSpec, patch_pairs
 
 #: Bump when the data recipe changes so stale caches are not reused.
@@ -260,10 +263,9 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     """Generate (or read) the data, train, and write weights + model card. Returns a summary."""
     import torch
 
-    from slidescan.focus.learned.checkpoint import save_checkpoint
     from slidescan.focus.learned.diffcnn_model import DiffCNNMeta
     from slidescan.focus.learned.diffcnn_training import DiffCNNTask, DiffCNNTrainConfig
-    from slidescan.focus.learned.mobilenet import MobileNetV2, count_parameters
+    from slidescan.focus.learned.mobilenet import MobileNetV2
     from slidescan.focus.learned.training import LoopConfig, Trainer, resolve_device
 
     t_start = time.perf_counter()
@@ -302,12 +304,7 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     name = weights_name(req.objective)
     req.out.mkdir(parents=True, exist_ok=True)
     state_path = req.out / f"{name}.state.pt"
-    rng = None
-    if req.resume:
-        if not state_path.is_file():
-            raise FileNotFoundError(f"--resume: no training state at {state_path}")
-        rng = trainer.load_state(state_path)
-        log(f"resumed at epoch {trainer.state.epoch} of {loop.epochs}")
+    rng = resume_state(trainer, state_path, req.resume, log)
 
     def epoch_line(h: Any) -> str:
         m = h.metrics
@@ -321,42 +318,32 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         trainer, task.steps_per_epoch(), state_path, rng, epoch_line, log, req.progress, ".3f"
     )
     metrics = trainer.validate()
-    t_total = time.perf_counter() - t_start
     model_cpu = trainer.model.to("cpu").eval()
-    trained = {
-        "command": req.command,
-        "seed": req.seed,
-        "epochs": loop.epochs,
-        "train_config": {"loop": dataclasses.asdict(loop), "task": dataclasses.asdict(task_cfg)},
-        "data": {
+    trained = provenance(
+        req,
+        loop,
+        task_cfg,
+        data={
             "version": DATA_VERSION,
             "train_pairs": int(len(np.unique(train_data.tile))),
             "train_patches": len(train_data),
             "val_pairs": int(len(np.unique(val_data.tile))),
             "val_patches": len(val_data),
-            "train_specimens": "procedural H&E and IHC (seeds < 1e6), "
-            + ", ".join(REAL_TRAIN_IMAGES)
-            + " (pixel size jittered x0.8-1.5), scikit-image textures "
-            + ", ".join(TEXTURE_IMAGES)
-            + " (0.12-0.35 um/px)",
-            "val_specimens": f"{REAL_HOLDOUT_IMAGES[0]}, skimage ihc, procedural (seeds >= 1e6)",
+            "train_specimens": TRAIN_SPECIMENS,
+            "val_specimens": VAL_SPECIMENS,
             "train_cache": str(train_path.name),
             "val_cache": str(val_path.name),
         },
-        "val_metrics": metrics,
-        "history": [
+        metrics=metrics,
+        history=[
             {**dataclasses.asdict(h), "phase": task_cfg.phase(h.epoch - 1, loop.epochs)}
             for h in history
         ],
-        "parameters": count_parameters(model_cpu),
-        "device": str(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "data_s": round(t_data, 1),
-        "total_s": round(t_total, 1),
-        "resumed": bool(req.resume),
-        **req.extra,
-    }
+        model=model_cpu,
+        device=device,
+        t_start=t_start,
+        t_data=t_data,
+    )
     meta = DiffCNNMeta(
         input_spec=spec.to_dict(),
         objective=recipe.objective,
@@ -370,22 +357,16 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         y_max_um=recipe.y_max_um,
         trained=trained,
     )
-    weights = req.out / f"{name}.pt"
-    card = model_card(meta, arch, recipe, weights.name)
-    save_checkpoint(weights, meta.checkpoint(model_cpu, arch, card))
-    card_path = req.out / f"{name}.md"
-    card_path.write_text(card, encoding="utf-8")
+    card = model_card(meta, arch, recipe, f"{name}.pt")
     return {
-        "weights": str(weights),
-        "model_card": str(card_path),
-        "weights_mb": weights.stat().st_size / 1e6,
+        **write_model(req.out, name, meta.checkpoint(model_cpu, arch, card), card),
         "val": metrics,
         "epochs": loop.epochs,
         "parameters": trained["parameters"],
         "train_patches": len(train_data),
         "val_patches": len(val_data),
-        "data_s": round(t_data, 1),
-        "total_s": round(t_total, 1),
+        "data_s": trained["data_s"],
+        "total_s": trained["total_s"],
     }
 
 

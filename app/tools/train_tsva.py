@@ -11,15 +11,20 @@ written beside them as Markdown. `--shots 1` trains the single-input U-Net of th
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slidescan.app.tools.simdata import REAL_HOLDOUT_IMAGES, REAL_TRAIN_IMAGES, TEXTURE_IMAGES
 from slidescan.app.tools.train_progress import fit_with_progress
+from slidescan.app.tools.training_run import (
+    TRAIN_SPECIMENS,
+    VAL_SPECIMENS,
+    provenance,
+    resume_state,
+    write_model,
+)
 from slidescan.app.tools.tsva_data import DATA_VERSION, Recipe, describe, generate
 
 ARCHITECTURE = "two_shot_unet"
@@ -65,10 +70,10 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     """Generate (or read) the data, train, and write weights + model card. Returns a summary."""
     import torch
 
-    from slidescan.focus.learned.checkpoint import Checkpoint, save_checkpoint
+    from slidescan.focus.learned.checkpoint import Checkpoint
     from slidescan.focus.learned.training import LoopConfig, Trainer, resolve_device
     from slidescan.focus.learned.tsva_training import TSVATask, TSVATrainConfig
-    from slidescan.focus.learned.unet import TwoShotUNet, count_parameters, macs_per_pixel
+    from slidescan.focus.learned.unet import TwoShotUNet, macs_per_pixel
 
     t_start = time.perf_counter()
     recipe = Recipe(objective=req.objective)
@@ -110,12 +115,7 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     name = req.name or weights_name(req.objective, req.shots, req.loss)
     req.out.mkdir(parents=True, exist_ok=True)
     state_path = req.out / f"{name}.state.pt"
-    rng = None
-    if req.resume:
-        if not state_path.is_file():
-            raise FileNotFoundError(f"--resume: no training state at {state_path}")
-        rng = trainer.load_state(state_path)
-        log(f"resumed at epoch {trainer.state.epoch} of {loop.epochs}")
+    rng = resume_state(trainer, state_path, req.resume, log)
 
     def epoch_line(h: Any) -> str:
         m = h.metrics
@@ -131,37 +131,28 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     )
     metrics = trainer.validate()
     model_cpu = trainer.model.to("cpu").eval()
-    trained = {
-        "command": req.command,
-        "seed": req.seed,
-        "epochs": loop.epochs,
-        "train_config": {"loop": dataclasses.asdict(loop), "task": dataclasses.asdict(task_cfg)},
-        "recipe": dataclasses.asdict(recipe),
-        "data": {
+    trained = provenance(
+        req,
+        loop,
+        task_cfg,
+        recipe=dataclasses.asdict(recipe),
+        gflops_per_megapixel=2 * macs_per_pixel(model_cpu) * 1e6 / 1e9,
+        data={
             "version": DATA_VERSION,
             "train": describe(train_data),
             "val": describe(val_data),
-            "train_specimens": "procedural H&E and IHC (seeds < 1e6), "
-            + ", ".join(REAL_TRAIN_IMAGES)
-            + " (pixel size jittered x0.8-1.5), scikit-image textures "
-            + ", ".join(TEXTURE_IMAGES)
-            + " (0.12-0.35 um/px)",
-            "val_specimens": f"{REAL_HOLDOUT_IMAGES[0]}, skimage ihc, procedural (seeds >= 1e6)",
+            "train_specimens": TRAIN_SPECIMENS,
+            "val_specimens": VAL_SPECIMENS,
             "train_cache": train_path.name,
             "val_cache": val_path.name,
         },
-        "val_metrics": metrics,
-        "history": [dataclasses.asdict(h) for h in history],
-        "parameters": count_parameters(model_cpu),
-        "gflops_per_megapixel": 2 * macs_per_pixel(model_cpu) * 1e6 / 1e9,
-        "device": str(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "data_s": round(t_data, 1),
-        "total_s": round(time.perf_counter() - t_start, 1),
-        "resumed": bool(req.resume),
-        **req.extra,
-    }
+        metrics=metrics,
+        history=[dataclasses.asdict(h) for h in history],
+        model=model_cpu,
+        device=device,
+        t_start=t_start,
+        t_data=t_data,
+    )
     meta = {
         "objective": recipe.objective,
         "na": recipe.na,
@@ -170,8 +161,7 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         "error_sd_um": recipe.error_sd_um,
         "loss": req.loss,
     }
-    weights = req.out / f"{name}.pt"
-    card = model_card(meta, arch, trained, weights.name)
+    card = model_card(meta, arch, trained, f"{name}.pt")
     ckpt = Checkpoint.of(
         "tsva",
         ARCHITECTURE,
@@ -182,13 +172,8 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         trained=trained,
         card=card,
     )
-    save_checkpoint(weights, ckpt)
-    card_path = req.out / f"{name}.md"
-    card_path.write_text(card, encoding="utf-8")
     return {
-        "weights": str(weights),
-        "model_card": str(card_path),
-        "weights_mb": weights.stat().st_size / 1e6,
+        **write_model(req.out, name, ckpt, card),
         "val": metrics,
         "epochs": loop.epochs,
         "parameters": trained["parameters"],
