@@ -4,8 +4,9 @@ one microscope, from one z-stack of any flat textured object (Shajkofci & Liebli
 The network is the same for every microscope; this file is what makes it this one's: the
 median valid patch score per plane, the paper's curve model fitted to it (`deepfocus_curve`),
 centred so z = 0 is the fitted focus, and its FWHM (at half a fixed depth, `DIP_DEPTH`), which
-scales the search (`DeepFocusParams.search_fwhm`). It records the optics it was made with; a calibration for another objective, pixel size
-or NA is refused with a one-line error (`check_matches`), as is a damaged file.
+scales the search (`DeepFocusParams.search_fwhm`). It records the optics it was made with; a
+calibration for another objective, pixel size or NA is refused with a one-line error
+(`check_matches`), as is a damaged file.
 
 Stored as JSON per profile and objective in the config folder (`default_path`), with a PNG plot
 beside it (`write_plot`). Torch-free: the scores come in from the network's caller.
