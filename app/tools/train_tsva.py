@@ -239,7 +239,7 @@ per megapixel (a 1024 x 1024 RGB tile: {t.get("gflops_per_megapixel", 0) * 1.048
 - Validation (held out: specimens never trained on, cover-glass error 15-22 um, chromatic
   shift 0.3-0.4 um): {data["val"]["samples"]} samples of {data["val_specimens"]}.
 
-| epoch | train loss | val PSNR dB | |e| < 1 um | 2 <= |e| < 4 um | s |
+| epoch | train loss | val PSNR dB | \\|e\\| < 1 um | 2 <= \\|e\\| < 4 um | s |
 |---|---|---|---|---|---|
 {hist}
 
