@@ -73,6 +73,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -321,6 +322,25 @@ def shots_end(records: np.ndarray) -> int:
     return int(ends.max())
 
 
+#: How long opening a scan file for writing waits for a reader that holds it (a viewer, a
+#: file browser's preview, a script polling the file) to let go before it gives up.
+LOCK_WAIT_S = 5.0
+
+
+def _open_for_writing(path: Path) -> h5py.File:
+    """`h5py.File(path, "r+")`, retried while another process holds the file's lock: until the
+    writer is in SWMR mode a reader's open blocks it, and a scan must not fail to start (or
+    resume) because something looked at its file at that moment."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return h5py.File(path, "r+", libver="latest")
+        except OSError as exc:
+            if "unable to lock file" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 class ScanWriter:
     """Appends tiles to a scan file in SWMR mode. Not thread-safe: one writer thread owns it.
 
@@ -437,12 +457,12 @@ class ScanWriter:
         if repair.file_version(path) < FORMAT_VERSION:
             repair.upgrade(path)
         try:
-            f = h5py.File(path, "r+", libver="latest")
+            f = _open_for_writing(path)
         except OSError as exc:
             if "already open for write" not in str(exc):
                 raise ScanFileError(f"{path}: cannot open for writing: {exc}") from exc
             repair.recover(path)
-            f = h5py.File(path, "r+", libver="latest")
+            f = _open_for_writing(path)
         try:
             if f.attrs.get("format") != FORMAT:
                 raise ScanFileError(f"{path} is not a slidescan scan file")

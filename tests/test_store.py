@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import subprocess
 import sys
@@ -288,3 +289,37 @@ def test_an_overview_and_an_empty_stitch_come_with_a_new_file(tmp_path):
             overview=Overview(image.astype(float), 0, 0, 1),
         )  # fmt: skip
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.partial").exists()
+
+
+@contextlib.contextmanager
+def _held_open(path: Path, seconds: float):
+    """Another process holding `path` open for reading for `seconds` (from when this yields)."""
+    code = (
+        f"import time, h5py\nf = h5py.File({str(path)!r}, 'r')\n"
+        f"print('held', flush=True)\ntime.sleep({seconds})\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout.readline().strip() == "held"
+            yield
+        finally:
+            p.kill()
+
+
+def test_opening_for_writing_waits_for_a_reader_to_let_go(tmp_path, monkeypatch):
+    # Another process that holds the file open (a viewer, a script polling it) blocks the
+    # writer's open until SWMR mode is on; the scan waits a moment instead of failing to start.
+    w, tiles = _writer(tmp_path)
+    w.append(_record(tiles[0]), _image(0))
+    w.close()
+    path = Path(w.path)
+    with _held_open(path, 0.6):
+        t0 = time.monotonic()
+        w2 = ScanWriter.open(path)
+        assert time.monotonic() - t0 > 0.2  # it did have to wait
+        assert w2.done_indices() == {0}
+        w2.close()
+    # a reader that does not let go within the wait: one clear error
+    monkeypatch.setattr("slidescan.app.store.LOCK_WAIT_S", 0.2)
+    with _held_open(path, 5), pytest.raises(ScanFileError, match="cannot open for writing"):
+        ScanWriter.open(path)
