@@ -307,3 +307,23 @@ def test_focus_eval_mode_tsva_scores_every_method_by_offset(tmp_path, tiny_weigh
     by = {row["offset_um"]: row for row in report["by_offset"]}
     assert report["spacing_um"] == 1.5
     assert by[1.5]["sharper_shot"]["psnr_db"] > by[3.0]["sharper_shot"]["psnr_db"]
+
+
+@pytest.mark.parametrize("method, shots", [("tsva", 2), ("unet_single", 1)])
+def test_the_shipped_networks_load_and_fuse_a_pair(method, shots):
+    from slidescan.focus.learned.checkpoint import load_checkpoint, shipped_path
+    from slidescan.focus.learned.tsva import load_fuser
+
+    path = shipped_path(method, "20x/0.75")
+    ckpt = load_checkpoint(path, "tsva")  # the checksum is verified on load
+    assert ckpt.config["shots"] == shots and ckpt.trained["seed"] == 0
+    assert "slidescan train tsva" in ckpt.trained["command"]
+    assert ckpt.meta["loss"] == "l1" and "## Evaluation" in ckpt.card
+    assert path.with_suffix(".md").read_text(encoding="utf-8") == ckpt.card
+    fuser, _ = load_fuser(path, threads=1, device="cpu")
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    b = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    out = fuser.fuse(a, b if shots == 2 else None)
+    assert out.shape == a.shape and np.isfinite(out).all()
+    np.testing.assert_array_equal(out, fuser.fuse(a, b if shots == 2 else None))
