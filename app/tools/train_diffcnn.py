@@ -39,6 +39,7 @@ from slidescan.app.tools.train_progress import fit_with_progress
 from slidescan.app.tools.training_run import (
     TRAIN_SPECIMENS,
     VAL_SPECIMENS,
+    generate_splits,
     provenance,
     resume_state,
     write_model,
@@ -273,20 +274,9 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     device = resolve_device(req.device)
     if req.threads:
         torch.set_num_threads(req.threads)
-    data: dict[str, Any] = {}
-    for split, pairs in (("train", req.samples), ("val", req.val_samples)):
-        data[split] = generate(
-            split,
-            pairs,
-            req.seed,
-            recipe,
-            req.tissue_dir,
-            req.cache_dir,
-            workers=req.workers,
-            progress=req.progress,
-            log=log,
-        )
-    (train_data, train_path), (val_data, val_path) = data["train"], data["val"]
+    (train_data, train_path), (val_data, val_path) = generate_splits(
+        generate, req, recipe, req.samples, req.val_samples, log
+    )
     if len(train_data) < 2 * req.batch_size:
         raise ValueError(f"only {len(train_data)} training patches; ask for more --samples")
     t_data = time.perf_counter() - t_start

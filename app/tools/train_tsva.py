@@ -21,6 +21,7 @@ from slidescan.app.tools.train_progress import fit_with_progress
 from slidescan.app.tools.training_run import (
     TRAIN_SPECIMENS,
     VAL_SPECIMENS,
+    generate_splits,
     provenance,
     resume_state,
     write_model,
@@ -82,21 +83,9 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     device = resolve_device(req.device)
     if req.threads:
         torch.set_num_threads(req.threads)
-    sets = {
-        split: generate(
-            split,
-            n,
-            req.seed,
-            recipe,
-            req.tissue_dir,
-            req.cache_dir,
-            workers=req.workers,
-            progress=req.progress,
-            log=log,
-        )
-        for split, n in (("train", req.samples), ("val", req.val_samples))
-    }
-    (train_data, train_path), (val_data, val_path) = sets["train"], sets["val"]
+    (train_data, train_path), (val_data, val_path) = generate_splits(
+        generate, req, recipe, req.samples, req.val_samples, log
+    )
     t_data = time.perf_counter() - t_start
 
     torch.manual_seed(req.seed)

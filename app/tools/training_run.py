@@ -25,6 +25,32 @@ TRAIN_SPECIMENS = (
 VAL_SPECIMENS = f"{REAL_HOLDOUT_IMAGES[0]}, skimage ihc, procedural (seeds >= 1e6)"
 
 
+def generate_splits(
+    generate: Callable[..., tuple[Any, Path]],
+    req: Any,
+    recipe: Any,
+    train_count: int,
+    val_count: int,
+    log: Callable[[str], None],
+) -> tuple[tuple[Any, Path], tuple[Any, Path]]:
+    """((train data, cache path), (val data, cache path)) from a tool's `generate`, read from
+    the cache or rendered with the request's seed, folders, workers and progress."""
+    return tuple(  # type: ignore[return-value]
+        generate(
+            split,
+            count,
+            req.seed,
+            recipe,
+            req.tissue_dir,
+            req.cache_dir,
+            workers=req.workers,
+            progress=req.progress,
+            log=log,
+        )
+        for split, count in (("train", train_count), ("val", val_count))
+    )
+
+
 def resume_state(trainer: Any, state_path: Path, resume: bool, log: Callable[[str], None]) -> Any:
     """The numpy generator state to go on with when `resume` (None to start afresh); the
     trainer's model, optimiser and schedule are loaded from `state_path`."""
