@@ -19,6 +19,7 @@ import torch
 from slidescan.focus.learned.checkpoint import load_checkpoint, shipped_path
 from slidescan.focus.learned.deepfocus_score import PATCH_PX, frame_patches
 from slidescan.focus.learned.diffcnn_model import fuse_conv_bn
+from slidescan.focus.learned.torch_threads import torch_threads
 from slidescan.focus.protocol import FocusError
 
 #: Shipped weights: one model for every objective.
@@ -59,15 +60,8 @@ class SharpnessNet:
             return np.zeros(0), np.zeros(0)
         x = torch.from_numpy(np.ascontiguousarray(patches[:, None], dtype=np.float32))
         x = x.contiguous(memory_format=torch.channels_last)
-        saved = torch.get_num_threads()
-        if self.threads is not None and self.threads != saved:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                out = self.model(x).double().numpy()
-        finally:
-            if torch.get_num_threads() != saved:
-                torch.set_num_threads(saved)
+        with torch_threads(self.threads), torch.inference_mode():
+            out = self.model(x).double().numpy()
         return out[:, 0], 1.0 / (1.0 + np.exp(-out[:, 1]))
 
     def score_frame(self, image: np.ndarray, max_patches: int = 16) -> FrameScores:

@@ -21,6 +21,7 @@ from torch import nn
 
 from slidescan.focus.learned.checkpoint import Checkpoint, load_checkpoint, shipped_path
 from slidescan.focus.learned.preprocess import InputSpec, network_input, patch_pairs
+from slidescan.focus.learned.torch_threads import torch_threads
 from slidescan.focus.protocol import FocusError
 
 METHOD = "diffcnn"
@@ -203,15 +204,8 @@ class DiffCNNPredictor:
             return np.zeros(0)
         x = torch.from_numpy(network_input(pairs, self.spec))
         x = x.contiguous(memory_format=torch.channels_last)
-        saved = torch.get_num_threads()
-        if self.threads is not None and self.threads != saved:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                out = self.model(x).reshape(-1).double().numpy()
-        finally:
-            if torch.get_num_threads() != saved:
-                torch.set_num_threads(saved)
+        with torch_threads(self.threads), torch.inference_mode():
+            out = self.model(x).reshape(-1).double().numpy()
         return out * self.meta.y_scale_um + self.meta.y_mean_um
 
     def warm_up(self) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from slidescan.focus.image_quality import to_peak_scale
+from slidescan.focus.learned.torch_threads import torch_threads
 from slidescan.focus.learned.unet import TwoShotUNet, fused_for_inference
 from slidescan.focus.metrics import brenner
 
@@ -74,7 +75,7 @@ class Fuser:
             raise ValueError(f"a shot must be (H, W) or (H, W, C), got {shape}")
         arrays = [self._as_channels(to_peak_scale(f)) for f in frames]
         t0 = time.perf_counter()
-        with self._lock, _threads(self.threads), torch.inference_mode():
+        with self._lock, torch_threads(self.threads), torch.inference_mode():
             out = self._blocks(np.stack(arrays))  # (H, W, C) 0-255
         self.last_seconds = time.perf_counter() - t0
         if len(shape) == 2:
@@ -132,19 +133,3 @@ def to_camera(image: np.ndarray, like: np.ndarray) -> np.ndarray:
     if dtype == np.uint16:
         return np.clip(np.rint(image * 257.0), 0, 65535).astype(np.uint16)
     return image.astype(dtype)
-
-
-class _threads:
-    """Set torch's CPU threads for a block of work (None: leave them)."""
-
-    def __init__(self, n: int | None) -> None:
-        self.n, self.saved = n, None
-
-    def __enter__(self) -> None:
-        if self.n is not None:
-            self.saved = torch.get_num_threads()
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.saved is not None:
-            torch.set_num_threads(self.saved)
