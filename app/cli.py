@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import pkgutil
 import sys
@@ -87,9 +88,22 @@ def focus_params(method: str, items: Sequence[str], where: str) -> dict[str, Any
 
 
 def print_json(data: Any) -> None:
-    """Machine-readable output for --json: one JSON document on stdout."""
-    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=_json_default)
-    sys.stdout.write("\n")
+    """Machine-readable output for --json: one strict JSON document on stdout (a figure that is
+    not finite, an exact match's infinite PSNR or an undefined mean, is written as null: bare
+    `Infinity`/`NaN` are not JSON and break jq and most parsers)."""
+    text = json.dumps(data, sort_keys=True, default=_json_default)
+    text = json.dumps(_finite(json.loads(text)), indent=2, sort_keys=True, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(obj: Any) -> Any:

@@ -27,3 +27,23 @@ def test_every_subcommand_has_help(name, capsys):
         main([name, "--help"])
     assert exc.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_json_output_is_strict_json_with_null_for_figures_that_are_not_finite(capsys):
+    import json as _json
+
+    import numpy as np
+
+    from slidescan.app.cli import print_json
+
+    print_json({"psnr_db": float("inf"), "mean": np.float64("nan"), "rows": [1.5, -np.inf]})
+    out = capsys.readouterr().out
+
+    def refuse(name):
+        raise AssertionError(f"{name} is not JSON")
+
+    assert _json.loads(out, parse_constant=refuse) == {
+        "psnr_db": None,
+        "mean": None,
+        "rows": [1.5, None],
+    }

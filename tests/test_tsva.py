@@ -309,6 +309,41 @@ def test_focus_eval_mode_tsva_scores_every_method_by_offset(tmp_path, tiny_weigh
     assert by[1.5]["sharper_shot"]["psnr_db"] > by[3.0]["sharper_shot"]["psnr_db"]
 
 
+def test_with_no_reference_the_answer_itself_is_not_scored(tmp_path, tiny_weights, capsys):
+    """A recorded stack has no noise-free render: the plane nearest focus is the yardstick, so
+    the in-focus capture (that plane) and offsets whose shot is that plane are left out, and
+    the JSON stays strict (no Infinity)."""
+    from slidescan.hardware.sim import SimConfig, build_simulator
+    from slidescan.hardware.stackfile import StackWriter
+
+    sim = build_simulator(SimConfig(seed=5, camera={"width": 40, "height": 32}))
+    x, y = sim.truth.slide_bounds_um[0] + 900, sim.truth.slide_bounds_um[1] + 900
+    focus = float(sim.true_focus_um(x, y))
+    z = focus + np.arange(-5.0, 5.01, 0.5)
+    images = np.stack([sim.render(x, y, float(zk)) for zk in z])
+    path = tmp_path / "recorded.h5"
+    with StackWriter(path, sim.optics, source="recorded") as w:
+        w.append(images, z, true_focus_um=focus)
+    args = ["focus", "eval", "--mode", "tsva", "--stacks", str(path), "--spacing", "1"]
+    args += ["--param", f"weights={tiny_weights}", "--json"]
+    assert main(args) == 0
+
+    def no_constants(name):
+        raise AssertionError(f"not strict JSON: {name}")
+
+    report = json.loads(capsys.readouterr().out, parse_constant=no_constants)
+    assert report["reference"] == ["nearest plane (no reference in the file)"]
+    by = {row["offset_um"]: row for row in report["by_offset"]}
+    # e = -1 and +1 put a shot on the focus plane itself (F + e -/+ 1 um = F)
+    assert report["skipped_cells"] == 2
+    assert "tsva" not in by[1.0] and "tsva" not in by[-1.0]
+    assert "in_focus_capture" not in report["summary"]
+    for e in (-3.0, -0.5, 0.0, 0.5, 3.0):
+        assert math.isfinite(by[e]["tsva"]["psnr_db"])
+        assert math.isfinite(by[e]["sharper_shot"]["psnr_db"])
+    assert math.isfinite(report["summary"]["sharper_shot"]["psnr_db"])
+
+
 @pytest.mark.parametrize("method, shots", [("tsva", 2), ("unet_single", 1)])
 def test_the_shipped_networks_load_and_fuse_a_pair(method, shots):
     from slidescan.focus.learned.checkpoint import load_checkpoint, shipped_path

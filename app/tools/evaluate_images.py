@@ -8,6 +8,11 @@ scored against the stack's reference: `/stacks/<id>/reference` (the noise-free i
 where the file has one, else the plane nearest F (the report says which). PSNR in dB on the
 0-255 scale over all pixels and channels, and SSIM (`focus.image_quality`).
 
+With no reference in the file, the nearest plane is the yardstick, so the in-focus capture (that
+plane) is not scored, and neither is an offset whose shot is that plane itself (within a tenth
+of the plane spacing): every method would be handed the answer and score an infinite PSNR. The
+report counts those skipped cells.
+
 Methods side by side:
 - `tsva`: the two shots fused by the TSVA network;
 - `unet_single`: the single-input U-Net of the same width fed the sharper shot (the paper's
@@ -50,6 +55,7 @@ class ImageScores:
     reference_kind: set[str] = field(default_factory=set)
     seconds: dict[str, list[float]] = field(default_factory=dict)
     stacks: int = 0
+    skipped: int = 0
 
     def add(self, offset: float, method: str, image: np.ndarray, reference: np.ndarray) -> None:
         row = self.scores.setdefault(offset, {})
@@ -85,6 +91,7 @@ class ImageScores:
             "files": files,
             "stacks": self.stacks,
             "reference": sorted(self.reference_kind),
+            "skipped_cells": self.skipped,
             "by_offset": rows,
             "summary": summary,
             "seconds_per_image": seconds,
@@ -177,6 +184,10 @@ def evaluate_images(
             scores.stacks += 1
             for e in offsets_um:
                 z1, z2 = focus + e - spacing_um, focus + e + spacing_um
+                if stack.reference is None and _is_plane(stack.z_um, nearest, (z1, z2)):
+                    scores.skipped += 1
+                    done += 1
+                    continue
                 a = plane_at(stack.images, stack.z_um, z1)
                 b = plane_at(stack.images, stack.z_um, z2)
                 sharper, _ = sharper_first(a, b)
@@ -194,11 +205,21 @@ def evaluate_images(
                     image = deconvolve(sharper, defocus, stacks.optics, RL_ITERATIONS)
                     scores.add(e, "deconvolution", image, reference)
                     scores.seconds.setdefault("deconvolution", []).append(time.perf_counter() - t0)
-                scores.add(e, "in_focus_capture", capture, reference)
+                if stack.reference is not None:
+                    scores.add(e, "in_focus_capture", capture, reference)
                 done += 1
                 if progress is not None:
                     progress(done, total)
     return scores.report(spacing_um, [label for label, _ in files])
+
+
+def _is_plane(z_um: np.ndarray, index: int, zs: Sequence[float]) -> bool:
+    """Whether any of `zs` is plane `index` itself: within a tenth of the spacing there."""
+    z = np.asarray(z_um, float)
+    gaps = np.abs(np.diff(z))
+    near = gaps[max(0, index - 1) : index + 1]
+    tol = 0.1 * float(near.min()) if near.size else 0.0
+    return any(abs(v - float(z[index])) <= tol for v in zs)
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -209,6 +230,12 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['stacks']} stacks, scored against the {', '.join(report['reference'])}",
         head,
     ]
+    if report.get("skipped_cells"):
+        lines.insert(
+            1,
+            f"not scored: the in-focus capture (it is the reference) and "
+            f"{report['skipped_cells']} stack-offset cells whose shot is the reference plane",
+        )
     for row in report["by_offset"]:
         cells = []
         for m in METHODS:
@@ -217,12 +244,15 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"{row['offset_um']:>+6.1f} " + " ".join(cells))
     lines.append("")
     for m, s in report["summary"].items():
-        near = s["psnr_db_within_1um"]
-        at3 = s["psnr_db_at_3um"]
+        near, at3 = _db(s["psnr_db_within_1um"]), _db(s["psnr_db_at_3um"])
         lines.append(
             f"{m:>17}: mean PSNR {s['psnr_db']:.2f} dB, SSIM {s['ssim']:.3f}; |e|<=1 um "
-            f"{near:.2f} dB; |e|=3 um {at3:.2f} dB"
+            f"{near}; |e|=3 um {at3}"
         )
     for m, sec in report["seconds_per_image"].items():
         lines.append(f"{m:>17}: {sec * 1000:.0f} ms per image")
     return "\n".join(lines)
+
+
+def _db(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} dB"
