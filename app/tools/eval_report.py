@@ -239,12 +239,17 @@ class EvalReport:
             f"per trial     frames {s.frames_mean:.1f} (max {s.frames_max})   "
             f"hardware {s.hardware_s_mean:.3f} s ({self.timing_source} timing)   "
             f"compute {s.compute_s_mean * 1000:.1f} ms (median {s.compute_s_median * 1000:.1f} ms)",
-            "",
-            f"{'stack':<12}{'true z um':>11}{'MAE um':>9}{'max um':>9}{'within':>9}{'failed':>8}",
         ]
-        for sid, st in self.per_stack().items():
+        per_stack = self.per_stack()
+        width = max([12, *(len(str(sid)) + 2 for sid in per_stack)])
+        lines += [
+            "",
+            f"{'stack':<{width}}{'true z um':>11}{'MAE um':>9}{'max um':>9}{'within':>9}"
+            f"{'failed':>8}",
+        ]
+        for sid, st in per_stack.items():
             lines.append(
-                f"{sid:<12}{st['true_focus_um']:>11.3f}{st['mae_um']:>9.3f}"
+                f"{sid:<{width}}{st['true_focus_um']:>11.3f}{st['mae_um']:>9.3f}"
                 f"{st['max_abs_um']:>9.3f}{100 * st['within_fraction']:>8.0f}%"
                 f"{st['failed']:>8d}"
             )
