@@ -97,7 +97,7 @@ def viewer(qtbot):
 def settle(qtbot, v: SlideViewer) -> None:
     """Wait until the view shows all it wants (every chunk of its level read and shown)."""
     qtbot.wait(10)
-    qtbot.waitUntil(lambda: not v.missing and not v.loader.busy, timeout=10000)
+    qtbot.waitUntil(lambda: v.settled, timeout=10000)
     qtbot.wait(10)
 
 

@@ -245,6 +245,12 @@ class SlideViewer(QtWidgets.QWidget):
         sx, sy = self.view.viewPixelSize()
         return max(sx, sy) / max(self.devicePixelRatioF(), 1.0)
 
+    @property
+    def settled(self) -> bool:
+        """Nothing left to do for the current view: no view update pending, every chunk it
+        wants shown, the loader idle (tests, screenshots, benchmarks wait for this)."""
+        return not self._update_timer.isActive() and not self.missing and not self.loader.busy
+
     def _schedule(self, *_: object) -> None:
         if not self._update_timer.isActive():
             self._update_timer.start()

@@ -196,7 +196,7 @@ def _slide_viewer_shot(
     _wait(app, lambda: False, 0.5)
     review.show_slide()
     v = review.slide_viewer
-    _wait(app, lambda: v.slide is not None and not v.missing and not v.loader.busy, 120)
+    _wait(app, lambda: v.slide is not None and v.settled, 120)
     slide = v.slide
     assert slide is not None
     # the tile nearest the centre of the tissue-richest third of the slide, and its neighbours
@@ -208,7 +208,7 @@ def _slide_viewer_shot(
     v.outlines_check.setChecked(True)
     v.view.setRange(QtCore.QRectF(x - 0.9 * w, y - 0.7 * h, 2.8 * w, 2.4 * h), padding=0)
     review.right_tabs.setCurrentIndex(1)  # the focus record
-    _wait(app, lambda: not v.missing and not v.loader.busy, 120)
+    _wait(app, lambda: v.settled, 120)
     _wait(app, lambda: False, 0.8)
     _save(review, file)
     review.close()

@@ -137,7 +137,7 @@ def viewer_tour(path: Path, window: tuple[int, int] = (1400, 900)) -> dict[str, 
     v = win.slide_viewer
 
     def sharp() -> bool:
-        return v.slide is not None and not v.missing and not v.loader.busy
+        return v.slide is not None and v.settled
 
     def settle(timeout_s: float = 120.0) -> float:
         t = time.perf_counter()
