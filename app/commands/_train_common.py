@@ -1,6 +1,7 @@
 """What every `slidescan train MODEL` command does around its tool, once: check the counts and
-the tissue folder (one line each), log to stderr unless --json, write held-out stacks, and run
-the training, turning its errors into one line and printing the summary."""
+the tissue folder (one line each), fill the request fields every tool shares, log to stderr
+unless --json, write held-out stacks, and run the training, turning its errors into one line and
+printing the summary."""
 
 from __future__ import annotations
 
@@ -11,6 +12,39 @@ from pathlib import Path
 from typing import Any
 
 from slidescan.app.cli import CliError, print_json
+
+#: The real tissue images in the project's shared data, beside the checkout.
+DEFAULT_TISSUE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tissue"
+
+
+def user_dir(kind: str, method: str) -> Path:
+    """Where weights ("models") or rendered training data ("cache", per method) go by default."""
+    import platformdirs
+
+    if kind == "cache":
+        return Path(platformdirs.user_cache_dir("slidescan")) / method
+    return Path(platformdirs.user_data_dir("slidescan")) / "models"
+
+
+def request_fields(args: argparse.Namespace, method: str, tissue: Path) -> dict[str, Any]:
+    """The TrainRequest fields every training tool shares, from the command line."""
+    from slidescan.app.tools.train_diffcnn import describe_command
+
+    return {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "out": args.out or user_dir("models", method),
+        "resume": args.resume,
+        "seed": args.seed,
+        "threads": args.threads,
+        "workers": args.workers,
+        "cache_dir": args.cache or user_dir("cache", method),
+        "tissue_dir": tissue,
+        "lr": args.lr,
+        "progress": not args.json,
+        "command": describe_command(),
+    }
 
 
 def check_counts(command: str, args: argparse.Namespace, names: Iterable[str]) -> None:

@@ -8,14 +8,16 @@ from pathlib import Path
 
 from slidescan.app.cli import CliError
 from slidescan.app.commands._train_common import (
+    DEFAULT_TISSUE,
     check_counts,
+    request_fields,
     run_training,
     stderr_log,
     tissue_folder,
 )
 
 
-def register(sub: argparse._SubParsersAction, default_tissue: Path, user_dir) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "deepfocus",
         help="DeepFocus's sample-invariant sharpness network (Shajkofci & Liebling)",
@@ -43,38 +45,24 @@ def register(sub: argparse._SubParsersAction, default_tissue: Path, user_dir) ->
     t.add_argument("--cache", type=Path, default=None, help="folder for the rendered data")
     t.add_argument("--tissue", type=Path, default=None, help="folder of the real tissue PNGs")
     t.add_argument("--json", action="store_true", help="print a JSON summary")
-    t.set_defaults(func=lambda a: _train(a, default_tissue, user_dir))
+    t.set_defaults(func=_train)
 
 
-def _train(args: argparse.Namespace, default_tissue: Path, user_dir) -> int:
+def _train(args: argparse.Namespace) -> int:
     from slidescan.app.tools import train_deepfocus as td
-    from slidescan.app.tools.train_diffcnn import describe_command
 
     cmd = "train deepfocus"
     check_counts(cmd, args, ("epochs", "steps", "batch_size", "scenes", "val_scenes", "workers"))
     if not (args.lr > 0 and args.width > 0):
         raise CliError(f"{cmd}: --lr and --width must be positive")
-    tissue = tissue_folder(cmd, args.tissue, default_tissue)
-    progress = not args.json
+    tissue = tissue_folder(cmd, args.tissue, DEFAULT_TISSUE)
     req = td.TrainRequest(
-        epochs=args.epochs,
+        **request_fields(args, "deepfocus", tissue),
         steps_per_epoch=args.steps,
-        batch_size=args.batch_size,
         width=args.width,
-        device=args.device,
-        out=args.out or user_dir("models"),
         name=args.name,
-        resume=args.resume,
         scenes=args.scenes,
         val_scenes=args.val_scenes,
-        seed=args.seed,
-        threads=args.threads,
-        workers=args.workers,
-        cache_dir=args.cache or user_dir("cache", "deepfocus"),
-        tissue_dir=tissue,
-        lr=args.lr,
-        progress=progress,
-        command=describe_command(),
     )
 
     def validation(summary: dict) -> str:
@@ -84,4 +72,4 @@ def _train(args: argparse.Namespace, default_tissue: Path, user_dir) -> int:
             f"over {summary['val_patches']} patches"
         )
 
-    return run_training(cmd, td.train, req, stderr_log(progress), args.json, validation)
+    return run_training(cmd, td.train, req, stderr_log(req.progress), args.json, validation)

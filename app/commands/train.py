@@ -13,22 +13,14 @@ from pathlib import Path
 
 from slidescan.app.cli import CliError
 from slidescan.app.commands._train_common import (
+    DEFAULT_TISSUE,
     check_counts,
     report_holdout,
+    request_fields,
     run_training,
     stderr_log,
     tissue_folder,
 )
-
-DEFAULT_TISSUE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tissue"
-
-
-def _user_dir(kind: str, method: str = "diffcnn") -> Path:
-    import platformdirs
-
-    if kind == "cache":
-        return Path(platformdirs.user_cache_dir("slidescan")) / method
-    return Path(platformdirs.user_data_dir("slidescan")) / "models"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -108,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_tsva(sub)
     from slidescan.app.commands import _train_deepfocus
 
-    _train_deepfocus.register(sub, DEFAULT_TISSUE, _user_dir)
+    _train_deepfocus.register(sub)
 
 
 def _register_tsva(sub: argparse._SubParsersAction) -> None:
@@ -160,7 +152,6 @@ def _register_tsva(sub: argparse._SubParsersAction) -> None:
 
 def _tsva(args: argparse.Namespace) -> int:
     from slidescan.app.tools import train_tsva as tt
-    from slidescan.app.tools.train_diffcnn import describe_command
 
     cmd = "train tsva"
     check_counts(
@@ -192,29 +183,17 @@ def _tsva(args: argparse.Namespace) -> int:
         return report_holdout(summaries, args.json)
 
     req = tt.TrainRequest(
+        **request_fields(args, "tsva", tissue),
         objective=args.objective,
-        epochs=args.epochs,
         steps_per_epoch=args.steps,
-        batch_size=args.batch_size,
         patch_px=args.patch,
         base=args.base,
         depth=args.depth,
         shots=args.shots,
         loss=args.loss,
-        device=args.device,
-        out=args.out or _user_dir("models"),
         name=args.name,
-        resume=args.resume,
         samples=args.samples,
         val_samples=args.val_samples,
-        seed=args.seed,
-        threads=args.threads,
-        workers=args.workers,
-        cache_dir=args.cache or _user_dir("cache", "tsva"),
-        tissue_dir=tissue,
-        lr=args.lr,
-        progress=progress,
-        command=describe_command(),
     )
 
     def validation(summary: dict) -> str:
@@ -277,22 +256,10 @@ def _diffcnn(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise CliError("train diffcnn: --device cuda, but torch sees no CUDA GPU", code=1)
     req = td.TrainRequest(
+        **request_fields(args, "diffcnn", tissue),
         objective=args.objective,
-        epochs=args.epochs,
-        device=args.device,
-        out=args.out or _user_dir("models"),
-        resume=args.resume,
         samples=args.samples,
         val_samples=args.val_samples,
-        seed=args.seed,
-        threads=args.threads,
-        workers=args.workers,
-        cache_dir=args.cache or _user_dir("cache"),
-        tissue_dir=tissue,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        progress=progress,
-        command=td.describe_command(),
     )
 
     def validation(summary: dict) -> str:
