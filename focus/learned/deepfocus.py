@@ -174,8 +174,7 @@ class DeepFocusFocus(FocusMethod):
                 # the third frame mirrors the nearer one about the first estimate, so a pair
                 # brackets the focus symmetrically and the curve's width cancels out
                 f_hat, _ = drive.clamp(float(first["z"]))
-                near = min(zs, key=lambda z: abs(z - f_hat))
-                z_c, _ = drive.clamp(2.0 * f_hat - near)
+                z_c = self._mirror_z(drive, zs, f_hat)
                 if min(abs(z_c - z) for z in zs) < 0.1 * (centre - lo):
                     z_c = hi
                 last = measure(z_c)
@@ -227,8 +226,7 @@ class DeepFocusFocus(FocusMethod):
             compute += time.perf_counter() - t0
             if estimate["z"] is not None:
                 f_hat, _ = drive.clamp(float(estimate["z"]))
-                nearest = min(zs, key=lambda z: abs(z - f_hat))
-                z_m, _ = drive.clamp(2.0 * f_hat - nearest)
+                z_m = self._mirror_z(drive, zs, f_hat)
                 if min(abs(z_m - v) for v in zs) > 0.1 * cal.fwhm_um:
                     last = measure(z_m)
                 t0 = time.perf_counter()
@@ -283,6 +281,11 @@ class DeepFocusFocus(FocusMethod):
             final_frame=final,
             extra=extra | {"moves": drive.moves - moves0},
         )
+
+    def _mirror_z(self, drive: FocusDrive, zs: list[float], f_hat: float) -> float:
+        """The mirror about `f_hat` of the frame nearest it, inside the soft limits."""
+        near = min(zs, key=lambda z: abs(z - f_hat))
+        return drive.clamp(2.0 * f_hat - near)[0]
 
     def _refine_z(
         self,
