@@ -173,6 +173,36 @@ def test_homing_enabled_boots_locked_and_homes():
         s.close()
 
 
+def test_stored_startup_lines_neither_break_the_connection_nor_set_the_units():
+    """A machine whose startup line ($N0=G20) runs at every boot: its echo is no reply, and
+    jogs say G21 themselves, so an inch-mode parser moves no axis 25.4x too far."""
+    s = open_fake_stage("grbl", limits=LIMITS, startup="G54G20")
+    try:
+        assert "startup line G54G20:ok" in s.connection.messages
+        s.move_to(x=1000.0, z=50.0)
+        p = s.position()
+        assert (p.x, p.z) == pytest.approx((1000.0, 50.0), abs=1.0)
+        assert "G21" in fake_controller(s).lines_received[-1]
+    finally:
+        s.close()
+
+
+def test_homing_runs_the_startup_lines_before_its_ok():
+    s = open_fake_stage(
+        "grbl",
+        limits=SoftLimits(x=(-5000, 0), y=(-5000, 0), z=(-200, 0)),
+        homing=1,
+        startup="G20;G54",
+    )
+    try:
+        s.home()
+        assert "startup line G20:ok" in s.connection.messages
+        s.move_to(x=-100.0, z=-20.0)
+        assert (s.position().x, s.position().z) == pytest.approx((-100.0, -20.0), abs=1.0)
+    finally:
+        s.close()
+
+
 def test_home_without_homing_is_not_supported(stage):
     assert not stage.can_home
     with pytest.raises(NotSupportedError):

@@ -18,11 +18,15 @@ Modelled from the GRBL 1.1 interface documents (interface.md, jogging.md, comman
   continue]` and ignores lines until a soft reset; G-code is then refused (`error:9`), jogs
   (`error:8`) until `$X` or `$H`. A soft reset in motion gives `ALARM:3`.
 - Positions are quantised to motor steps ($100-$102 steps/mm) and reported with 3 decimals.
+- Stored startup lines (`startup=`): run after a boot that is not locked and after a homing
+  cycle, each echoed as `>LINE:ok` (or `>LINE:error:N`) before anything else; `G20` among them
+  leaves the parser in inches, which a jog without its own G21 then follows.
 
 Options: `homing=1` (enables $22 homing and $20 soft limits; boots in Alarm), `report=wpos`
 (status reports WPos, the host must add WCO), `boot_s=S` (reboot time after opening, default
 0.05 s; a real Arduino takes about 1.5 s), `autoreset=0` (the board does not reboot when the
-port opens, so no banner comes), plus the common ones in `fake_serial`.
+port opens, so no banner comes), `startup=G20` (stored startup lines, `;`-separated), plus the
+common ones in `fake_serial`.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class FakeGrbl(FakeController):
         "report": "mpos",
         "boot_s": "0.05",
         "autoreset": "1",
+        "startup": "",
     }
 
     def __init__(self, opts: dict[str, str], **kw: object) -> None:
@@ -111,6 +116,8 @@ class FakeGrbl(FakeController):
         self.status_times: list[float] = []
         self.status_count = 0
         self.absolute = True
+        self.inches = False  # G20 modal: coordinates and feeds in inches
+        self.startup_lines = [ln for ln in opts.get("startup", "").split(";") if ln.strip()]
         self.modal_feed = 0.0
         self.ok_count = 0
         #: Replace the next `ok` with line noise (the host then loses count of its lines).
@@ -135,6 +142,19 @@ class FakeGrbl(FakeController):
             self.alarm = self.alarm or 0  # homing lock: Alarm without an alarm code
         if self.alarm is not None:
             self.emit("[MSG:'$H'|'$X' to unlock]\r\n")
+        else:
+            self._run_startup_lines(now)
+
+    def _run_startup_lines(self, now: float) -> None:
+        """GRBL runs its stored lines ($N0, $N1) when it comes up unlocked or after homing."""
+        for raw in self.startup_lines:
+            line = self._clean(raw)
+            try:
+                self._gcode(line, now)
+            except GrblError as exc:
+                self.emit(f">{line}:error:{exc.code}\r\n")
+            else:
+                self.emit(f">{line}:ok\r\n")
 
     # -- host bytes --------------------------------------------------------------------------
     def feed(self, data: bytes, now: float) -> None:
@@ -181,6 +201,7 @@ class FakeGrbl(FakeController):
             self.homing_until = None
             self.pos = {a: 0.0 for a in AXES}
             self.alarm = None
+            self._run_startup_lines(now)  # before the `ok` of $H, as GRBL does
             self._ok()
         self._scheduled_fault_due(now)
         self._process(now)
@@ -293,7 +314,8 @@ class FakeGrbl(FakeController):
             self.emit(f"[VER:1.1h.20190825:]\r\n[OPT:V,{PLANNER_BLOCKS},{RX_BUFFER_SIZE}]\r\n")
         elif line == "$G":
             mode = "G90" if self.absolute else "G91"
-            self.emit(f"[GC:G0 G54 G17 G21 {mode} G94 M5 M9 T0 F{self.modal_feed:.0f} S0]\r\n")
+            units = "G20" if self.inches else "G21"
+            self.emit(f"[GC:G0 G54 G17 {units} {mode} G94 M5 M9 T0 F{self.modal_feed:.0f} S0]\r\n")
         elif line == "$#":
             w = self.wco
             self.emit(f"[G54:{w['x']:.3f},{w['y']:.3f},{w['z']:.3f}]\r\n")
@@ -353,7 +375,7 @@ class FakeGrbl(FakeController):
         ):
             raise GrblError(8)
         words = self._words(body)
-        machine, absolute, feed = False, self.absolute, None
+        machine, absolute, feed, inches = False, self.absolute, None, self.inches
         for letter, value in words:
             if letter == "G":
                 if value == 53:
@@ -362,7 +384,9 @@ class FakeGrbl(FakeController):
                     absolute = True
                 elif value == 91:
                     absolute = False
-                elif value != 21:
+                elif value in (20, 21):
+                    inches = value == 20  # for this jog only (jogging.md)
+                else:
                     raise GrblError(16)
             elif letter == "F":
                 feed = value
@@ -370,6 +394,9 @@ class FakeGrbl(FakeController):
                 raise GrblError(16)
         if feed is None or feed <= 0:
             raise GrblError(22)
+        if inches:
+            words = [(ltr, v * 25.4 if ltr != "G" else v) for ltr, v in words]
+            feed *= 25.4
         target = self._target(words, machine, absolute)
         if self._take_error_fault():
             raise GrblError(15)
@@ -393,7 +420,9 @@ class FakeGrbl(FakeController):
                     self.absolute = absolute
                 elif value == 4:
                     dwell = True
-                elif value not in (17, 21, 54, 94):
+                elif value in (20, 21):
+                    self.inches = value == 20
+                elif value not in (17, 54, 94):
                     raise GrblError(20)
             elif letter == "F":
                 feed = value
@@ -486,6 +515,7 @@ class FakeGrbl(FakeController):
         self.homing_until = None
         self.rx.clear()
         self.critical = False
+        self.inches, self.absolute = False, True  # a reset restores the parser's defaults
         if moving:
             self.alarm = 3
             self.emit("ALARM:3\r\n")

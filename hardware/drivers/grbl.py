@@ -194,6 +194,12 @@ class GrblConnection(SerialConnection):
             elif "Unlocked" in msg:
                 self.locked, self.alarm = False, None
             return
+        if line.startswith(">"):
+            # A stored startup line ($N0/$N1) that GRBL ran after a reset or homing, echoed
+            # with its own result (">G54G20:ok", ">...:error:N"): not a reply to anything we
+            # sent (GRBL 1.1 interface docs), so it is kept as a message, not taken as one.
+            self.messages.append(f"startup line {line[1:]}")
+            return
         if line.startswith("[") or re.fullmatch(r"\$\d+=\S+", line):
             if self.inflight:
                 self.inflight[0].info.append(line)
@@ -488,8 +494,10 @@ class GrblStage(SerialStage):
         words = "".join(f"{a.upper()}{v:.4f}" for a, v in targets.items())
         # Streamed: `ok` only means queued. A refusal surfaces at the next wait or call.
         # With the planner full, room in GRBL's buffer comes only as moves finish.
+        # G21 on the line: a jog takes the controller's inch/mm mode unless it says which, and
+        # a startup line ($N0=G20) can leave a machine in inches (every figure 25.4x too far)
         self.connection.send(
-            f"$J=G53{words}F{max(math.floor(feed_mm_min), 1)}",  # down: never over a speed
+            f"$J=G53G21{words}F{max(math.floor(feed_mm_min), 1)}",  # down: never over a speed
             wait=False,
             timeout_s=self.move_timeout_s,
         )
