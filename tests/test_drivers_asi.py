@@ -33,7 +33,18 @@ def test_completion_is_polled_with_status(stage):
     stage.move_to(x=2000.0)
     lines = fake_controller(stage).lines_received
     assert lines.count("/") >= 2
-    assert lines[-1] == "W X Y Z"
+    assert lines[-3:] == ["W X", "W Y", "W Z"]
+
+
+def test_positions_land_on_their_axes_whatever_order_the_controller_answers_in():
+    """A Tiger answers WHERE in its cards' order (here Z first), not in the order asked."""
+    s = open_fake_stage("asi", limits=LIMITS, hardware_order="zxy")
+    try:
+        s.move_to(x=100.0, y=-40.0, z=7.5)
+        p = s.position()
+        assert (p.x, p.y, p.z) == pytest.approx((100.0, -40.0, 7.5), abs=0.051)
+    finally:
+        s.close()
 
 
 def test_error_replies_name_the_meaning():

@@ -3,7 +3,9 @@
 Protocol (ASI serial command reference): every command is answered at once, `:A` plus data
 on success or `:N-1` .. `:N-7` on failure. Moves (`M X=.. Y=.. Z=..`) answer `:A` when
 accepted; completion is polled with `/` (STATUS), which answers `N` (not busy) or `B` (busy).
-`W X Y Z` (WHERE) reads positions; `\\` (HALT) stops every axis.
+`W X` (WHERE) reads a position, one axis per command: a reply to `W X Y Z` comes in the
+controller's hardware order whatever the order asked (on a Tiger the cards' order, Z often
+first), as Micro-Manager's Tiger adapter also found; `\\` (HALT) stops every axis.
 
 Because replies are strictly one per command, a reply that went missing (timeout) or arrived
 broken (garbage) would shift every later reply by one; the connection therefore drops whatever
@@ -123,12 +125,17 @@ class AsiStage(SerialStage):
             raise
 
     def _read_native(self) -> dict[str, float]:
-        answer = self.connection.command("W X Y Z")
-        try:
-            x, y, z = (float(v) for v in answer.split())
-        except ValueError:
-            raise DeviceError(f"ASI: 'W X Y Z' answered {answer!r}, not three numbers") from None
-        return self._remember({"x": x, "y": y, "z": z})
+        position = {}
+        with self.connection.lock:
+            for axis in ("x", "y", "z"):
+                answer = self.connection.command(f"W {axis.upper()}")
+                try:
+                    (position[axis],) = (float(v) for v in answer.split())
+                except ValueError:
+                    raise DeviceError(
+                        f"ASI: 'W {axis.upper()}' answered {answer!r}, not one number"
+                    ) from None
+        return self._remember(position)
 
     def _move_native(self, targets: dict[str, float]) -> None:
         args = " ".join(f"{a.upper()}={v:.1f}" for a, v in targets.items())

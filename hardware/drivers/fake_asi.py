@@ -7,13 +7,16 @@ failed, 6 undefined error, 7 invalid card address). Positions are in tenths of a
 
 - `M X=.. Y=.. Z=..` (MOVE) absolute and `R X=..` (MOVREL) relative moves answer `:A` when
   accepted; a new move replaces the one under way.
-- `W X Y Z` (WHERE) -> `:A 1234 5678 90`.
+- `W X Y Z` (WHERE) -> `:A 1234 5678 90`: in the controller's hardware axis order, whatever the
+  order asked for (ASI: "always in the order of the underlying hardware"; on a Tiger the cards'
+  order, so Z may come first).
 - `/` (STATUS) -> `N` (no motor busy) or `B` (busy); no `:A`.
 - `\\` (HALT) stops every axis -> `:A`.
 - `V` (VERSION) -> `:A Version: USB-9.2n`.
 
 Options: `xy_speed=U`, `z_speed=U` (tenths of a micron per s, default 70000 and 5000),
-`travel=U` (axis travel +-U, default 1e6 = 100 mm), plus the common ones in `fake_serial`.
+`travel=U` (axis travel +-U, default 1e6 = 100 mm), `hardware_order=zxy` (the order WHERE
+answers in, default xyz), plus the common ones in `fake_serial`.
 """
 
 from __future__ import annotations
@@ -33,13 +36,21 @@ class _Refused(Exception):
 
 
 class FakeAsi(FakeController):
-    options: ClassVar[dict[str, str]] = {"xy_speed": "70000", "z_speed": "5000", "travel": "1e6"}
+    options: ClassVar[dict[str, str]] = {
+        "xy_speed": "70000",
+        "z_speed": "5000",
+        "travel": "1e6",
+        "hardware_order": "xyz",
+    }
 
     def __init__(self, opts: dict[str, str], **kw: object) -> None:
         super().__init__(opts, **kw)  # type: ignore[arg-type]
         xy = float(opts.get("xy_speed", "70000")) * self.speedup
         self.speed = {"x": xy, "y": xy, "z": float(opts.get("z_speed", "5000")) * self.speedup}
         self.travel = float(opts.get("travel", "1e6"))
+        self.hardware_order = opts.get("hardware_order", "xyz").lower()
+        if sorted(self.hardware_order) != sorted(AXES):
+            raise ValueError(f"hardware_order must order x, y and z, got {self.hardware_order!r}")
         self.pos = {a: 0.0 for a in AXES}
         self.move: LinearMove | None = None
         self.error_code = 4
@@ -64,11 +75,10 @@ class FakeAsi(FakeController):
             if not args:
                 raise _Refused(3)
             p = self.current(now)
-            values = []
-            for arg in args:
-                if arg.lower() not in AXES:
-                    raise _Refused(2)
-                values.append(f"{p[arg.lower()]:.0f}")
+            if any(arg.lower() not in AXES for arg in args):
+                raise _Refused(2)
+            asked = {arg.lower() for arg in args}
+            values = [f"{p[a]:.0f}" for a in self.hardware_order if a in asked]
             return ":A " + " ".join(values)
         if cmd in ("M", "MOVE", "R", "MOVREL"):
             targets = self._targets(args, relative=cmd in ("R", "MOVREL"), now=now)
