@@ -91,3 +91,16 @@ def test_silence_is_a_timeout_not_a_hang():
 def test_another_controller_is_not_taken_for_a_proscan():
     with pytest.raises(DeviceError, match="no Prior ProScan on fakeasi://"):
         PriorStage("fakeasi://", reply_timeout_s=0.1)
+
+
+def test_a_filter_wheel_on_the_same_controller_does_not_keep_the_stage_moving():
+    """`$` also carries the controller's other axes (bits 8 and up): a wheel that is turning
+    or never reports settled must not hold a stage move or a stop."""
+    s = open_fake_stage("prior", limits=LIMITS, other_axes=3)
+    try:
+        s.move_to(x=500.0, z=20.0)
+        assert not s.is_moving()
+        s.stop()
+        assert (s.position().x, s.position().z) == pytest.approx((500.0, 20.0), abs=1.0)
+    finally:
+        s.close()

@@ -7,7 +7,8 @@ both ways; arguments separated by commas (spaces, tabs, '=' and ';' also accepte
   absolute Z, `U,n` / `D,n` relative Z. A move sends nothing when accepted and `R` when it
   *finishes*; XY and Z run independently, each queueing moves in order. Other commands are
   answered at once, so their replies overtake a pending `R`.
-- Queries: `P` -> `x,y,z`; `PX`, `PY`, `PZ`; `$` -> bit mask of moving axes (1 X, 2 Y, 4 Z);
+- Queries: `P` -> `x,y,z`; `PX`, `PY`, `PZ`; `$` -> bit mask of moving axes (1 X, 2 Y, 4 Z;
+  higher bits are the controller's other axes: filter wheels, shutters);
   `VERSION` -> `100`; `DATE` -> a firmware string; `SERIAL`; `?` -> an info block ending `END`.
 - `I` (stop, decelerating) and `K` (kill) stop everything and answer `R`; the moves they cut
   short send no `R` of their own.
@@ -18,7 +19,8 @@ both ways; arguments separated by commas (spaces, tabs, '=' and ';' also accepte
 - Positions are integers in controller units (steps or microns, per the controller's RES).
 
 Options: `comp=1` (start in compatibility mode), `xy_speed=U` and `z_speed=U` (units/s,
-default 10000 and 1000), plus the common ones in `fake_serial`.
+default 10000 and 1000), `other_axes=N` (bits 8 and up of `$` that are always set: a filter
+wheel that never settles), plus the common ones in `fake_serial`.
 """
 
 from __future__ import annotations
@@ -61,7 +63,12 @@ class _Channel:
 
 
 class FakePrior(FakeController):
-    options: ClassVar[dict[str, str]] = {"comp": "0", "xy_speed": "10000", "z_speed": "1000"}
+    options: ClassVar[dict[str, str]] = {
+        "comp": "0",
+        "xy_speed": "10000",
+        "z_speed": "1000",
+        "other_axes": "0",
+    }
 
     def __init__(self, opts: dict[str, str], **kw: object) -> None:
         super().__init__(opts, **kw)  # type: ignore[arg-type]
@@ -69,6 +76,7 @@ class FakePrior(FakeController):
         self.xy = _Channel(("x", "y"), float(opts.get("xy_speed", "10000")) * self.speedup)
         self.z = _Channel(("z",), float(opts.get("z_speed", "1000")) * self.speedup)
         self.commands: list[str] = []
+        self.other_axes = int(opts.get("other_axes", "0")) << 3
 
     # -- host bytes ------------------------------------------------------------------------------
     def feed(self, data: bytes, now: float) -> None:
@@ -108,7 +116,7 @@ class FakePrior(FakeController):
         self._reply(str(self.z.current(now)["z"]))
 
     def _cmd_DOLLAR(self, v: list[int], now: float) -> None:
-        mask = (3 if self.xy.move else 0) | (4 if self.z.move else 0)
+        mask = (3 if self.xy.move else 0) | (4 if self.z.move else 0) | self.other_axes
         self._reply(str(mask))
 
     def _cmd_VERSION(self, v: list[int], now: float) -> None:

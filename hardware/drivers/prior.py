@@ -47,6 +47,10 @@ PRIOR_ERRORS: dict[int, str] = {
 }
 
 
+#: The stage's bits in the `$` status: X, Y and Z.
+STAGE_AXES_MASK = 0b111
+
+
 class PriorConnection(SerialConnection):
     """The ProScan port: replies in order, with `R` for finished moves mixed in."""
 
@@ -113,9 +117,11 @@ class PriorConnection(SerialConnection):
             self.pending_moves += 1
 
     def moving_mask(self) -> int:
+        """Which stage axes move: bits 1 X, 2 Y, 4 Z of `$` (its higher bits are the
+        controller's other axes, filter wheels and shutters, which are not ours to wait for)."""
         answer = self.query("$")
         try:
-            return int(answer)
+            return int(answer) & STAGE_AXES_MASK
         except ValueError:
             self.needs_resync = True
             raise DeviceError(f"Prior ProScan: '$' answered {answer!r}, not a number") from None
