@@ -203,6 +203,44 @@ def test_homing_runs_the_startup_lines_before_its_ok():
         s.close()
 
 
+def test_stop_aborts_a_homing_cycle_at_once():
+    """GRBL answers nothing (not even `?`) while it homes, and only a soft reset stops it:
+    stop() must not wait for the cycle, and the machine stays locked until homed again."""
+    import threading
+
+    s = open_fake_stage(
+        "grbl",
+        limits=SoftLimits(x=(-5000, 0), y=(-5000, 0), z=(-200, 0)),
+        homing=1,
+        home_s=30,
+        speedup=1,
+    )
+    try:
+        failure: list[BaseException] = []
+
+        def home():
+            try:
+                s.home()
+            except BaseException as exc:
+                failure.append(exc)
+
+        t = threading.Thread(target=home)
+        t.start()
+        time.sleep(0.3)
+        assert s.is_moving()  # homing, without asking GRBL
+        t0 = time.monotonic()
+        s.stop()
+        assert time.monotonic() - t0 < 2.0
+        t.join(5)
+        assert not t.is_alive()
+        assert failure and "homing stopped" in str(failure[0])
+        assert fake_controller(s).alarm == 6
+        with pytest.raises(DeviceError):
+            s.move_to(x=-100.0)
+    finally:
+        s.close()
+
+
 def test_home_without_homing_is_not_supported(stage):
     assert not stage.can_home
     with pytest.raises(NotSupportedError):

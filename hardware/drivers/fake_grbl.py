@@ -14,6 +14,8 @@ Modelled from the GRBL 1.1 interface documents (interface.md, jogging.md, comman
   `~` resume, 0x18 soft reset, 0x85 jog cancel (flushes the planner, not the RX buffer).
 - Status `<State|MPos:x,y,z|FS:f,s>` (or `WPos` with `report=wpos`), with `|WCO:` every 10th
   report and `|Ov:` now and then.
+- Homing (`$H`) answers `ok` when the cycle ends; `?` is not answered meanwhile, and a soft
+  reset aborts it with `ALARM:6`.
 - Alarms: a hard limit (`alarm` fault) stops motion, sends `ALARM:1` and `[MSG:Reset to
   continue]` and ignores lines until a soft reset; G-code is then refused (`error:9`), jogs
   (`error:8`) until `$X` or `$H`. A soft reset in motion gives `ALARM:3`.
@@ -25,8 +27,8 @@ Modelled from the GRBL 1.1 interface documents (interface.md, jogging.md, comman
 Options: `homing=1` (enables $22 homing and $20 soft limits; boots in Alarm), `report=wpos`
 (status reports WPos, the host must add WCO), `boot_s=S` (reboot time after opening, default
 0.05 s; a real Arduino takes about 1.5 s), `autoreset=0` (the board does not reboot when the
-port opens, so no banner comes), `startup=G20` (stored startup lines, `;`-separated), plus the
-common ones in `fake_serial`.
+port opens, so no banner comes), `startup=G20` (stored startup lines, `;`-separated), `home_s=S`
+(how long a homing cycle takes, default 0.3 s), plus the common ones in `fake_serial`.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class FakeGrbl(FakeController):
         "boot_s": "0.05",
         "autoreset": "1",
         "startup": "",
+        "home_s": "0.3",
     }
 
     def __init__(self, opts: dict[str, str], **kw: object) -> None:
@@ -99,6 +102,7 @@ class FakeGrbl(FakeController):
             raise ValueError(f"report must be mpos or wpos, got {report!r}")
         self.settings[10] = 1 if report == "mpos" else 0
         self.boot_s = float(opts.get("boot_s", "0.05"))
+        self.home_s = float(opts.get("home_s", "0.3"))
         self.autoreset = opts.get("autoreset", "1") not in ("0", "")
         self.wco = {"x": 1.5, "y": -2.25, "z": 0.0}  # a G54 work offset, so WPos != MPos
         self.pos = {a: 0.0 for a in AXES}  # machine position in mm at the last block end
@@ -174,6 +178,8 @@ class FakeGrbl(FakeController):
 
     def _realtime(self, byte: int, now: float) -> None:
         if byte == ord("?"):
+            if self.homing_until is not None:
+                return  # not answered during a homing cycle (realtime_cmds.md)
             self.status_times.append(now)
             self._report_status(now)
         elif byte == 0x18:
@@ -328,7 +334,7 @@ class FakeGrbl(FakeController):
                 raise GrblError(5)
             if self.blocks:
                 raise GrblError(8)
-            self.homing_until = now + 0.3 / self.speedup
+            self.homing_until = now + self.home_s / self.speedup
         elif line.startswith("$J="):
             self._jog(line[3:], now)
         elif re.fullmatch(r"\$\d+=[-+.\d]+", line):
@@ -508,6 +514,10 @@ class FakeGrbl(FakeController):
             super().trigger(kind)
 
     def _soft_reset(self, now: float) -> None:
+        if self.homing_until is not None:  # reset during homing: ALARM:6, homing failed
+            self.homing_until = None
+            self.alarm = 6
+            self.emit("ALARM:6\r\n")
         moving = bool(self.blocks) and self.hold is None
         self._freeze(now)
         self.blocks.clear()

@@ -135,6 +135,7 @@ class GrblConnection(SerialConnection):
         self.alarm: int | None = None  # last alarm code; None when not in alarm
         self.locked = False  # in Alarm state: motion refused until $H / $X
         self.needs_reset = False  # "[MSG:Reset to continue]": a soft reset must come first
+        self.homing = False  # a homing cycle runs: GRBL answers no status query until it ends
         self.resets_seen = 0
         #: An unexpected banner came: the controller reset, its position may be wrong. Moves
         #: are refused until a person homes or unlocks (`GrblStage.home` / `unlock`).
@@ -309,6 +310,10 @@ class GrblConnection(SerialConnection):
             with self.lock:
                 now = time.monotonic()
                 status = self.status
+                if self.homing:
+                    # GRBL answers no `?` while it homes (realtime_cmds.md): say so, unasked
+                    last = status.mpos if status is not None else (math.nan,) * 3
+                    return GrblStatus("Home", last, now)
                 if (
                     not fresh
                     and status is not None
@@ -554,6 +559,9 @@ class GrblStage(SerialStage):
         conn = self.connection
         limit_s = max(2.0, 5 * conn.timeout_s)
         deadline = time.monotonic() + limit_s
+        if conn.homing:
+            self._abort_homing(limit_s)
+            return
         with conn.lock:
             conn.realtime(JOG_CANCEL)
             idle_polls = 0
@@ -595,7 +603,32 @@ class GrblStage(SerialStage):
         with self._fail_safe():
             if conn.needs_reset:
                 self._soft_reset()
-            conn.send("$H", timeout_s=self.home_timeout_s)
+            stops = self._stops_asked
+            deadline = time.monotonic() + self.home_timeout_s
+            with conn.lock:
+                entry = conn.send("$H", wait=False)
+                conn.homing = True
+            try:
+                # its `ok` comes when the cycle ends: waited for in slices outside the lock,
+                # so stop() can get in and abort it
+                while entry.reply is None:
+                    if entry not in conn.inflight:  # a reset emptied GRBL's buffers
+                        if self._stops_asked != stops:
+                            raise DeviceError(
+                                "GRBL homing stopped on request: the machine is locked until "
+                                "it is homed"
+                            )
+                        raise DeviceError("GRBL dropped the homing cycle ($H) unanswered")
+                    if time.monotonic() >= deadline:
+                        self._abort_homing(max(2.0, 5 * conn.timeout_s))
+                        raise DeviceTimeout(
+                            f"GRBL homing did not finish within {self.home_timeout_s:.0f} s"
+                        )
+                    conn.pump(0.05)
+                    time.sleep(LOCK_GAP_S)
+            finally:
+                conn.homing = False
+            conn.wait_reply(entry)  # answered: raises on error:N
             conn.reset_unacknowledged = False
             self._remember(self._status_native(conn.poll_status()))
 
@@ -609,6 +642,23 @@ class GrblStage(SerialStage):
         conn.locked, conn.alarm = False, None
         conn.reset_unacknowledged = False
         self._remember(self._status_native(conn.poll_status()))
+
+    def _abort_homing(self, limit_s: float) -> None:
+        """Stop a homing cycle: only a soft reset does (GRBL then reports ALARM:6, homing
+        failed, and stays locked until a person homes it again)."""
+        conn = self.connection
+        deadline = time.monotonic() + limit_s
+        with conn.lock:
+            conn.realtime(SOFT_RESET)
+            while True:
+                try:
+                    if conn.wait_banner(max(0.0, deadline - time.monotonic())):
+                        break
+                except DeviceError:
+                    continue  # the ALARM the reset caused, before the banner
+                raise DeviceTimeout(f"GRBL on {conn.url} did not come back after a soft reset")
+            conn.needs_reset = False
+            conn.homing = False
 
     def _soft_reset(self) -> None:
         conn = self.connection
