@@ -64,7 +64,10 @@ def test_xy_and_z_are_separate_moves_each_with_its_r(stage):
 
 def test_z_in_tenths_of_a_micron_with_a_calibration():
     s = open_fake_stage(
-        "prior", limits=LIMITS, driver_options={"calibration": {"z": AxisCalibration(10.0)}}
+        "prior",
+        limits=LIMITS,
+        res_z=0.1,
+        driver_options={"calibration": {"z": AxisCalibration(10.0)}},
     )
     try:
         s.move_to(z=12.3)
@@ -102,5 +105,22 @@ def test_a_filter_wheel_on_the_same_controller_does_not_keep_the_stage_moving():
         assert not s.is_moving()
         s.stop()
         assert (s.position().x, s.position().z) == pytest.approx((500.0, 20.0), abs=1.0)
+    finally:
+        s.close()
+
+
+def test_a_controller_unit_other_than_the_profiles_is_refused_at_connect():
+    """RES,z says 0.1 um per unit but the profile assumes 1 um: every Z move would be 10x off
+    and the soft limits would not be the real travel."""
+    with pytest.raises(DeviceError, match=r"counts Z in 0.1 um \(RES,z\).*10 units per um"):
+        open_fake_stage("prior", limits=LIMITS, res_z=0.1)
+
+
+def test_a_controller_that_knows_no_resolution_is_taken_at_the_profiles_word(caplog):
+    s = open_fake_stage("prior", limits=LIMITS, res_s="none", res_z="none")
+    try:
+        s.move_to(x=100.0)
+        assert s.position().x == pytest.approx(100.0)
+        assert "RES,s not answered" in caplog.text
     finally:
         s.close()

@@ -15,11 +15,13 @@ both ways; arguments separated by commas (spaces, tabs, '=' and ';' also accepte
 - `COMP,n` and `ERROR,n` answer `0`. In compatibility mode (`COMP,1`, the state the controller
   may have been left in) motion replies come at once instead of at the end, which a driver
   that forgot `COMP,0` would mistake for arrival.
+- `RES,s` / `RES,z` -> the size of one controller unit in um, XY and Z (`1.000000`).
 - Errors: `E,n` (4 string parse, 5 command not found, 8 value out of range).
 - Positions are integers in controller units (steps or microns, per the controller's RES).
 
 Options: `comp=1` (start in compatibility mode), `xy_speed=U` and `z_speed=U` (units/s,
-default 10000 and 1000), `other_axes=N` (bits 8 and up of `$` that are always set: a filter
+default 10000 and 1000), `res_s=R` and `res_z=R` (um per unit, default 1; `none`: an old
+controller that knows no RES), `other_axes=N` (bits 8 and up of `$` that are always set: a filter
 wheel that never settles), plus the common ones in `fake_serial`.
 """
 
@@ -68,6 +70,8 @@ class FakePrior(FakeController):
         "xy_speed": "10000",
         "z_speed": "1000",
         "other_axes": "0",
+        "res_s": "1",
+        "res_z": "1",
     }
 
     def __init__(self, opts: dict[str, str], **kw: object) -> None:
@@ -77,6 +81,7 @@ class FakePrior(FakeController):
         self.z = _Channel(("z",), float(opts.get("z_speed", "1000")) * self.speedup)
         self.commands: list[str] = []
         self.other_axes = int(opts.get("other_axes", "0")) << 3
+        self.res = {"S": opts.get("res_s", "1"), "Z": opts.get("res_z", "1")}
 
     # -- host bytes ------------------------------------------------------------------------------
     def feed(self, data: bytes, now: float) -> None:
@@ -90,6 +95,10 @@ class FakePrior(FakeController):
         parts = [p for p in _SPLIT.split(line.upper()) if p]
         cmd, args = parts[0], parts[1:]
         self.commands.append(cmd)
+        if cmd == "RES" and len(args) == 1 and args[0] in self.res:
+            res = self.res[args[0]]
+            self._reply("E,5" if res == "none" else f"{float(res):.6f}")
+            return
         try:
             values = [int(a) for a in args]
         except ValueError:

@@ -18,6 +18,7 @@ Native units are the controller's (microns or steps, per its RES setting): give 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Mapping
 
@@ -25,6 +26,8 @@ from slidescan.hardware.base import AxisCalibration, SoftLimits
 from slidescan.hardware.drivers.connection import LOCK_GAP_S, PortOpener, SerialConnection
 from slidescan.hardware.drivers.serial_stage import SerialStage
 from slidescan.hardware.errors import DeviceError, DeviceTimeout
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BAUD = 9600
 
@@ -181,7 +184,34 @@ class PriorStage(SerialStage):
                 "wrong port or baud rate?"
             )
         self.firmware = f"ProScan version {conn.query('VERSION')}"
+        self._check_resolution()
         self._read_native()
+
+    def _check_resolution(self) -> None:
+        """Refuse a controller whose unit (`RES,s` for XY, `RES,z`) is not the one the profile's
+        calibration assumes: every move would be scaled wrong and the soft limits in um would
+        no longer be the real travel. A controller that does not say (an old firmware, or the
+        0 some report) is taken at the profile's word, with a warning."""
+        for query, axes in (("RES,s", ("x", "y")), ("RES,z", ("z",))):
+            try:
+                answer = self.connection.query(query)
+                um_per_unit = abs(float(answer))
+            except (DeviceError, ValueError):
+                log.warning("Prior ProScan: %s not answered; unit taken from the profile", query)
+                continue
+            if not um_per_unit > 0:
+                log.warning(
+                    "Prior ProScan: %s answered %r; unit taken from the profile", query, answer
+                )
+                continue
+            for axis in axes:
+                expected = 1.0 / self.calibration[axis].units_per_um
+                if abs(um_per_unit - expected) > 0.01 * expected:
+                    raise DeviceError(
+                        f"Prior ProScan counts {axis.upper()} in {um_per_unit:g} um ({query}) but "
+                        f"the profile expects {expected:g} um per unit: set the axis calibration "
+                        f"to {1 / um_per_unit:g} units per um, or the controller's resolution"
+                    )
 
     def describe(self) -> dict[str, object]:
         info = super().describe()
