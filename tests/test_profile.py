@@ -85,7 +85,9 @@ def test_shipped_simulator_profiles_boot(name):
 def test_shipped_hardware_profiles_boot_against_the_fakes(name, kind):
     """The profile as shipped, with only the port pointed at the fake controller."""
     prof = load_profile(name)
-    stage_cfg = prof.stage.model_copy(update={"port": f"fake{kind}://?speedup=20"})
+    # the fake set up as the profile's comments say the controller is
+    query = {"prior": "&res_z=0.1"}.get(kind, "")
+    stage_cfg = prof.stage.model_copy(update={"port": f"fake{kind}://?speedup=20{query}"})
     if kind == "grbl":
         stage_cfg.timing.boot_timeout_s = 0.5
     fake_prof = prof.model_copy(update={"stage": stage_cfg})
