@@ -178,8 +178,8 @@ class FakeGrbl(FakeController):
 
     def _realtime(self, byte: int, now: float) -> None:
         if byte == ord("?"):
-            if self.homing_until is not None:
-                return  # not answered during a homing cycle (realtime_cmds.md)
+            if self.homing_until is not None or self.critical:
+                return  # not answered while homing or in a critical alarm (realtime_cmds.md)
             self.status_times.append(now)
             self._report_status(now)
         elif byte == 0x18:

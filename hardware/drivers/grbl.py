@@ -310,10 +310,11 @@ class GrblConnection(SerialConnection):
             with self.lock:
                 now = time.monotonic()
                 status = self.status
-                if self.homing:
-                    # GRBL answers no `?` while it homes (realtime_cmds.md): say so, unasked
+                if self.homing or self.needs_reset:
+                    # GRBL answers no `?` while it homes or after a critical alarm (a hard or
+                    # soft limit: "Reset to continue"; realtime_cmds.md): say so, unasked
                     last = status.mpos if status is not None else (math.nan,) * 3
-                    return GrblStatus("Home", last, now)
+                    return GrblStatus("Home" if self.homing else "Alarm", last, now)
                 if (
                     not fresh
                     and status is not None
