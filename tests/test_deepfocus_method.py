@@ -21,12 +21,13 @@ CURVE = CurveModel(0.0, 3.0, 0.0, 3.4, 2.5, 1.2, 0.3, 0.5)
 
 class FakeNet:
     """Scores every patch from the device's true defocus through CURVE, plus noise; patches
-    listed in `offsets` see their own focus shifted (a region at another height)."""
+    listed in `offsets` see their own focus shifted (a region at another height); `level`
+    raises every score (a specimen that reads blurrier than the calibration's)."""
 
     checksum = "fake"
 
-    def __init__(self, device, patches=16, noise=0.02, offsets=None, valid=1.0, seed=0):
-        self.device, self.patches, self.noise = device, patches, noise
+    def __init__(self, device, patches=16, noise=0.02, offsets=None, valid=1.0, seed=0, level=0.0):
+        self.device, self.patches, self.noise, self.level = device, patches, noise, level
         self.offsets = offsets or {}
         self.valid = valid
         self.rng = np.random.default_rng(seed)
@@ -35,7 +36,7 @@ class FakeNet:
         n = min(self.patches, max_patches)
         d = self.device._z_actual - self.device.truth_um
         shift = np.array([self.offsets.get(i, 0.0) for i in range(n)])
-        scores = CURVE(d - shift) + self.rng.normal(0, self.noise, n)
+        scores = CURVE(d - shift) + self.level + self.rng.normal(0, self.noise, n)
         return FrameScores(scores, np.full(n, self.valid), [(0, 0)] * n, 0.001)
 
 
@@ -81,6 +82,20 @@ def test_mirror_brackets_the_focus(method_on):
     # the third mirrors the nearer (the hint, 2 um below focus) about the focus: 4 um
     assert c == pytest.approx(4.0, abs=0.2)
     assert abs(r.z_um - 2.0) < 0.1
+
+
+@pytest.mark.parametrize("beyond", [None, 0.5])
+def test_a_level_apart_is_left_free_when_the_hint_is_far(method_on, beyond):
+    # a specimen that reads 0.25 ln px blurrier than the calibration's, the hint 4.5 um
+    # (about 1.3 FWHM) below focus: a fit with the calibration's level misplaces the focus
+    dev = FakeFocusDevice(truth_um=0.0)
+    m = method_on(dev, FakeNet(dev, level=0.25), placement="mirror", free_offset_beyond=beyond)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=-4.5))
+    assert r.ok and r.frames == 4
+    if beyond is None:
+        assert abs(r.z_um) > 0.2
+    else:
+        assert abs(r.z_um) < 0.1
 
 
 @pytest.mark.parametrize("refine", [0.15, 0.0])

@@ -10,7 +10,10 @@ score against z (`focus.deepfocus_calibration`). A tile then needs a few frames:
    `first_z`, reached during the XY move). `"mirror"` (the default): z1 - `search_fwhm` x FWHM
    and z1, then the mirror of the nearer one about their focus estimate; with a budget of five
    frames or more, when the frame nearest the new estimate lies more than `refine` FWHM from
-   it, one more frame that far past the estimate on the other side.
+   it, one more frame that far past the estimate on the other side. When the first estimate
+   lies more than `free_offset_beyond` FWHM from the hint, the first frames sat out on the
+   curve's wings, where specimens read a level apart (one blurrier than the calibration's
+   object at every defocus): the fits after it leave that level free.
 2. After each frame, stop when a quadratic fits the frame scores better than a line by
    `convexity_margin` in R^2 and opens upwards (the paper's convexity test), or when the next
    frame would leave no room for the final capture within `max_frames`; otherwise the next
@@ -164,6 +167,7 @@ class DeepFocusFocus(FocusMethod):
 
         search_budget = p.max_frames - (1 if p.final_capture else 0)
         last = None
+        free_offset = p.free_offset
         if p.placement == "mirror" and search_budget >= 3 and lo < centre:
             for z in (lo, centre):
                 last = measure(z)
@@ -174,12 +178,18 @@ class DeepFocusFocus(FocusMethod):
                 # the third frame mirrors the nearer one about the first estimate, so a pair
                 # brackets the focus symmetrically and the curve's width cancels out
                 f_hat, _ = drive.clamp(float(first["z"]))
+                # focus far from the hint: the first frames lie out on the curve's wings, where
+                # specimens read a level apart (the offset the fits then leave free)
+                far = p.free_offset_beyond is not None and (
+                    abs(f_hat - centre) > p.free_offset_beyond * cal.fwhm_um
+                )
+                free_offset = free_offset or far
                 z_c = self._mirror_z(drive, zs, f_hat)
                 if min(abs(z_c - z) for z in zs) < 0.1 * (centre - lo):
                     z_c = hi
                 last = measure(z_c)
             if search_budget >= 4 and p.refine > 0:
-                z_r = self._refine_z(drive, np.asarray(zs), frames, cal, lo, hi)
+                z_r = self._refine_z(drive, np.asarray(zs), frames, cal, lo, hi, free_offset)
                 compute += z_r[1]
                 if z_r[0] is not None:
                     last = measure(z_r[0])
@@ -204,7 +214,7 @@ class DeepFocusFocus(FocusMethod):
             last = measure(z_next)
 
         t0 = time.perf_counter()
-        estimate = self._estimate(np.asarray(zs), frames, cal, lo, hi)
+        estimate = self._estimate(np.asarray(zs), frames, cal, lo, hi, free_offset=free_offset)
         compute += time.perf_counter() - t0
         recovered = False
         if p.recover and estimate["z"] is not None and estimate["at_edge"]:
@@ -222,7 +232,9 @@ class DeepFocusFocus(FocusMethod):
             med = [_median_valid(f.scores, f.valid_prob >= VALID_PROBABILITY) for f in frames]
             best = zs[int(np.nanargmin(med))] if np.isfinite(med).any() else centre
             near = (best - 2 * cal.fwhm_um, best + 2 * cal.fwhm_um)
-            estimate = self._estimate(np.asarray(zs), frames, cal, lo, hi, bounds=near)
+            estimate = self._estimate(
+                np.asarray(zs), frames, cal, lo, hi, free_offset=free_offset, bounds=near
+            )
             compute += time.perf_counter() - t0
             if estimate["z"] is not None:
                 f_hat, _ = drive.clamp(float(estimate["z"]))
@@ -231,7 +243,9 @@ class DeepFocusFocus(FocusMethod):
                     last = measure(z_m)
                 t0 = time.perf_counter()
                 around = (f_hat - cal.fwhm_um, f_hat + cal.fwhm_um)
-                estimate = self._estimate(np.asarray(zs), frames, cal, lo, hi, bounds=around)
+                estimate = self._estimate(
+                    np.asarray(zs), frames, cal, lo, hi, free_offset=free_offset, bounds=around
+                )
                 compute += time.perf_counter() - t0
         medians = [_median_valid(f.scores, f.valid_prob >= VALID_PROBABILITY) for f in frames]
         order = np.argsort(zs)
@@ -295,13 +309,14 @@ class DeepFocusFocus(FocusMethod):
         cal: DeepFocusCalibration,
         lo: float,
         hi: float,
+        free_offset: bool,
     ) -> tuple[float | None, float]:
         """(z of a fourth search frame or None, compute s). The three mirror frames often
         leave the nearest one far from the estimate (a hint far off: the pair lies out on the
         curve's wings, where specimens differ most); a frame `refine` FWHM past the estimate,
         opposite the nearest frame, makes a tight pair around it (`DeepFocusParams.refine`)."""
         t0 = time.perf_counter()
-        est = self._estimate(zs, frames, cal, lo, hi)
+        est = self._estimate(zs, frames, cal, lo, hi, free_offset=free_offset)
         spent = time.perf_counter() - t0
         if est["z"] is None:
             return None, spent
@@ -325,10 +340,12 @@ class DeepFocusFocus(FocusMethod):
         hi: float,
         free_width: bool | None = None,
         bounds: tuple[float, float] | None = None,
+        free_offset: bool | None = None,
     ) -> dict[str, Any]:
         """Per-region shifts, clustered; the largest cluster's focus (`combine`)."""
         p = self.params
         free_width = p.free_width if free_width is None else free_width
+        free_offset = p.free_offset if free_offset is None else free_offset
         scores = np.stack([f.scores for f in frames], axis=1)  # (regions, frames)
         prob = np.stack([f.valid_prob for f in frames], axis=1)
         weight = prob.mean(axis=1)
@@ -357,7 +374,7 @@ class DeepFocusFocus(FocusMethod):
                     scores[r],
                     cal.curve,
                     bounds,
-                    free_offset=p.free_offset,
+                    free_offset=free_offset,
                     free_width=free_width,
                     grid_step_um=step,
                 ).shift_um
@@ -375,7 +392,7 @@ class DeepFocusFocus(FocusMethod):
                 scores[judged[members]].ravel(),
                 cal.curve,
                 (float(shifts[members].min()) - step, float(shifts[members].max()) + step),
-                free_offset=p.free_offset,
+                free_offset=free_offset,
                 free_width=free_width,
                 grid_step_um=step / 4.0,
             )
