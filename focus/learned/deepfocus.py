@@ -180,9 +180,7 @@ class DeepFocusFocus(FocusMethod):
                 f_hat, _ = drive.clamp(float(first["z"]))
                 # focus far from the hint: the first frames lie out on the curve's wings, where
                 # specimens read a level apart (the offset the fits then leave free)
-                far = p.free_offset_beyond is not None and (
-                    abs(f_hat - centre) > p.free_offset_beyond * cal.fwhm_um
-                )
+                far = abs(f_hat - centre) > p.free_offset_beyond * cal.fwhm_um
                 free_offset = free_offset or far
                 z_c = self._mirror_z(drive, zs, f_hat)
                 if min(abs(z_c - z) for z in zs) < 0.1 * (centre - lo):

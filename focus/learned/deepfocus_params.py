@@ -70,15 +70,16 @@ class DeepFocusParams(FocusParams):
     free_offset: bool = Field(
         default=False, description="fit a vertical offset of the curve per region too"
     )
-    free_offset_beyond: float | None = Field(
+    free_offset_beyond: float = Field(
         default=0.5,
         ge=0,
+        le=100,
         description="mirror placement: when the first estimate lies more than this many FWHM "
         "from the hint, the fits after it leave the curve's level free (far from focus the "
-        "first frames lie on the curve's wings, where specimens read a level apart); None: "
-        "never (tuning set, 4 frames: 10x +/-40 um MAE 0.966 um never, 0.813 at 0.5, 0.809 "
-        "at 0.75, 0.824 at 1, 0.884 at 1.5; 20x +/-5 um 0.152 never, 0.136 at 0.5, 0.146 at "
-        "0.75)",
+        "first frames lie on the curve's wings, where specimens read a level apart); a value "
+        "past the search's reach, such as 10: never (tuning set, 4 frames: 10x +/-40 um MAE "
+        "0.966 um never, 0.813 at 0.5, 0.809 at 0.75, 0.824 at 1, 0.884 at 1.5; 20x +/-5 um "
+        "0.152 never, 0.136 at 0.5, 0.146 at 0.75)",
     )
     free_width: bool = Field(
         default=False, description="fit a z stretch of the curve per region too"
