@@ -292,6 +292,27 @@ def test_chunks_no_longer_wanted_are_never_read(qtbot):
     loader.shutdown()
 
 
+def test_a_chunk_on_its_way_to_the_viewer_is_not_read_again(qtbot):
+    """Between the loader's signal and the viewer's handling of it, a chunk is in neither the
+    loader nor the viewer's cache: a view change in that window must not read it twice."""
+    from slidescan.app.gui.slide_loader import ChunkLoader
+
+    src = CountingSource()
+    loader = ChunkLoader(512)
+    loader.set_source(src)
+    got = []
+    loader.loaded.connect(lambda key, image, gen: (got.append(key), loader.taken(key)))
+    a = ChunkKey(1, 0, 0)
+    loader.want([a])
+    assert loader.wait_idle(5) and loader.reads == 1 and not got  # read, signal not handled
+    loader.want([a])  # the view changed meanwhile and still wants it
+    assert loader.wait_idle(5) and loader.reads == 1
+    qtbot.waitUntil(lambda: got == [a], timeout=2000)  # handled: taken
+    loader.want([a])  # gone from the cache later: read again
+    qtbot.waitUntil(lambda: loader.reads == 2, timeout=2000)
+    loader.shutdown()
+
+
 def test_a_slide_without_tiles_says_so(qtbot, viewer):
     empty = ViewerSlide(
         CountingSource(0, 0), (100, 100), np.zeros((0, 2)), *(np.zeros(0),) * 4, 0.5, 0, "e"

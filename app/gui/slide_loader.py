@@ -3,7 +3,10 @@
 The viewer says which chunks it wants (`want`, nearest the view's centre first) every time
 the view changes; the list replaces the previous one, so chunks that scrolled away before
 their turn are never read. One chunk is read at a time (`read_scaled` composes it from the
-tiles under it) and handed to the GUI thread by a queued signal. A source swapped out
+tiles under it) and handed to the GUI thread by a queued signal; until the viewer says it has
+taken it (`taken`), a chunk on its way is not read again, however often the view changes
+meanwhile (between the signal and its handling the chunk is in neither the loader nor the
+viewer's cache). A source swapped out
 (`set_source`) bumps the generation: chunks of the old one still in flight are dropped by
 the viewer. The thread runs at the background priority of the device worker (worker.py).
 """
@@ -50,6 +53,7 @@ class ChunkLoader(QtCore.QObject):
         self._source: ScaledSource | None = None
         self._generation = 0
         self._reading: ChunkKey | None = None
+        self._delivering: set[ChunkKey] = set()  # sent to the GUI thread, not yet taken
         self._stop = False
         self._thread: threading.Thread | None = None
         #: Chunks read so far (tests, benchmarks).
@@ -69,19 +73,25 @@ class ChunkLoader(QtCore.QObject):
         with self._cond:
             self._source = source
             self._queue = []
+            self._delivering.clear()
             self._generation += 1
             return self._generation
 
     def want(self, keys: list[ChunkKey]) -> None:
         """Read these chunks, in this order, instead of whatever was wanted before."""
         with self._cond:
-            self._queue = [k for k in keys if k != self._reading]
+            self._queue = [k for k in keys if k != self._reading and k not in self._delivering]
             if self._queue and self._thread is None and not self._stop:
                 self._thread = threading.Thread(
                     target=self._run, name="slidescan-slide-loader", daemon=True
                 )
                 self._thread.start()
             self._cond.notify()
+
+    def taken(self, key: ChunkKey) -> None:
+        """The GUI thread has handled `key`'s signal (cached it, or dropped it)."""
+        with self._cond:
+            self._delivering.discard(key)
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Block until nothing is queued or being read (tests). True when idle."""
@@ -118,13 +128,21 @@ class ChunkLoader(QtCore.QObject):
                 image = self._read(source, key)
             except Exception as exc:  # a file closed under it, a damaged tile: said, not fatal
                 log.debug("slide chunk %s not read: %s", key, exc)
+                self._deliver(key, generation)
                 self.failed.emit(key, str(exc), generation)
             else:
                 self.reads += 1
+                self._deliver(key, generation)
                 self.loaded.emit(key, image, generation)
             finally:
                 with self._cond:
                     self._reading = None
+
+    def _deliver(self, key: ChunkKey, generation: int) -> None:
+        """Mark `key` as on its way, before its signal goes (the GUI may take it at once)."""
+        with self._cond:
+            if generation == self._generation:
+                self._delivering.add(key)
 
     def _read(self, source: ScaledSource, key: ChunkKey) -> np.ndarray:
         y0, x0, h, w = key.level_rect(tuple(source.shape), self.chunk)

@@ -329,6 +329,7 @@ class SlideViewer(QtWidgets.QWidget):
         return self._levels
 
     def _chunk_loaded(self, key: ChunkKey, image: np.ndarray, generation: int) -> None:
+        self.loader.taken(key)
         if generation != self.loader.generation or self.slide is None:
             return  # read for a slide no longer shown
         for dropped in self.cache.put(key, image):
@@ -337,6 +338,7 @@ class SlideViewer(QtWidgets.QWidget):
         self._schedule()
 
     def _chunk_failed(self, key: ChunkKey, message: str, generation: int) -> None:
+        self.loader.taken(key)
         if generation == self.loader.generation and self.slide is not None:
             self._failed.add(key)  # not asked for again until the slide is reloaded
             self.failures += 1
