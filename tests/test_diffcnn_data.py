@@ -14,6 +14,7 @@ from slidescan.app.tools.simdata import (
     REAL_HOLDOUT_IMAGES,
     REAL_TRAIN_IMAGES,
     TEXTURE_IMAGES,
+    THIN_SECTION_UM,
     sample_scene,
 )
 from slidescan.app.tools.train_diffcnn import Recipe, data_key, recipe_for, render_scene
@@ -56,6 +57,31 @@ def test_scenes_are_reproducible_from_the_seed():
     b = sample_scene(5, "train", 3, Recipe(), FAKE_TISSUE)
     c = sample_scene(5, "train", 4, Recipe(), FAKE_TISSUE)
     assert a == b and a != c
+
+
+def test_thin_sections_replace_the_thickness_of_their_share_of_scenes_and_nothing_else():
+    plain = _scenes("train", 80)
+    some = [
+        sample_scene(i, "train", 0, Recipe(), FAKE_TISSUE, thin_fraction=0.3) for i in range(80)
+    ]
+    thick = [s.config["specimen"]["thickness_um"] for s in plain]
+    assert min(thick) >= 2.0
+    thin = [s for s in some if s.config["specimen"]["thickness_um"] < 2.0]
+    assert 10 <= len(thin) <= 40  # about 30 % of 80
+    for s in thin:
+        lo, hi = THIN_SECTION_UM
+        assert lo <= s.config["specimen"]["thickness_um"] <= hi
+        assert s.config["specimen"]["layers"] in (1, 2)
+        assert s.label.endswith("thin section")
+    # every other draw is the one the scene has without thin sections
+    for a, b in zip(plain, some, strict=True):
+        strip = ("thickness_um", "layers")
+        assert {k: v for k, v in a.config["specimen"].items() if k not in strip} == {
+            k: v for k, v in b.config["specimen"].items() if k not in strip
+        }
+        assert (a.seed, a.na, a.config["optics"]) == (b.seed, b.na, b.config["optics"])
+    with pytest.raises(ValueError, match="thin_fraction"):
+        sample_scene(0, "train", 0, Recipe(), FAKE_TISSUE, thin_fraction=1.5)
 
 
 def test_data_key_follows_the_recipe():

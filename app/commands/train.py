@@ -125,6 +125,12 @@ def _register_tsva(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--base", type=int, default=8, help="channels at the first level (default 8)")
     t.add_argument("--depth", type=int, default=4, help="levels (default 4)")
     t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    t.add_argument(
+        "--thin-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scenes with a thin section, 0.2-1.5 um instead of 2-6 um (default 0)",
+    )
     t.add_argument("--samples", type=int, default=4000, help="training samples (default 4000)")
     t.add_argument("--val-samples", type=int, default=320, help="validation samples (default 320)")
     t.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
@@ -163,6 +169,8 @@ def _tsva(args: argparse.Namespace) -> int:
         raise CliError(f"train tsva: --patch must be a multiple of {2 ** (args.depth - 1)}")
     if not args.lr > 0:
         raise CliError("train tsva: --lr must be positive")
+    if not 0.0 <= args.thin_fraction <= 1.0:
+        raise CliError("train tsva: --thin-fraction must be between 0 and 1")
     tissue = tissue_folder(cmd, args.tissue, DEFAULT_TISSUE)
     progress = not args.json
 
@@ -191,6 +199,7 @@ def _tsva(args: argparse.Namespace) -> int:
         depth=args.depth,
         shots=args.shots,
         loss=args.loss,
+        thin_fraction=args.thin_fraction,
         name=args.name,
         samples=args.samples,
         val_samples=args.val_samples,

@@ -98,8 +98,29 @@ def _signed(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi) * rng.choice((-1.0, 1.0)))
 
 
-def sample_scene(index: int, split: str, seed: int, recipe: SceneRecipe, tissue_dir: Path) -> Scene:
-    """Scene `index` of `split`, drawn from its own seed stream (worker-order independent)."""
+#: Thickness range (um) of a thin section, drawn for a `thin_fraction` of the scenes.
+THIN_SECTION_UM = (0.2, 1.5)
+
+
+def sample_scene(
+    index: int,
+    split: str,
+    seed: int,
+    recipe: SceneRecipe,
+    tissue_dir: Path,
+    *,
+    thin_fraction: float = 0.0,
+) -> Scene:
+    """Scene `index` of `split`, drawn from its own seed stream (worker-order independent).
+
+    Sections are 2-6 um thick; with `thin_fraction` > 0 that fraction of the scenes gets a
+    thin section instead (`THIN_SECTION_UM`, one or two slabs), drawn from a stream of its own
+    so every other draw stays as it is without them. In a thick section a plane 1 um off focus
+    looks much like the focal plane (the section blurs itself); in a thin one it does not, and
+    a network that has only seen thick sections over-sharpens a thin section's in-focus shot.
+    """
+    if not 0.0 <= thin_fraction <= 1.0:
+        raise ValueError(f"thin_fraction must be in [0, 1], got {thin_fraction:g}")
     ss = np.random.SeedSequence([seed, {"train": 1, "val": 2}[split], index])
     rng = np.random.default_rng(ss)
     sim_seed = int(rng.integers(0, HOLDOUT_SEED_BASE))
@@ -135,6 +156,12 @@ def sample_scene(index: int, split: str, seed: int, recipe: SceneRecipe, tissue_
         coverslip = _signed(rng, 15.0, 22.0)
         chroma = (_signed(rng, 0.3, 0.4), 0.0, _signed(rng, 0.3, 0.4))
         na = recipe.na
+    if thin_fraction > 0.0:
+        thin_rng = np.random.default_rng([seed, {"train": 1, "val": 2}[split], index, 3])
+        if thin_rng.random() < thin_fraction:
+            specimen["thickness_um"] = float(thin_rng.uniform(*THIN_SECTION_UM))
+            specimen["layers"] = int(thin_rng.integers(1, 3))
+            label = f"{label}, thin section"
     size = recipe.camera_px + 2 * recipe.jitter_px
     jpeg = int(rng.integers(80, 96)) if rng.random() < 0.15 else None
     config = {

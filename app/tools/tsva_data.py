@@ -56,6 +56,8 @@ class Recipe:
     camera_px: int = 192
     jitter_px: int = 4  # render margin for the XY jitter between the two shots
     fields_per_scene: int = 8
+    #: fraction of scenes with a thin section (0.2-1.5 um) instead of 2-6 um
+    thin_fraction: float = 0.0
 
 
 @dataclass
@@ -129,7 +131,12 @@ def scenes_for(
 ) -> list[Scene]:
     """The scenes that give about `samples` samples of `split`."""
     count = max(1, math.ceil(samples / recipe.fields_per_scene))
-    return [sample_scene(i, split, seed, _SceneRecipe(recipe), tissue_dir) for i in range(count)]
+    return [
+        sample_scene(
+            i, split, seed, _SceneRecipe(recipe), tissue_dir, thin_fraction=recipe.thin_fraction
+        )
+        for i in range(count)
+    ]
 
 
 @dataclass(frozen=True)
