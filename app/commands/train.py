@@ -128,8 +128,9 @@ def _register_tsva(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--thin-fraction",
         type=float,
-        default=0.0,
-        help="fraction of scenes with a thin section, 0.2-1.5 um instead of 2-6 um (default 0)",
+        default=0.3,
+        help="fraction of scenes with a thin section, 0.2-1.5 um instead of 2-6 um (default "
+        "0.3, as the shipped weights)",
     )
     t.add_argument("--samples", type=int, default=4000, help="training samples (default 4000)")
     t.add_argument("--val-samples", type=int, default=320, help="validation samples (default 320)")

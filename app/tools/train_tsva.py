@@ -54,7 +54,7 @@ class TrainRequest:
     cache_dir: Path = Path(".")
     tissue_dir: Path = Path(".")
     lr: float = 2e-3
-    thin_fraction: float = 0.0
+    thin_fraction: float = 0.3
     progress: bool = True
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -57,7 +57,7 @@ class Recipe:
     jitter_px: int = 4  # render margin for the XY jitter between the two shots
     fields_per_scene: int = 8
     #: fraction of scenes with a thin section (0.2-1.5 um) instead of 2-6 um
-    thin_fraction: float = 0.0
+    thin_fraction: float = 0.3
 
 
 @dataclass
