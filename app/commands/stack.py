@@ -317,6 +317,14 @@ def sim_config_from_args(args: argparse.Namespace) -> Any:
         raise CliError(f"stack synth: {where}: {msg}") from None
 
 
+def _check_new_stack_file(action: str, out: Path) -> None:
+    """A one-line error unless `out` is an .h5 path in a folder that exists."""
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        raise CliError(f"stack {action}: --out must be an .h5 file, got {out}")
+    if not out.parent.is_dir():
+        raise CliError(f"stack {action}: folder {out.parent} does not exist")
+
+
 def _crosscheck(args: argparse.Namespace) -> int:
     from slidescan.app.tools import crosscheck_render as cr
 
@@ -325,10 +333,7 @@ def _crosscheck(args: argparse.Namespace) -> int:
         tissues = [cr.TissueImage.parse(t) for t in args.tissue]
     except ValueError as exc:
         raise CliError(f"stack crosscheck: {exc}") from None
-    if args.out.suffix.lower() not in (".h5", ".hdf5"):
-        raise CliError(f"stack crosscheck: --out must be an .h5 file, got {args.out}")
-    if not args.out.parent.is_dir():
-        raise CliError(f"stack crosscheck: folder {args.out.parent} does not exist")
+    _check_new_stack_file("crosscheck", args.out)
     say = (lambda s: None) if args.json else (lambda s: print(s, file=sys.stderr))
     try:
         result = cr.write_crosscheck_stacks(
@@ -363,10 +368,7 @@ def _synth(args: argparse.Namespace) -> int:
         raise CliError("stack synth: --positions must be at least 1")
     if args.size < 16:
         raise CliError("stack synth: --size must be at least 16 px")
-    if args.out.suffix.lower() not in (".h5", ".hdf5"):
-        raise CliError(f"stack synth: --out must be an .h5 file, got {args.out}")
-    if not args.out.parent.is_dir():
-        raise CliError(f"stack synth: folder {args.out.parent} does not exist")
+    _check_new_stack_file("synth", args.out)
     config = sim_config_from_args(args)
     try:
         result = tool.synthesise(
