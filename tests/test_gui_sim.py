@@ -94,3 +94,20 @@ def test_profile_connects_and_objective_switch_reopens_it(qtbot, tmp_path):
         assert settings.value("profile/last") == "gui-small-sim"
     finally:
         (user_profile_dir() / "gui-small-sim.toml").unlink()
+
+
+def test_the_exposure_box_keeps_to_the_connected_cameras_range(qtbot, tmp_path):
+    settings = gui_settings(tmp_path / "gui.ini")
+    settings.setValue("camera/live", "false")
+    win = MainWindow(settings=settings)
+    qtbot.addWidget(win)
+    box = win.camera.exposure
+    assert (box.minimum(), box.maximum()) == (0.01, 10000.0)  # no camera: the default
+    sim = build_simulator(SimConfig(seed=3, camera={"width": 32, "height": 32}))
+    sim.camera.EXPOSURE_RANGE_MS = (0.05, 500.0)  # this camera says its own range
+    win.set_microscope(sim, "simulator-small")
+    qtbot.waitUntil(lambda: box.maximum() == 500.0, timeout=10000)
+    assert box.minimum() == 0.05 and "0.05-500 ms" in box.toolTip()
+    box.setValue(900.0)  # typed past the camera's maximum: held at it
+    assert box.value() == 500.0
+    qtbot.waitUntil(lambda: sim.camera.exposure_ms == 500.0, timeout=10000)

@@ -1,6 +1,8 @@
 """The camera's controls in the live view's toolbar: Live on/off, exposure, snap, and the fps
 readout. Every camera call runs on the `DeviceWorker`; while a scan owns the camera the
-controls are disabled and the live view shows the scan's own frames instead."""
+controls are disabled and the live view shows the scan's own frames instead. The exposure box
+keeps to the range the connected camera takes (`exposure_range_ms`, asked on the worker: a
+Basler reads it from the device)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from slidescan.app.gui.camera_tap import CameraTap
 from slidescan.app.gui.live_view import LiveView
 from slidescan.app.gui.notifier import Notifier
 from slidescan.app.gui.worker import DeviceWorker
+
+#: The exposure box's range while the camera has not said its own.
+DEFAULT_EXPOSURE_RANGE_MS = (0.01, 10000.0)
 
 
 class CameraControls(QtCore.QObject):
@@ -34,7 +39,7 @@ class CameraControls(QtCore.QObject):
         self.live_button.toggled.connect(self.set_live)
         live.toolbar.insertWidget(0, self.live_button)
         self.exposure = QtWidgets.QDoubleSpinBox()
-        self.exposure.setRange(0.01, 10000.0)
+        self.exposure.setRange(*DEFAULT_EXPOSURE_RANGE_MS)
         self.exposure.setDecimals(2)
         self.exposure.setSuffix(" ms")
         self.exposure.setToolTip("Camera exposure")
@@ -52,10 +57,16 @@ class CameraControls(QtCore.QObject):
         self._enable(camera is not None)
         with QtCore.QSignalBlocker(self.live_button):  # a new camera starts with its stream off
             self.live_button.setChecked(False)
+        self._bound_exposure(camera, None)
         if camera is None:
             return
         with QtCore.QSignalBlocker(self.exposure):
             self.exposure.setValue(float(camera.exposure_ms))
+        self._worker.submit(
+            lambda: camera.exposure_range_ms,
+            on_result=lambda limits: self._bound_exposure(camera, limits),
+            label="exposure range",
+        )
         if self.live_wanted:
             self.live_button.setChecked(True)
 
@@ -90,6 +101,16 @@ class CameraControls(QtCore.QObject):
         self._live.set_polling(True)
         if self.live_button.isChecked() and self._camera is not None:
             self._worker.submit(self._camera.start_stream, label="live stream")
+
+    def _bound_exposure(self, camera: CameraTap | None, limits: tuple[float, float] | None) -> None:
+        """Keep the exposure box to `camera`'s range (the default where it cannot say)."""
+        if camera is not self._camera:
+            return  # another camera was connected meanwhile
+        lo, hi = limits if limits else DEFAULT_EXPOSURE_RANGE_MS
+        with QtCore.QSignalBlocker(self.exposure):
+            self.exposure.setRange(lo, hi)
+        said = f" (this camera takes {lo:g}-{hi:g} ms)" if limits else ""
+        self.exposure.setToolTip(f"Camera exposure{said}")
 
     def _enable(self, on: bool) -> None:
         for w in (self.live_button, self._live.snap_button, self.exposure):
