@@ -84,6 +84,27 @@ def test_thin_sections_replace_the_thickness_of_their_share_of_scenes_and_nothin
         sample_scene(0, "train", 0, Recipe(), FAKE_TISSUE, thin_fraction=1.5)
 
 
+def test_a_bayer_camera_is_drawn_for_its_share_of_scenes_and_changes_nothing_else():
+    plain = _scenes("train", 80)
+    some = [
+        sample_scene(i, "train", 0, Recipe(), FAKE_TISSUE, bayer_fraction=0.5) for i in range(80)
+    ]
+    cfa = [s for s in some if "bayer" in s.config["camera"]]
+    assert 25 <= len(cfa) <= 55  # about half of 80
+    assert {s.config["camera"]["bayer"] for s in cfa} <= {"RGGB", "GRBG", "GBRG", "BGGR"}
+    assert all("Bayer" in s.label for s in cfa)
+    for a, b in zip(plain, some, strict=True):
+        cam = {k: v for k, v in b.config["camera"].items() if k != "bayer"}
+        assert (a.seed, a.config["specimen"], a.config["optics"], a.config["camera"]) == (
+            b.seed,
+            b.config["specimen"],
+            b.config["optics"],
+            cam,
+        )
+    with pytest.raises(ValueError, match="bayer_fraction"):
+        sample_scene(0, "train", 0, Recipe(), FAKE_TISSUE, bayer_fraction=-0.1)
+
+
 def test_data_key_follows_the_recipe():
     r = Recipe()
     assert data_key(r, "train", 100, 0) == data_key(Recipe(), "train", 100, 0)

@@ -9,6 +9,7 @@ import pytest
 
 from slidescan.hardware.base import Camera
 from slidescan.hardware.sim import SimCameraConfig, SimConfig, build_simulator
+from slidescan.hardware.sim.bayer import demosaic_bilinear, mosaic
 from slidescan.hardware.sim.camera import SensorModel
 
 
@@ -96,6 +97,49 @@ def test_noise_is_seeded():
     c = s.digitise(_flat(0.5), 10.0, 1.0, np.random.default_rng(8))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_bayer_mosaic_keeps_one_colour_per_pixel_and_demosaicing_interpolates_bilinearly():
+    rng = np.random.default_rng(2)
+    rgb = rng.uniform(0, 255, (6, 8, 3)).astype(np.float32)
+    raw = mosaic(rgb, "GRBG")
+    assert raw[0, 0] == rgb[0, 0, 1] and raw[0, 1] == rgb[0, 1, 0] and raw[1, 0] == rgb[1, 0, 2]
+    out = demosaic_bilinear(raw, "GRBG")
+    assert out[0, 1, 0] == raw[0, 1]  # a pixel's own colour is kept
+    # inside the frame: green at a red pixel is the mean of its four green neighbours; red at
+    # a blue pixel the mean of its four diagonal red neighbours
+    assert out[2, 3, 1] == pytest.approx((raw[1, 3] + raw[3, 3] + raw[2, 2] + raw[2, 4]) / 4)
+    assert out[3, 2, 0] == pytest.approx((raw[2, 1] + raw[2, 3] + raw[4, 1] + raw[4, 3]) / 4)
+    flat = np.full((5, 7, 3), (10.0, 20.0, 30.0), np.float32)
+    assert np.array_equal(demosaic_bilinear(mosaic(flat, "BGGR"), "BGGR"), flat)  # edges too
+    with pytest.raises(ValueError, match="unknown Bayer pattern"):
+        mosaic(rgb, "RGBG")
+
+
+def test_a_bayer_sensor_spreads_each_pixels_noise_over_its_neighbours():
+    """One-chip colour camera: noise drawn per mosaic pixel, then interpolated, so the
+    interpolated channels' noise is smaller and correlated between neighbours."""
+    rng = np.random.default_rng(3)
+    plain = _sensor(read_noise_e=3.0).digitise(_flat(0.5), 10.0, 1.0, rng).astype(float)
+    cfa = _sensor(read_noise_e=3.0, bayer="RGGB").digitise(_flat(0.5), 10.0, 1.0, rng)
+    cfa = cfa.astype(float)
+    assert cfa.dtype == plain.dtype and cfa.shape == plain.shape
+    assert cfa.mean() == pytest.approx(plain.mean(), abs=0.1)
+    # red is measured on a quarter of the pixels, the mean of 2 on half, of 4 on a quarter:
+    # variance 1/4 + 1/2 * 1/2 + 1/4 * 1/4 = 0.5625 of a measured pixel's (std 0.75), plus
+    # the rounding's 1/12 ADU^2 on both
+    red = cfa[1:-1, 1:-1, 0]
+    ratio = red.std() / plain[1:-1, 1:-1, 0].std()
+    assert ratio == pytest.approx(0.76, abs=0.04)
+
+    def neighbour_corr(ch: np.ndarray) -> float:
+        d = ch - ch.mean()
+        return float((d[:, :-1] * d[:, 1:]).mean() / d.var())
+
+    assert abs(neighbour_corr(plain[..., 0])) < 0.05
+    assert neighbour_corr(red) > 0.3
+    with pytest.raises(ValueError, match="bayer needs channels 3"):
+        SimCameraConfig(channels=1, bayer="RGGB")
 
 
 @pytest.fixture(scope="module")

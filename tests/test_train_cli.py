@@ -46,6 +46,10 @@ def test_train_tsva_writes_weights_and_card_and_resumes(tmp_path, tissue_dir, ca
     [
         (["tsva", "--epochs", "0"], "train tsva: --epochs must be at least 1"),
         (["tsva", "--thin-fraction", "2"], "train tsva: --thin-fraction must be between 0 and 1"),
+        (
+            ["tsva", "--bayer-fraction", "-1"],
+            "train tsva: --bayer-fraction must be between 0 and 1",
+        ),
         (["deepfocus", "--scenes", "0"], "train deepfocus: --scenes must be at least 1"),
         (["diffcnn", "--samples", "0"], "train diffcnn: --samples must be at least 1"),
         (["tsva", "--tissue", "/no/such/folder"], "real tissue images not found at /no/such"),

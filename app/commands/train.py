@@ -132,6 +132,12 @@ def _register_tsva(sub: argparse._SubParsersAction) -> None:
         help="fraction of scenes with a thin section, 0.2-1.5 um instead of 2-6 um (default "
         "0.3, as the shipped weights)",
     )
+    t.add_argument(
+        "--bayer-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scenes seen by a one-chip (Bayer) colour camera, demosaiced (default 0)",
+    )
     t.add_argument("--samples", type=int, default=4000, help="training samples (default 4000)")
     t.add_argument("--val-samples", type=int, default=320, help="validation samples (default 320)")
     t.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
@@ -172,6 +178,8 @@ def _tsva(args: argparse.Namespace) -> int:
         raise CliError("train tsva: --lr must be positive")
     if not 0.0 <= args.thin_fraction <= 1.0:
         raise CliError("train tsva: --thin-fraction must be between 0 and 1")
+    if not 0.0 <= args.bayer_fraction <= 1.0:
+        raise CliError("train tsva: --bayer-fraction must be between 0 and 1")
     tissue = tissue_folder(cmd, args.tissue, DEFAULT_TISSUE)
     progress = not args.json
 
@@ -201,6 +209,7 @@ def _tsva(args: argparse.Namespace) -> int:
         shots=args.shots,
         loss=args.loss,
         thin_fraction=args.thin_fraction,
+        bayer_fraction=args.bayer_fraction,
         name=args.name,
         samples=args.samples,
         val_samples=args.val_samples,

@@ -30,6 +30,8 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from slidescan.hardware.sim.bayer import PATTERNS, demosaic_bilinear, mosaic
+
 REAL_TRAIN_IMAGES = ("ki67_nanozoomer_0.227um.png", "ki67_olympus-vs_0.346um.png")
 REAL_HOLDOUT_IMAGES = ("he_nanozoomer_0.227um.png",)
 #: Generic textures from scikit-image's bundled images, used as extra training specimens at
@@ -110,6 +112,7 @@ def sample_scene(
     tissue_dir: Path,
     *,
     thin_fraction: float = 0.0,
+    bayer_fraction: float = 0.0,
 ) -> Scene:
     """Scene `index` of `split`, drawn from its own seed stream (worker-order independent).
 
@@ -118,9 +121,15 @@ def sample_scene(
     so every other draw stays as it is without them. In a thick section a plane 1 um off focus
     looks much like the focal plane (the section blurs itself); in a thin one it does not, and
     a network that has only seen thick sections over-sharpens a thin section's in-focus shot.
+
+    With `bayer_fraction` > 0 that fraction of the scenes is seen by a one-chip colour camera
+    (a Bayer mosaic of random layout, demosaiced; `hardware/sim/bayer.py`), drawn the same way
+    from a stream of its own: its noise is correlated between neighbouring pixels and its
+    finest detail softened, as on most real colour cameras.
     """
-    if not 0.0 <= thin_fraction <= 1.0:
-        raise ValueError(f"thin_fraction must be in [0, 1], got {thin_fraction:g}")
+    for name, share in (("thin_fraction", thin_fraction), ("bayer_fraction", bayer_fraction)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {share:g}")
     ss = np.random.SeedSequence([seed, {"train": 1, "val": 2}[split], index])
     rng = np.random.default_rng(ss)
     sim_seed = int(rng.integers(0, HOLDOUT_SEED_BASE))
@@ -185,6 +194,12 @@ def sample_scene(
             "jpeg_quality": jpeg,
         },
     }
+    if bayer_fraction > 0.0:
+        bayer_rng = np.random.default_rng([seed, {"train": 1, "val": 2}[split], index, 4])
+        if bayer_rng.random() < bayer_fraction:
+            pattern = PATTERNS[int(bayer_rng.integers(len(PATTERNS)))]
+            config["camera"]["bayer"] = pattern
+            label = f"{label}, Bayer {pattern}"
     return Scene(
         index=index,
         split=split,
@@ -227,14 +242,16 @@ def random_field(sim: Any, rng: np.random.Generator) -> tuple[float, float]:
 
 
 def render_clean(sim: Any, x_um: float, y_um: float, z_um: float) -> np.ndarray:
-    """The camera's expected image of a field at z, without noise, rounding or JPEG: float32
-    on the 0-255 scale (whatever the camera's bit depth). The in-focus target a simulator can
+    """The camera's expected image of a field at z, without noise, rounding or JPEG (through
+    its colour filter array and demosaicing, if it has one): float32 on the 0-255 scale (whatever the camera's bit depth). The in-focus target a simulator can
     give and a real scanner cannot."""
     sensor, camera = sim.sensor, sim.camera
     c = sensor.config
     e = sensor.expected_electrons(sim.render_intensity(x_um, y_um, z_um), camera.exposure_ms)
     e = np.clip(e, 0.0, c.full_well_e) * (sensor.max_adu / c.full_well_e * camera.gain)
     e = np.clip(e + c.black_level_adu, 0.0, sensor.max_adu)
+    if c.bayer is not None:  # the camera's own interpolation is part of its image
+        e = demosaic_bilinear(mosaic(e, c.bayer), c.bayer)
     return (e * (255.0 / sensor.max_adu)).astype(np.float32)
 
 

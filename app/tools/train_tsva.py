@@ -55,6 +55,7 @@ class TrainRequest:
     tissue_dir: Path = Path(".")
     lr: float = 2e-3
     thin_fraction: float = 0.3
+    bayer_fraction: float = 0.0
     progress: bool = True
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -78,7 +79,11 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     from slidescan.focus.learned.unet import TwoShotUNet, macs_per_pixel
 
     t_start = time.perf_counter()
-    recipe = Recipe(objective=req.objective, thin_fraction=req.thin_fraction)
+    recipe = Recipe(
+        objective=req.objective,
+        thin_fraction=req.thin_fraction,
+        bayer_fraction=req.bayer_fraction,
+    )
     if req.objective != Recipe().objective:
         raise ValueError(f"TSVA is trained for {Recipe().objective} only so far")
     device = resolve_device(req.device)
@@ -150,6 +155,7 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         "spacing_um": list(recipe.spacing_um),
         "error_sd_um": recipe.error_sd_um,
         "thin_fraction": recipe.thin_fraction,
+        "bayer_fraction": recipe.bayer_fraction,
         "loss": req.loss,
     }
     card = model_card(meta, arch, trained, f"{name}.pt")
@@ -191,6 +197,8 @@ def model_card(meta: dict[str, Any], arch: dict[str, Any], t: dict[str, Any], we
     resumed = " (this invocation resumed an interrupted run)" if t.get("resumed") else ""
     share = meta.get("thin_fraction", 0.0)
     thin = f" ({share:.0%} of scenes: a thin section of 0.2-1.5 um in 1-2 slabs)" if share else ""
+    cfa = meta.get("bayer_fraction", 0.0)
+    bayer = f", a one-chip Bayer colour camera, demosaiced ({cfa:.0%} of scenes)" if cfa else ""
     return f"""# {what} model card: {meta["objective"]}
 
 Two-shot virtual autofocus after Li et al., "Rapid Whole Slide Imaging via Learning-based
@@ -225,7 +233,7 @@ per megapixel (a 1024 x 1024 RGB tile: {t.get("gflops_per_megapixel", 0) * 1.048
   samples from {data["train"]["scenes"]} scenes of {data["train_specimens"]}; per scene NA
   {meta["na_range"][0]:.2f}-{meta["na_range"][1]:.2f}, cover-glass error +/-15 um, axial
   chromatic shift R/B +/-0.3 um, section thickness 2-6 um in 3-5 slabs{thin}, stain strength
-  0.45-1.6, exposure 3-20 ms, read noise 1.5-5 e, vignetting 0-12 %, JPEG (15 % of scenes), z
+  0.45-1.6, exposure 3-20 ms, read noise 1.5-5 e, vignetting 0-12 %, JPEG (15 % of scenes){bayer}, z
   repeatability up to 0.04 um and XY jitter up to 0.4 um between the shots.
 - Target: the simulator's noise-free render at the true focus (a real scanner could only give
   a noisy in-focus capture): the network learns to denoise as well as to refocus.

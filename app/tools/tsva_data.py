@@ -58,6 +58,8 @@ class Recipe:
     fields_per_scene: int = 8
     #: fraction of scenes with a thin section (0.2-1.5 um) instead of 2-6 um
     thin_fraction: float = 0.3
+    #: fraction of scenes seen by a one-chip (Bayer) colour camera, demosaiced
+    bayer_fraction: float = 0.0
 
 
 @dataclass
@@ -133,7 +135,13 @@ def scenes_for(
     count = max(1, math.ceil(samples / recipe.fields_per_scene))
     return [
         sample_scene(
-            i, split, seed, _SceneRecipe(recipe), tissue_dir, thin_fraction=recipe.thin_fraction
+            i,
+            split,
+            seed,
+            _SceneRecipe(recipe),
+            tissue_dir,
+            thin_fraction=recipe.thin_fraction,
+            bayer_fraction=recipe.bayer_fraction,
         )
         for i in range(count)
     ]

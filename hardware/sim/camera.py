@@ -14,7 +14,9 @@ Sensor chain for a transmission image T (1 = clear glass):
 3. full well: electrons clip at `full_well_e`;
 4. ADC: adu = e * (2^bits - 1) / full_well * gain + black_level, rounded, clipped; 8 bits
    give uint8, more give uint16 holding 0 .. 2^bits - 1;
-5. optional JPEG round trip (`cv2.imencode`) at `jpeg_quality`.
+5. with a colour filter array (`bayer`), steps 2-4 act on the mosaic (one colour per pixel)
+   and the frame is then demosaiced to RGB (`hardware/sim/bayer.py`);
+6. optional JPEG round trip (`cv2.imencode`) at `jpeg_quality`.
 
 Vignetting follows the cos^4 law, 1 / (1 + (a r)^2)^2, with a chosen so that the corners
 lose `vignetting` of the centre's brightness.
@@ -32,6 +34,7 @@ from scipy.special import ndtri
 
 from slidescan.hardware.base import CameraBase, Position
 from slidescan.hardware.clock import Clock
+from slidescan.hardware.sim.bayer import demosaic_bilinear, mosaic
 from slidescan.hardware.sim.config import SimCameraConfig
 
 #: Below this many expected electrons the shot noise is drawn exactly (Poisson).
@@ -98,6 +101,8 @@ class SensorModel:
         """A camera frame from a transmission image; `rng=None` gives the noise-free frame."""
         c = self.config
         e = self.expected_electrons(transmission, exposure_ms)
+        if c.bayer is not None:
+            e = mosaic(e, c.bayer)
         np.maximum(e, 0.0, out=e)
         if rng is not None:
             e = self._add_noise(e, rng)
@@ -107,6 +112,8 @@ class SensorModel:
             e += np.float32(c.black_level_adu)
         np.rint(e, out=e)
         np.clip(e, 0, self.max_adu, out=e)
+        if c.bayer is not None:
+            e = np.rint(demosaic_bilinear(e, c.bayer))
         frame = e.astype(self.dtype)
         if c.jpeg_quality is not None:
             frame = jpeg_round_trip(frame, c.jpeg_quality)

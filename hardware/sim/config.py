@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from slidescan.hardware.optics import OBJECTIVES, RGB_WAVELENGTHS_UM
+from slidescan.hardware.sim.bayer import BayerPattern
 
 Range = tuple[float, float]
 
@@ -177,6 +178,10 @@ class SimCameraConfig(_Model):
     height: int = Field(default=1024, ge=16, le=8192)
     #: 3: RGB (one value per colour per pixel); 1: monochrome (broadband, mean of RGB).
     channels: Literal[1, 3] = 3
+    #: A one-chip colour camera's filter layout (hardware/sim/bayer.py): each pixel sees one
+    #: colour, noise is drawn per pixel, and frames are demosaiced (bilinear) to RGB. None:
+    #: every pixel sees R, G and B (a three-chip camera).
+    bayer: BayerPattern | None = None
     #: ADC bits; 8 -> uint8, more -> uint16 holding 0 .. 2**bits - 1.
     bit_depth: Literal[8, 10, 12, 14, 16] = 8
     exposure_ms: float = Field(default=10.0, gt=0, le=10000)
@@ -205,6 +210,8 @@ class SimCameraConfig(_Model):
     def _jpeg(self) -> SimCameraConfig:
         if self.jpeg_quality is not None and self.bit_depth != 8:
             raise ValueError("jpeg_quality needs bit_depth 8 (JPEG stores 8-bit images)")
+        if self.bayer is not None and self.channels != 3:
+            raise ValueError("bayer needs channels 3 (a colour filter array makes a colour camera)")
         return self
 
     @property
