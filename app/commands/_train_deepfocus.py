@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=64, help="patches per step (default 64)")
     t.add_argument("--width", type=float, default=0.35, help="MobileNetV2 width (default 0.35)")
     t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    t.add_argument(
+        "--bayer-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scenes seen by a one-chip (Bayer) colour camera, demosaiced (default 0)",
+    )
     t.add_argument("--scenes", type=int, default=400, help="training scenes (default 400)")
     t.add_argument("--val-scenes", type=int, default=48, help="validation scenes (default 48)")
     t.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
@@ -55,6 +61,8 @@ def _train(args: argparse.Namespace) -> int:
     check_counts(cmd, args, ("epochs", "steps", "batch_size", "scenes", "val_scenes", "workers"))
     if not (args.lr > 0 and args.width > 0):
         raise CliError(f"{cmd}: --lr and --width must be positive")
+    if not 0.0 <= args.bayer_fraction <= 1.0:
+        raise CliError(f"{cmd}: --bayer-fraction must be between 0 and 1")
     tissue = tissue_folder(cmd, args.tissue, DEFAULT_TISSUE)
     req = td.TrainRequest(
         **request_fields(args, "deepfocus", tissue),
@@ -63,6 +71,7 @@ def _train(args: argparse.Namespace) -> int:
         name=args.name,
         scenes=args.scenes,
         val_scenes=args.val_scenes,
+        bayer_fraction=args.bayer_fraction,
     )
 
     def validation(summary: dict) -> str:

@@ -68,6 +68,8 @@ class Recipe:
     near_fraction: float = 0.15
     #: blank (glass) patches added per field, as a fraction of its patches
     blank_fraction: float = 0.05
+    #: fraction of scenes seen by a one-chip (Bayer) colour camera, demosaiced
+    bayer_fraction: float = 0.0
 
 
 @dataclass
@@ -122,7 +124,12 @@ def scenes_for(split: str, count: int, seed: int, recipe: Recipe, tissue_dir: Pa
         na = _nominal_na(objective)
         lo, hi = na * (1 - recipe.na_jitter), min(na * (1 + recipe.na_jitter), 0.97)
         scene = sample_scene(
-            i, split, seed, _SceneRecipe(objective, na, (lo, hi), recipe.field_px), tissue_dir
+            i,
+            split,
+            seed,
+            _SceneRecipe(objective, na, (lo, hi), recipe.field_px),
+            tissue_dir,
+            bayer_fraction=recipe.bayer_fraction,
         )
         rng = np.random.default_rng([seed, {"train": 21, "val": 22}[split], i])
         pitch = float(rng.uniform(*recipe.sensor_pixel_um)) if split == "train" else 6.5

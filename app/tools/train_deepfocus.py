@@ -51,6 +51,7 @@ class TrainRequest:
     cache_dir: Path = Path(".")
     tissue_dir: Path = Path(".")
     lr: float = 3e-3
+    bayer_fraction: float = 0.0
     progress: bool = True
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +68,7 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     from slidescan.focus.learned.training import LoopConfig, Trainer, resolve_device
 
     t_start = time.perf_counter()
-    recipe = Recipe()
+    recipe = Recipe(bayer_fraction=req.bayer_fraction)
     device = resolve_device(req.device)
     if req.threads:
         torch.set_num_threads(req.threads)
@@ -164,6 +165,8 @@ def model_card(meta: dict[str, Any], arch: dict[str, Any], t: dict[str, Any], we
     )
     head = " | ".join(objectives)
     resumed = " (this invocation resumed an interrupted run)" if t.get("resumed") else ""
+    cfa = t.get("recipe", {}).get("bayer_fraction", 0.0)
+    bayer = f", a one-chip Bayer colour camera, demosaiced ({cfa:.0%} of scenes)" if cfa else ""
     per_obj = ", ".join(f"{k} {v}" for k, v in data["train"]["per_objective"].items())
     return f"""# DeepFocus sharpness network model card (any objective)
 
@@ -202,7 +205,7 @@ MobileNetV2 (plain torch, the kit's `mobilenetv2`), width {arch["width_mult"]}, 
   {data["train"]["scenes"]} scenes ({per_obj}) of {data["train_specimens"]}; per scene the
   objective's NA jittered +/-6 %, camera pixel pitch 3.45-7.4 um, cover-glass error +/-15 um,
   axial chromatic shift R/B +/-0.3 um, section thickness 2-6 um in 3-5 slabs, stain strength
-  0.45-1.6, exposure 3-20 ms, read noise 1.5-5 e, vignetting 0-12 %, JPEG (15 % of scenes);
+  0.45-1.6, exposure 3-20 ms, read noise 1.5-5 e, vignetting 0-12 %, JPEG (15 % of scenes){bayer};
   defoci uniform in score out to 25 % past saturation, 15 % within half a depth of field.
 - Validation (held out: specimens never trained on, cover-glass error 15-22 um, chromatic
   shift 0.3-0.4 um, nominal NA, 6.5 um pixels): {data["val"]["patches"]} patches of
