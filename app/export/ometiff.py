@@ -74,7 +74,7 @@ def write_ome_tiff(
         tw.write(
             level_tiles(pyramid, 0),
             subifds=n - 1,
-            description=xml,
+            description=xml.encode("utf-8"),
             software=CREATOR,
             **level_args(pyramid, 0, compression, info.pixel_size_um),
         )

@@ -2,8 +2,11 @@
 
 One Image for the slide (physical pixel size, the stage position of its corner, the objective
 through an Instrument it references) and, where the scan had one, a second Image "macro" for
-the overview, each pointing at its TIFF IFD. Serialised as 7-bit ASCII (TIFF strings must be):
-"µm" appears as a character reference.
+the overview, each pointing at its TIFF IFD. Serialised as UTF-8 with "µm" written out, as the
+OME-TIFF specification and Bio-Formats' own writer do: Bio-Formats (QuPath, Fiji) cleans the
+XML of '&' before parsing it, so a character reference such as "&#181;m" reaches it as
+" #181;m", the OME-XML is refused, and the file is read as a plain TIFF without its pyramid or
+pixel size.
 """
 
 from __future__ import annotations
@@ -131,7 +134,7 @@ def ome_xml(
                     "PositionYUnit": UM,
                 },
             )
-    body = ET.tostring(root, encoding="us-ascii", xml_declaration=False).decode("ascii")
+    body = ET.tostring(root, encoding="unicode", xml_declaration=False)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + body
 
 

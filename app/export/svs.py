@@ -5,10 +5,14 @@ untiled directory 1 is the thumbnail, later untiled ones are named by their desc
 second line's first word):
 
     IFD 0        level 0, tiled, NewSubfileType 0
-    IFD 1        thumbnail, stripped, longest side <= 1024 px
+    IFD 1        thumbnail, stripped, longest side <= 1024 px, NewSubfileType 0
     IFD 2..n     levels 1..n-1, tiled, NewSubfileType 0, each half the last
     IFD n+1      label, stripped, NewSubfileType 1 (when there is one)
     IFD n+2      macro (the scan's overview), stripped, NewSubfileType 9
+
+NewSubfileType 0 is written out, not left to its default: Bio-Formats reads a missing tag as
+-1 and takes every such directory after the first for the label or the macro, so the pyramid
+fell apart into three unrelated images.
 
 Every IFD's ImageDescription starts "Aperio Image Library" (OpenSlide's and Bio-Formats'
 test for the format). Level 0's second line carries the `|key = value` pairs: `MPP` (um per
@@ -101,12 +105,14 @@ def write_svs(
         tw.write(
             _rgb(pyramid, 0),
             description=aperio_description(pyramid, info, compression, when),
+            subfiletype=0,
             **level_args(pyramid, 0, compression, info.pixel_size_um, channels=3),
         )
         thumb = _as_rgb(downsample_to(pyramid.image(len(pyramid.levels) - 1), THUMBNAIL_MAX))
         tw.write(
             thumb,
             description=f"{HEADER}\r\n{size0} -> {thumb.shape[1]}x{thumb.shape[0]} - ",
+            subfiletype=0,
             metadata=None,
             **stripped,
         )
@@ -115,6 +121,7 @@ def write_svs(
             tw.write(
                 _rgb(pyramid, k),
                 description=f"{HEADER}\r\n{size0} -> {lv.width}x{lv.height} - ",
+                subfiletype=0,
                 **level_args(pyramid, k, compression, info.pixel_size_um, channels=3),
             )
         for name, image, kind in (
