@@ -55,6 +55,24 @@ def test_frames_are_sharpest_at_focus_and_the_reference_is_noise_free():
     assert abs(resid.mean()) < 1.0 and 0.5 < resid.std() < 6.0
 
 
+def test_the_three_chip_camera_has_no_mosaic():
+    """Without the Bayer mosaic each pixel's noise is its own (the demosaiced frame's is shared
+    with its neighbours), and the reference is the optical image itself."""
+    t = np.full((128, 128, 3), 0.6)
+    cam = Camera(gain_e=20.0, white_dn=220.0, read_noise_e=3.0)
+
+    def neighbour_corr(frame: np.ndarray) -> float:
+        d = frame[2:-2, 2:-2, 0].astype(float) - frame[2:-2, 2:-2, 0].mean()
+        return float((d[:, :-1] * d[:, 1:]).mean() / d.var())
+
+    rng = np.random.default_rng(1)
+    plain = render_plane(t, 0.0, 0.75, 0.1625, cam, rng, bayer=False)
+    mosaic = render_plane(t, 0.0, 0.75, 0.1625, cam, rng)
+    assert abs(neighbour_corr(plain)) < 0.1 < 0.3 < neighbour_corr(mosaic)
+    ref = render_plane(t, 0.0, 0.75, 0.1625, cam, None, bayer=False)
+    np.testing.assert_allclose(ref[4:-4, 4:-4], 0.6 * 220.0, rtol=1e-5)
+
+
 def test_stack_crosscheck_writes_stacks_the_evaluation_reads(tmp_path, capsys):
     out = tmp_path / "cc.h5"
     args = ["stack", "crosscheck", "--out", str(out), "--tissue", f"{TISSUE}:0.227"]

@@ -82,6 +82,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--spherical", type=float, default=0.0, help="Zernike spherical aberration, waves (0)"
     )
+    c.add_argument(
+        "--no-bayer",
+        action="store_true",
+        help="a three-chip camera (R, G, B at every pixel) instead of the Bayer mosaic",
+    )
     c.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     c.add_argument("--json", action="store_true", help="print a JSON summary")
     c.set_defaults(func=_crosscheck)
@@ -344,6 +349,7 @@ def _crosscheck(args: argparse.Namespace) -> int:
             fields=args.fields,
             size=args.size,
             spherical_waves=args.spherical,
+            bayer=not args.no_bayer,
             seed=args.seed,
             progress=say,
         )

@@ -11,7 +11,9 @@ simulator and differs from it where renderers commonly differ:
 - Specimen: one thin layer: a real image's transmission, blurred as intensity (the simulator
   shares absorption between slabs of a 2-6 um section). Focus is the layer itself.
 - Camera: rendered at half the camera pitch and binned 2 x 2, a Bayer RGGB mosaic with Poisson
-  and read noise at a random gain, bilinear demosaicing (OpenCV), 8 bits.
+  and read noise at a random gain, bilinear demosaicing (OpenCV), 8 bits. With `bayer=False`
+  (`--no-bayer`) a three-chip camera instead: every pixel's R, G and B with noise of their
+  own, to tell what the mosaic costs a method from what the optics cost it.
 
 Stacks are written in the focus-stack format with their noise-free in-focus reference (the
 demosaiced noise-free mosaic), so `slidescan focus eval` scores them like any other.
@@ -106,6 +108,7 @@ def render_plane(
     camera: Camera,
     rng: np.random.Generator | None,
     spherical_waves: float = 0.0,
+    bayer: bool = True,
 ) -> np.ndarray:
     """One camera frame of a thin specimen (transmission on a grid of `pitch_um`, half the
     camera pixel) at defocus `dz_um`: uint8 RGB with noise, or with `rng` None the noise-free
@@ -122,6 +125,13 @@ def render_plane(
         ) / len(waves)
     h, w = optical.shape[0] // 2, optical.shape[1] // 2
     expected = optical[: 2 * h, : 2 * w].reshape(h, 2, w, 2, 3).mean(axis=(1, 3)) * camera.white_dn
+    if not bayer:
+        if rng is None:
+            return expected.astype(np.float32)
+        e = rng.poisson(np.clip(expected * camera.gain_e, 0, None)) + rng.normal(
+            0.0, camera.read_noise_e, expected.shape
+        )
+        return np.clip(np.rint(e / camera.gain_e), 0, 255).astype(np.uint8)
     mosaic = np.empty((h, w))
     mosaic[0::2, 0::2] = expected[0::2, 0::2, 0]
     mosaic[0::2, 1::2] = expected[0::2, 1::2, 1]
@@ -175,6 +185,7 @@ def write_crosscheck_stacks(
     fields: int = 2,
     size: int = 256,
     spherical_waves: float = 0.0,
+    bayer: bool = True,
     seed: int = 0,
     progress: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
@@ -191,7 +202,8 @@ def write_crosscheck_stacks(
     pitch = optics.pixel_size_um / 2.0
     rng = np.random.default_rng(seed)
     config = {
-        "renderer": "crosscheck (paraxial Born & Wolf, thin layer, Bayer camera)",
+        "renderer": "crosscheck (paraxial Born & Wolf, thin layer, "
+        + ("Bayer camera)" if bayer else "three-chip camera)"),
         "objective": objective,
         "tissue": [f"{t.path.name}:{t.pixel_um:g}" for t in tissues],
         "fields": fields,
@@ -212,11 +224,11 @@ def write_crosscheck_stacks(
                 )
                 focus = 1000.0 + float(rng.uniform(-50, 50))
                 planes = [
-                    render_plane(field, dz, optics.na, pitch, camera, rng, spherical_waves)
+                    render_plane(field, dz, optics.na, pitch, camera, rng, spherical_waves, bayer)
                     for dz in offsets_um
                 ]
                 reference = render_plane(
-                    field, 0.0, optics.na, pitch, camera, None, spherical_waves
+                    field, 0.0, optics.na, pitch, camera, None, spherical_waves, bayer
                 )
                 sid = writer.append(
                     np.stack(planes),
