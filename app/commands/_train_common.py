@@ -54,6 +54,23 @@ def check_counts(command: str, args: argparse.Namespace, names: Iterable[str]) -
             raise CliError(f"{command}: --{name.replace('_', '-')} must be at least 1")
 
 
+def add_bayer_fraction(parser: argparse.ArgumentParser) -> None:
+    """The --bayer-fraction option (simdata.sample_scene's `bayer_fraction`)."""
+    parser.add_argument(
+        "--bayer-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scenes seen by a one-chip (Bayer) colour camera, demosaiced (default 0)",
+    )
+
+
+def check_shares(command: str, args: argparse.Namespace, names: Iterable[str]) -> None:
+    """A `CliError` for the first of `names` (fractions of scenes) outside 0..1."""
+    for name in names:
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise CliError(f"{command}: --{name.replace('_', '-')} must be between 0 and 1")
+
+
 def tissue_folder(command: str, given: Path | None, default: Path) -> Path:
     """The real-tissue folder to draw from: `given`, else the default; one line if missing."""
     tissue = given or default

@@ -9,7 +9,9 @@ from pathlib import Path
 from slidescan.app.cli import CliError
 from slidescan.app.commands._train_common import (
     DEFAULT_TISSUE,
+    add_bayer_fraction,
     check_counts,
+    check_shares,
     request_fields,
     run_training,
     stderr_log,
@@ -33,12 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=64, help="patches per step (default 64)")
     t.add_argument("--width", type=float, default=0.35, help="MobileNetV2 width (default 0.35)")
     t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
-    t.add_argument(
-        "--bayer-fraction",
-        type=float,
-        default=0.0,
-        help="fraction of scenes seen by a one-chip (Bayer) colour camera, demosaiced (default 0)",
-    )
+    add_bayer_fraction(t)
     t.add_argument("--scenes", type=int, default=400, help="training scenes (default 400)")
     t.add_argument("--val-scenes", type=int, default=48, help="validation scenes (default 48)")
     t.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
@@ -61,8 +58,7 @@ def _train(args: argparse.Namespace) -> int:
     check_counts(cmd, args, ("epochs", "steps", "batch_size", "scenes", "val_scenes", "workers"))
     if not (args.lr > 0 and args.width > 0):
         raise CliError(f"{cmd}: --lr and --width must be positive")
-    if not 0.0 <= args.bayer_fraction <= 1.0:
-        raise CliError(f"{cmd}: --bayer-fraction must be between 0 and 1")
+    check_shares(cmd, args, ("bayer_fraction",))
     tissue = tissue_folder(cmd, args.tissue, DEFAULT_TISSUE)
     req = td.TrainRequest(
         **request_fields(args, "deepfocus", tissue),

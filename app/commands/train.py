@@ -14,7 +14,9 @@ from pathlib import Path
 from slidescan.app.cli import CliError
 from slidescan.app.commands._train_common import (
     DEFAULT_TISSUE,
+    add_bayer_fraction,
     check_counts,
+    check_shares,
     report_holdout,
     request_fields,
     run_training,
@@ -132,12 +134,7 @@ def _register_tsva(sub: argparse._SubParsersAction) -> None:
         help="fraction of scenes with a thin section, 0.2-1.5 um instead of 2-6 um (default "
         "0.3, as the shipped weights)",
     )
-    t.add_argument(
-        "--bayer-fraction",
-        type=float,
-        default=0.0,
-        help="fraction of scenes seen by a one-chip (Bayer) colour camera, demosaiced (default 0)",
-    )
+    add_bayer_fraction(t)
     t.add_argument("--samples", type=int, default=4000, help="training samples (default 4000)")
     t.add_argument("--val-samples", type=int, default=320, help="validation samples (default 320)")
     t.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
@@ -176,10 +173,7 @@ def _tsva(args: argparse.Namespace) -> int:
         raise CliError(f"train tsva: --patch must be a multiple of {2 ** (args.depth - 1)}")
     if not args.lr > 0:
         raise CliError("train tsva: --lr must be positive")
-    if not 0.0 <= args.thin_fraction <= 1.0:
-        raise CliError("train tsva: --thin-fraction must be between 0 and 1")
-    if not 0.0 <= args.bayer_fraction <= 1.0:
-        raise CliError("train tsva: --bayer-fraction must be between 0 and 1")
+    check_shares("train tsva", args, ("thin_fraction", "bayer_fraction"))
     tissue = tissue_folder(cmd, args.tissue, DEFAULT_TISSUE)
     progress = not args.json
 

@@ -212,6 +212,11 @@ def sample_scene(
     )
 
 
+def bayer_card_text(share: float) -> str:
+    """The model cards' words for a `bayer_fraction` (nothing when 0)."""
+    return f", a one-chip Bayer colour camera, demosaiced ({share:.0%} of scenes)" if share else ""
+
+
 def skimage_data_path(name: str) -> Path:
     """A sample image bundled in the scikit-image wheel (no download)."""
     import skimage
@@ -243,8 +248,9 @@ def random_field(sim: Any, rng: np.random.Generator) -> tuple[float, float]:
 
 def render_clean(sim: Any, x_um: float, y_um: float, z_um: float) -> np.ndarray:
     """The camera's expected image of a field at z, without noise, rounding or JPEG (through
-    its colour filter array and demosaicing, if it has one): float32 on the 0-255 scale (whatever the camera's bit depth). The in-focus target a simulator can
-    give and a real scanner cannot."""
+    its colour filter array and demosaicing, if it has one): float32 on the 0-255 scale
+    (whatever the camera's bit depth). The in-focus target a simulator can give and a real
+    scanner cannot."""
     sensor, camera = sim.sensor, sim.camera
     c = sensor.config
     e = sensor.expected_electrons(sim.render_intensity(x_um, y_um, z_um), camera.exposure_ms)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from slidescan.app.tools.deepfocus_data import DATA_VERSION, Recipe, describe, generate
+from slidescan.app.tools.simdata import bayer_card_text
 from slidescan.app.tools.train_progress import fit_with_progress
 from slidescan.app.tools.training_run import (
     TRAIN_SPECIMENS,
@@ -165,8 +166,7 @@ def model_card(meta: dict[str, Any], arch: dict[str, Any], t: dict[str, Any], we
     )
     head = " | ".join(objectives)
     resumed = " (this invocation resumed an interrupted run)" if t.get("resumed") else ""
-    cfa = t.get("recipe", {}).get("bayer_fraction", 0.0)
-    bayer = f", a one-chip Bayer colour camera, demosaiced ({cfa:.0%} of scenes)" if cfa else ""
+    bayer = bayer_card_text(t.get("recipe", {}).get("bayer_fraction", 0.0))
     per_obj = ", ".join(f"{k} {v}" for k, v in data["train"]["per_objective"].items())
     return f"""# DeepFocus sharpness network model card (any objective)
 

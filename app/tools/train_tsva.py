@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slidescan.app.tools.simdata import bayer_card_text
 from slidescan.app.tools.train_progress import fit_with_progress
 from slidescan.app.tools.training_run import (
     TRAIN_SPECIMENS,
@@ -197,8 +198,7 @@ def model_card(meta: dict[str, Any], arch: dict[str, Any], t: dict[str, Any], we
     resumed = " (this invocation resumed an interrupted run)" if t.get("resumed") else ""
     share = meta.get("thin_fraction", 0.0)
     thin = f" ({share:.0%} of scenes: a thin section of 0.2-1.5 um in 1-2 slabs)" if share else ""
-    cfa = meta.get("bayer_fraction", 0.0)
-    bayer = f", a one-chip Bayer colour camera, demosaiced ({cfa:.0%} of scenes)" if cfa else ""
+    bayer = bayer_card_text(meta.get("bayer_fraction", 0.0))
     return f"""# {what} model card: {meta["objective"]}
 
 Two-shot virtual autofocus after Li et al., "Rapid Whole Slide Imaging via Learning-based
