@@ -41,6 +41,28 @@ def test_train_tsva_writes_weights_and_card_and_resumes(tmp_path, tissue_dir, ca
     assert load_checkpoint(summary["weights"], "tsva").trained["resumed"]
 
 
+def test_train_tsva_can_start_from_single_input_weights(tmp_path, tissue_dir, capsys):
+    common = ["train", "tsva", *TSVA, "--cache", str(tmp_path / "cache")]
+    common += ["--tissue", str(tissue_dir), "--json"]
+    assert main([*common, "--shots", "1", "--out", str(tmp_path / "single")]) == 0
+    single = json.loads(capsys.readouterr().out)["weights"]
+    assert main([*common, "--init-from", single, "--out", str(tmp_path / "pair")]) == 0
+    ckpt = load_checkpoint(json.loads(capsys.readouterr().out)["weights"], "tsva")
+    start = ckpt.trained["initialised_from"]
+    assert start["shots"] == 1 and start["checksum"] == load_checkpoint(single, "tsva").checksum[:8]
+    assert ckpt.config["shots"] == 2 and "the second path's weights at zero" in ckpt.card
+    # two-shot weights cannot start the single-input net; a width mismatch is refused too
+    pair = str(tmp_path / "pair" / "tsva_20x_075.pt")
+    for extra, message in (
+        (["--shots", "1", "--init-from", pair], "two-shot weights cannot start"),
+        (["--base", "4", "--init-from", single], "this run trains"),
+        (["--init-from", str(tmp_path / "none.pt")], "none.pt"),
+    ):
+        assert main([*common, *extra, "--out", str(tmp_path / "x")]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

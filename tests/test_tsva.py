@@ -15,7 +15,12 @@ from slidescan.focus.image_quality import psnr_db, ssim
 from slidescan.focus.learned.checkpoint import Checkpoint, save_checkpoint
 from slidescan.focus.learned.fusion import Fuser, sharper_first, to_camera
 from slidescan.focus.learned.tsva_params import DEFAULT_SPACING_UM
-from slidescan.focus.learned.unet import TwoShotUNet, count_parameters, fused_for_inference
+from slidescan.focus.learned.unet import (
+    TwoShotUNet,
+    count_parameters,
+    fused_for_inference,
+    two_shot_from_single,
+)
 from slidescan.focus.pair_estimate import PairEstimator
 from slidescan.focus.protocol import FocusError
 
@@ -62,6 +67,33 @@ def test_the_output_is_a_residual_on_the_first_input():
         assert torch.equal(net(y1, y2), y1)
         net.head.bias.fill_(0.25)
         assert torch.allclose(net(y1, y2), y1 + 0.25)
+
+
+def test_tsva_started_from_the_single_input_net_computes_the_same_and_can_learn():
+    torch.manual_seed(3)
+    single = TwoShotUNet(3, 4, 3, shots=1)
+    with torch.no_grad():  # a trained-looking net: non-zero head, moved batch-norm statistics
+        for p in single.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        for m in single.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    pair = two_shot_from_single(single)
+    assert pair.shots == 2
+    single.eval(), pair.eval()
+    y1, y2 = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(pair(y1, y2), single(y1), atol=1e-6)
+        # the second shot is ignored at the start, whatever it holds
+        assert torch.allclose(pair(y1, torch.zeros_like(y2)), pair(y1, y2), atol=1e-6)
+    # the zeroed weights are trainable: the second shot gets a gradient path
+    pair.train()
+    pair(y1, y2).sum().backward()
+    w = pair.bottleneck[0].weight
+    assert w.grad[:, w.shape[1] // 2 :].abs().sum() > 0
+    with pytest.raises(ValueError, match="single-input"):
+        two_shot_from_single(pair)
 
 
 def test_the_fuser_puts_the_sharper_shot_first():

@@ -144,6 +144,14 @@ def _register_tsva(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", type=Path, default=None, help="folder for weights, card and state")
     t.add_argument("--name", default=None, help="weights file stem (default from the settings)")
     t.add_argument("--resume", action="store_true", help="continue from the saved state")
+    t.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="WEIGHTS",
+        help="start from these weights (TSVA or single-input, same width) instead of from "
+        "scratch; single-input weights start TSVA with the second shot's weights at zero",
+    )
     t.add_argument("--cache", type=Path, default=None, help="folder for the rendered data")
     t.add_argument("--tissue", type=Path, default=None, help="folder of the real tissue PNGs")
     t.add_argument(
@@ -204,6 +212,7 @@ def _tsva(args: argparse.Namespace) -> int:
         loss=args.loss,
         thin_fraction=args.thin_fraction,
         bayer_fraction=args.bayer_fraction,
+        init_from=args.init_from,
         name=args.name,
         samples=args.samples,
         val_samples=args.val_samples,

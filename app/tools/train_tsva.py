@@ -57,6 +57,9 @@ class TrainRequest:
     lr: float = 2e-3
     thin_fraction: float = 0.3
     bayer_fraction: float = 0.0
+    #: start from these weights (a TSVA or single-input checkpoint of the same width) instead
+    #: of from scratch; single-input weights start TSVA as `unet.two_shot_from_single`
+    init_from: Path | None = None
     progress: bool = True
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +101,9 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     torch.manual_seed(req.seed)
     arch = {"channels": 3, "base": req.base, "depth": req.depth, "shots": req.shots}
     model = TwoShotUNet(**arch)
+    initial = None
+    if req.init_from is not None:
+        model, initial = initial_weights(req.init_from, arch)
     loop = LoopConfig(epochs=req.epochs, lr=req.lr, seed=req.seed)
     task_cfg = TSVATrainConfig(
         batch_size=req.batch_size,
@@ -133,6 +139,7 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
         task_cfg,
         recipe=dataclasses.asdict(recipe),
         gflops_per_megapixel=2 * macs_per_pixel(model_cpu) * 1e6 / 1e9,
+        initialised_from=initial,
         data={
             "version": DATA_VERSION,
             "train": describe(train_data),
@@ -182,6 +189,29 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     }
 
 
+def initial_weights(path: Path, arch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The network to start from, built from the checkpoint at `path` for the architecture
+    `arch`, and what to record of it. A TSVA checkpoint starts TSVA, a single-input one starts
+    either network; anything else is a ValueError."""
+    from slidescan.focus.learned.checkpoint import load_checkpoint
+    from slidescan.focus.learned.unet import two_shot_from_single
+
+    ckpt = load_checkpoint(path, "tsva")  # a missing or corrupt file: one-line FocusError
+    have = {k: ckpt.config.get(k) for k in ("channels", "base", "depth")}
+    want = {k: arch[k] for k in ("channels", "base", "depth")}
+    if have != want:
+        raise ValueError(f"--init-from {path}: weights for {have}, this run trains {want}")
+    shots = ckpt.config.get("shots")
+    if shots == arch["shots"]:
+        model = ckpt.build()
+    elif shots == 1:
+        model = two_shot_from_single(ckpt.build())
+    else:
+        raise ValueError(f"--init-from {path}: two-shot weights cannot start a single-input net")
+    record = {"file": Path(path).name, "checksum": ckpt.checksum[:8], "shots": shots}
+    return model.train(), record
+
+
 def model_card(meta: dict[str, Any], arch: dict[str, Any], t: dict[str, Any], weights: str) -> str:
     """A Markdown model card: what the model is, how it was made, how good it is."""
     m = t.get("val_metrics", {})
@@ -196,6 +226,15 @@ def model_card(meta: dict[str, Any], arch: dict[str, Any], t: dict[str, Any], we
         for h in t.get("history", [])
     )
     resumed = " (this invocation resumed an interrupted run)" if t.get("resumed") else ""
+    init = t.get("initialised_from")
+    start = (
+        f"\n- Started from `{init['file']}` (checksum {init['checksum']}, "
+        f"{'single-input' if init['shots'] == 1 else 'two-shot'} weights"
+        + (", the second path's weights at zero" if init["shots"] != arch["shots"] else "")
+        + "), not from scratch."
+        if init
+        else ""
+    )
     share = meta.get("thin_fraction", 0.0)
     thin = f" ({share:.0%} of scenes: a thin section of 0.2-1.5 um in 1-2 slabs)" if share else ""
     bayer = bayer_card_text(meta.get("bayer_fraction", 0.0))
@@ -228,7 +267,7 @@ per megapixel (a 1024 x 1024 RGB tile: {t.get("gflops_per_megapixel", 0) * 1.048
   {task["batch_size"]} random {task["patch_px"]} px crops with flips and 90-degree rotations,
   loss {task["loss"]}, AdamW with a one-cycle learning rate of peak {loop["lr"]}; batch-norm
   statistics re-estimated after every epoch; device {t.get("device")}, torch {t.get("torch")}.
-  Wall time: data {t.get("data_s")} s, total {t.get("total_s")} s{resumed}.
+  Wall time: data {t.get("data_s")} s, total {t.get("total_s")} s{resumed}.{start}
 - Data (optical simulator, data version {data["version"]}): {data["train"]["samples"]} training
   samples from {data["train"]["scenes"]} scenes of {data["train_specimens"]}; per scene NA
   {meta["na_range"][0]:.2f}-{meta["na_range"][1]:.2f}, cover-glass error +/-15 um, axial

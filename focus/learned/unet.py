@@ -96,6 +96,32 @@ class TwoShotUNet(nn.Module):
         return y1 + self.head(x)
 
 
+def two_shot_from_single(single: TwoShotUNet) -> TwoShotUNet:
+    """A TSVA network that computes exactly what the single-input U-Net `single` computes: its
+    weights copied, and the weights that read the second contracting path (the second half of
+    the bottleneck's input, the last third of each decoder block's input) set to zero.
+
+    Why: a warm start. Trained from here, the second shot can only be learnt as an addition
+    to what one shot already gives, so TSVA starts where its ablation ended instead of
+    relearning it (the gradient reaches the zeroed weights because their inputs are not zero).
+    """
+    if single.shots != 1:
+        raise ValueError(f"expected a single-input U-Net, got {single.shots} shots")
+    pair = TwoShotUNet(single.channels, single.base, single.depth, shots=2)
+    src = single.state_dict()
+    widened = {}
+    for name, tensor in pair.state_dict().items():
+        old = src[name]
+        if old.shape == tensor.shape:
+            widened[name] = old.clone()
+        else:  # a convolution reading the concatenated paths: [.., path 1, path 2]
+            w = torch.zeros_like(tensor)
+            w[:, : old.shape[1]] = old
+            widened[name] = w
+    pair.load_state_dict(widened, strict=True)
+    return pair
+
+
 def fused_for_inference(model: TwoShotUNet) -> TwoShotUNet:
     """A copy of `model` in eval mode with every batch norm folded into the convolution before
     it (the same function, about a third less work on a CPU)."""
