@@ -93,17 +93,16 @@ def train(req: TrainRequest, log: Callable[[str], None] = lambda s: None) -> dic
     device = resolve_device(req.device)
     if req.threads:
         torch.set_num_threads(req.threads)
+    arch = {"channels": 3, "base": req.base, "depth": req.depth, "shots": req.shots}
+    # read before the data are rendered (minutes), so a wrong or corrupt file fails at once
+    start = initial_weights(req.init_from, arch) if req.init_from is not None else None
     (train_data, train_path), (val_data, val_path) = generate_splits(
         generate, req, recipe, req.samples, req.val_samples, log
     )
     t_data = time.perf_counter() - t_start
 
     torch.manual_seed(req.seed)
-    arch = {"channels": 3, "base": req.base, "depth": req.depth, "shots": req.shots}
-    model = TwoShotUNet(**arch)
-    initial = None
-    if req.init_from is not None:
-        model, initial = initial_weights(req.init_from, arch)
+    model, initial = start if start is not None else (TwoShotUNet(**arch), None)
     loop = LoopConfig(epochs=req.epochs, lr=req.lr, seed=req.seed)
     task_cfg = TSVATrainConfig(
         batch_size=req.batch_size,
