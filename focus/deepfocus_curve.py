@@ -15,8 +15,9 @@
 - `fit_shift`: the shift dz that best lays the calibration curve over a few measured scores,
   argmin_dz sum_i (b_i - b_cal(z_i - dz))^2 (the paper's step 6), optionally with a free
   vertical offset (a specimen whose sharpest score sits higher or lower than the calibration
-  specimen's) and a z stretch (a specimen whose curve is wider), by a grid then a bounded
-  scalar refinement.
+  specimen's), a depth (a specimen whose curve dips deeper or shallower, the same on both
+  sides of focus: drawn to the calibration's by a ridge) and a z stretch (a specimen whose
+  curve is wider), by a grid then a bounded scalar refinement.
 - `is_convex`: the paper's stopping test: a quadratic fits the scores better than a line (by
   `margin` in R^2) and opens upwards.
 - `golden_next`: the next z of a golden-section search on the scores measured so far.
@@ -33,6 +34,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618...
+#: a patch's score noise (ln px) that a free depth's ridge is weighed against
+SCORE_NOISE = 0.1
+#: the curve depth a free fit may take (x the calibration's)
+DEPTH_LIMITS = (0.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,7 @@ class ShiftFit:
     offset: float  # the vertical offset fitted (0 when not free)
     rss: float
     width_scale: float = 1.0  # the z stretch fitted (1 when not free)
+    depth: float = 1.0  # the curve depth fitted, x the calibration's (1 when not free)
 
 
 def fit_shift(
@@ -176,35 +182,50 @@ def fit_shift(
     *,
     free_offset: bool = False,
     free_width: bool = False,
+    depth_sd: float | None = None,
     grid_step_um: float | None = None,
 ) -> ShiftFit:
     """argmin over dz in `bounds` of sum (b_i - (curve((z_i - dz) / s) + offset))^2, `curve`
     centred at 0 (the calibration's). With `free_offset` the offset is the mean residual at
     each dz (closed form), otherwise 0; with `free_width` the stretch s is the best of
-    `WIDTH_SCALES`, otherwise 1. A grid over dz, then a bounded scalar refinement."""
+    `WIDTH_SCALES`, otherwise 1. With `depth_sd` (needs `free_offset`) the curve's depth is
+    free too: b_i ~ offset + g curve(...), g drawn to 1 by a ridge of prior spread `depth_sd`
+    against a patch score noise of `SCORE_NOISE` (closed form at each dz), held within
+    `DEPTH_LIMITS`. A grid over dz, then a bounded scalar refinement."""
     from scipy.optimize import minimize_scalar
 
     z = np.asarray(z_um, dtype=np.float64)
     b = np.asarray(scores, dtype=np.float64)
     if z.size == 0 or z.size != b.size:
         raise ValueError("fit_shift needs as many scores as positions, at least one")
+    if depth_sd is not None and not (free_offset and depth_sd > 0):
+        raise ValueError("fit_shift: a free depth needs a free offset and a positive depth_sd")
+    ridge = 0.0 if depth_sd is None else (SCORE_NOISE / depth_sd) ** 2
     lo, hi = float(min(bounds)), float(max(bounds))
     centred = curve.centred()
     scales = WIDTH_SCALES if free_width else np.array([1.0])
     step = grid_step_um or max((hi - lo) / 400.0, 1e-4)
     grid = np.arange(lo, hi + step / 2, step)
     # every (scale, dz) at once: residuals (S, G, n)
-    r = b - centred((z[None, None, :] - grid[None, :, None]) / scales[:, None, None])
-    if free_offset:
-        r = r - r.mean(axis=2, keepdims=True)
-    costs = np.sum(r * r, axis=2)
+    model = centred((z[None, None, :] - grid[None, :, None]) / scales[:, None, None])
+    if depth_sd is None:
+        r = b - model
+        if free_offset:
+            r = r - r.mean(axis=2, keepdims=True)
+        costs = np.sum(r * r, axis=2)
+    else:
+        costs = _depth_fit(b, model, ridge)[0]
     si, k = np.unravel_index(int(np.argmin(costs)), costs.shape)
     scale = float(scales[si])
 
-    def cost(dz: float) -> tuple[float, float]:
-        res = b - centred((z - dz) / scale)
+    def cost(dz: float) -> tuple[float, float, float]:
+        m = centred((z - dz) / scale)
+        if depth_sd is not None:
+            c, g = _depth_fit(b, m, ridge)
+            return float(c), float(np.mean(b - g * m)), float(g)
+        res = b - m
         off = float(res.mean()) if free_offset else 0.0
-        return float(np.sum((res - off) ** 2)), off
+        return float(np.sum((res - off) ** 2)), off, 1.0
 
     a, c = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
     if c > a:
@@ -212,8 +233,18 @@ def fit_shift(
         best = float(res.x) if res.fun <= costs[si, k] else float(grid[k])
     else:
         best = float(grid[k])
-    rss, off = cost(best)
-    return ShiftFit(best, off, rss, scale)
+    rss, off, depth = cost(best)
+    return ShiftFit(best, off, rss, scale, depth)
+
+
+def _depth_fit(b: np.ndarray, model: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """(cost, depth g) of b ~ offset + g model over the last axis, with ridge (g - 1)^2."""
+    bc = b - b.mean()
+    mc = model - model.mean(axis=-1, keepdims=True)
+    g = (np.sum(bc * mc, axis=-1) + ridge) / (np.sum(mc * mc, axis=-1) + ridge)
+    g = np.clip(g, *DEPTH_LIMITS)
+    r = bc - g[..., None] * mc
+    return np.sum(r * r, axis=-1) + ridge * (g - 1.0) ** 2, g
 
 
 def r_squared(z: np.ndarray, b: np.ndarray, degree: int) -> tuple[float, np.ndarray]:

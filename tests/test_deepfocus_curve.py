@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from slidescan.focus.deepfocus_curve import (
+    DEPTH_LIMITS,
     CurveModel,
     fit_curve,
     fit_shift,
@@ -88,6 +89,41 @@ def test_shift_fit_with_a_free_offset_ignores_a_level_change():
     assert free.shift_um == pytest.approx(2.0, abs=1e-3)
     assert free.offset == pytest.approx(0.3, abs=1e-3)
     assert abs(tied.shift_um - 2.0) > abs(free.shift_um - 2.0)
+
+
+def test_shift_fit_with_a_free_depth_ignores_a_deeper_curve():
+    # a specimen whose curve dips 1.4x as deep, sampled unevenly about its focus (two frames
+    # on one side, one on the other: what a search from a far hint holds)
+    curve = TRUE.centred()
+    focus = 1.5
+    z = np.array([-9.0, 6.0, 10.0])
+    b = 1.4 * curve(z - focus) + 0.2
+    level = fit_shift(z, b, curve, (-15, 15), free_offset=True)
+    loose = fit_shift(z, b, curve, (-15, 15), free_offset=True, depth_sd=10.0)
+    drawn = fit_shift(z, b, curve, (-15, 15), free_offset=True, depth_sd=0.1)
+    assert loose.shift_um == pytest.approx(focus, abs=1e-2)
+    assert loose.depth == pytest.approx(1.4, abs=1e-2)
+    assert loose.offset == pytest.approx(0.2, abs=1e-2)
+    # the ridge draws the depth toward 1, so it lands between the tied fit and the free one
+    assert 1.0 < drawn.depth < loose.depth
+    assert abs(loose.shift_um - focus) < abs(drawn.shift_um - focus) < abs(level.shift_um - focus)
+
+
+def test_shift_fit_depth_needs_a_free_offset_and_stays_within_its_limits():
+    curve = TRUE.centred()
+    z = np.array([-8.0, 0.0, 8.0])
+    b = curve(z)
+    with pytest.raises(ValueError, match="free depth needs a free offset"):
+        fit_shift(z, b, curve, (-15, 15), depth_sd=0.1)
+    with pytest.raises(ValueError, match="positive depth_sd"):
+        fit_shift(z, b, curve, (-15, 15), free_offset=True, depth_sd=0.0)
+    # a curve three times as deep: the depth is held at its upper limit
+    deep = fit_shift(z, 3.0 * b, curve, (-15, 15), free_offset=True, depth_sd=10.0)
+    assert deep.depth == pytest.approx(DEPTH_LIMITS[1])
+    # a curve upside down: whatever shift fits it, the depth never turns negative
+    flipped = fit_shift(z, -b, curve, (-15, 15), free_offset=True, depth_sd=10.0)
+    assert DEPTH_LIMITS[0] <= flipped.depth <= DEPTH_LIMITS[1]
+    assert fit_shift(z, b, curve, (-15, 15)).depth == 1.0
 
 
 def test_convexity_stop():

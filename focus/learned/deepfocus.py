@@ -356,6 +356,7 @@ class DeepFocusFocus(FocusMethod):
                 "cluster_regions": 0,
                 "at_edge": False,
             }
+        depth_sd = p.depth_spread if free_offset and p.depth_spread > 0 else None
         fwhm = cal.fwhm_um
         if bounds is None:
             # as far as the calibration reaches, or the search interval +/- one FWHM
@@ -374,6 +375,7 @@ class DeepFocusFocus(FocusMethod):
                     bounds,
                     free_offset=free_offset,
                     free_width=free_width,
+                    depth_sd=depth_sd,
                     grid_step_um=step,
                 ).shift_um
                 for r in judged
@@ -392,6 +394,7 @@ class DeepFocusFocus(FocusMethod):
                 (float(shifts[members].min()) - step, float(shifts[members].max()) + step),
                 free_offset=free_offset,
                 free_width=free_width,
+                depth_sd=depth_sd,
                 grid_step_um=step / 4.0,
             )
             z = fit.shift_um

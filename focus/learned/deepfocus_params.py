@@ -81,6 +81,17 @@ class DeepFocusParams(FocusParams):
         "0.966 um never, 0.813 at 0.5, 0.809 at 0.75, 0.824 at 1, 0.884 at 1.5; 20x +/-5 um "
         "0.152 never, 0.136 at 0.5, 0.146 at 0.75)",
     )
+    depth_spread: float = Field(
+        default=0.1,
+        ge=0,
+        le=10,
+        description="wherever the fits leave the curve's level free, leave its depth free too, "
+        "drawn to the calibration's by a prior of this spread; specimens' curves differ in "
+        "depth, symmetrically about focus (0: never; tuning set, 4 frames, hint seeds 0 / 1: "
+        "10x +/-40 um MAE 0.780 / 0.727 um never, 0.696 at 0.05, 0.661 / 0.505 at 0.1, 0.705 "
+        "at 0.15, 0.761 at 0.2, 0.819 at 0.4; 20x +/-5 um 0.135 / 0.223 never, 0.139 / 0.167 "
+        "at 0.1)",
+    )
     free_width: bool = Field(
         default=False, description="fit a z stretch of the curve per region too"
     )
