@@ -76,6 +76,18 @@ def test_train_tsva_can_start_from_single_input_weights(tmp_path, tissue_dir, ca
         (["diffcnn", "--samples", "0"], "train diffcnn: --samples must be at least 1"),
         (["tsva", "--tissue", "/no/such/folder"], "real tissue images not found at /no/such"),
         (["deepfocus", "--lr", "0"], "train deepfocus: --lr and --width must be positive"),
+        (
+            ["deepfocus", "--holdout-stacks", "x", "--objective", "7x/0.1"],
+            "train deepfocus: unknown objective '7x/0.1'",
+        ),
+        (
+            ["deepfocus", "--holdout-stacks", "x", "--z-step", "0"],
+            "train deepfocus: --z-range and --z-step must be positive",
+        ),
+        (
+            ["deepfocus", "--holdout-stacks", "x", "--size", "64"],
+            "train deepfocus: --size must be at least 128 px",
+        ),
     ],
 )
 def test_bad_training_arguments_are_one_line(args, message, capsys):
@@ -91,3 +103,20 @@ def test_resume_without_a_state_is_one_line(tmp_path, tissue_dir, capsys):
     )
     assert code == 1
     assert "--resume: no training state at" in capsys.readouterr().err
+
+
+def test_train_deepfocus_writes_held_out_stacks(tmp_path, tissue_dir, capsys):
+    from slidescan.hardware.stackfile import open_stacks
+
+    out = tmp_path / "stacks"
+    args = ["train", "deepfocus", "--holdout-stacks", str(out), "--tissue", str(tissue_dir)]
+    args += ["--objective", "10x/0.30", "--positions", "1", "--size", "128"]
+    assert main([*args, "--z-range", "2", "--z-step", "1", "--seed", "5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    names = sorted(s["name"] for s in report["stacks"])
+    assert names == ["he_procedural", "he_real", "ihc_procedural", "ihc_skimage"]
+    with open_stacks(out / "holdout_he_real.h5") as f:
+        stack = f[0]
+        assert stack.plane_shape[:2] == (128, 128)
+        assert stack.defocus_um.tolist() == pytest.approx([-2, -1, 0, 1, 2])
+        assert f.optics.na == pytest.approx(0.30)

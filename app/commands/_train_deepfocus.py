@@ -47,13 +47,61 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", action="store_true", help="continue from the saved state")
     t.add_argument("--cache", type=Path, default=None, help="folder for the rendered data")
     t.add_argument("--tissue", type=Path, default=None, help="folder of the real tissue PNGs")
+    t.add_argument(
+        "--holdout-stacks",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="instead of training: write held-out focus stacks (specimens and optics never "
+        "trained on) into DIR, to calibrate on one and run `slidescan focus eval --mode "
+        "deepfocus` on the others (the model card's stacks: --positions 3 --size 384, "
+        "--objective 20x/0.75 --z-range 20 --z-step 0.25 or 10x/0.30 --z-range 85 --z-step "
+        "0.5, --seed 32 to tune, 31 to report)",
+    )
+    t.add_argument("--objective", default="20x/0.75", help="with --holdout-stacks (20x/0.75)")
+    t.add_argument("--positions", type=int, default=3, help="with --holdout-stacks: per file (3)")
+    t.add_argument("--size", type=int, default=384, help="with --holdout-stacks: px (384)")
+    t.add_argument("--z-range", type=float, default=20.0, help="with --holdout-stacks: +/- um (20)")
+    t.add_argument("--z-step", type=float, default=0.25, help="with --holdout-stacks: um (0.25)")
     t.add_argument("--json", action="store_true", help="print a JSON summary")
     t.set_defaults(func=_train)
+
+
+def _holdout(args: argparse.Namespace) -> int:
+    from slidescan.app.commands._train_common import report_holdout
+    from slidescan.app.tools import simdata
+    from slidescan.hardware.optics import OBJECTIVES
+
+    cmd = "train deepfocus"
+    if args.objective not in OBJECTIVES:
+        raise CliError(
+            f"{cmd}: unknown objective {args.objective!r}; known: {', '.join(OBJECTIVES)}"
+        )
+    check_counts(cmd, args, ("positions",))
+    if args.size < 128:
+        raise CliError(f"{cmd}: --size must be at least 128 px (one patch)")
+    if not (args.z_range > 0 and 0 < args.z_step <= args.z_range):
+        raise CliError(f"{cmd}: --z-range and --z-step must be positive, the step within the range")
+    summaries = simdata.write_holdout_stacks(
+        args.holdout_stacks,
+        args.objective,
+        tissue_folder(cmd, args.tissue, DEFAULT_TISSUE),
+        positions=args.positions,
+        seed=args.seed,
+        size=args.size,
+        z_min=-args.z_range,
+        z_max=args.z_range,
+        z_step=args.z_step,
+        progress=not args.json,
+    )
+    return report_holdout(summaries, args.json)
 
 
 def _train(args: argparse.Namespace) -> int:
     from slidescan.app.tools import train_deepfocus as td
 
+    if args.holdout_stacks is not None:
+        return _holdout(args)
     cmd = "train deepfocus"
     check_counts(cmd, args, ("epochs", "steps", "batch_size", "scenes", "val_scenes", "workers"))
     if not (args.lr > 0 and args.width > 0):
