@@ -182,50 +182,50 @@ def fit_shift(
     *,
     free_offset: bool = False,
     free_width: bool = False,
+    offset_sd: float | None = None,
     depth_sd: float | None = None,
     grid_step_um: float | None = None,
 ) -> ShiftFit:
     """argmin over dz in `bounds` of sum (b_i - (curve((z_i - dz) / s) + offset))^2, `curve`
-    centred at 0 (the calibration's). With `free_offset` the offset is the mean residual at
-    each dz (closed form), otherwise 0; with `free_width` the stretch s is the best of
-    `WIDTH_SCALES`, otherwise 1. With `depth_sd` (needs `free_offset`) the curve's depth is
-    free too: b_i ~ offset + g curve(...), g drawn to 1 by a ridge of prior spread `depth_sd`
-    against a patch score noise of `SCORE_NOISE` (closed form at each dz), held within
-    `DEPTH_LIMITS`. A grid over dz, then a bounded scalar refinement."""
+    centred at 0 (the calibration's). With `free_offset` the offset is fitted at each dz
+    (closed form), otherwise 0; with `free_width` the stretch s is the best of `WIDTH_SCALES`,
+    otherwise 1. With `depth_sd` (needs `free_offset`) the curve's depth is free too:
+    b_i ~ offset + g curve(...), g drawn to 1 by a ridge of prior spread `depth_sd`, held
+    within `DEPTH_LIMITS`; with `offset_sd` the offset is drawn to 0 the same way (without it,
+    it is unbounded). Each ridge is weighed against a patch score noise of `SCORE_NOISE`, so
+    a prior spread reads in the score's own units. A grid over dz, then a bounded scalar
+    refinement."""
     from scipy.optimize import minimize_scalar
 
     z = np.asarray(z_um, dtype=np.float64)
     b = np.asarray(scores, dtype=np.float64)
     if z.size == 0 or z.size != b.size:
         raise ValueError("fit_shift needs as many scores as positions, at least one")
-    if depth_sd is not None and not (free_offset and depth_sd > 0):
-        raise ValueError("fit_shift: a free depth needs a free offset and a positive depth_sd")
-    ridge = 0.0 if depth_sd is None else (SCORE_NOISE / depth_sd) ** 2
+    for name, sd in (("depth_sd", depth_sd), ("offset_sd", offset_sd)):
+        if sd is not None and not (free_offset and sd > 0):
+            raise ValueError(f"fit_shift: {name} needs a free offset and a positive spread")
+    level_ridge = 0.0 if offset_sd is None else (SCORE_NOISE / offset_sd) ** 2
+    depth_ridge = None if depth_sd is None else (SCORE_NOISE / depth_sd) ** 2
     lo, hi = float(min(bounds)), float(max(bounds))
     centred = curve.centred()
     scales = WIDTH_SCALES if free_width else np.array([1.0])
     step = grid_step_um or max((hi - lo) / 400.0, 1e-4)
     grid = np.arange(lo, hi + step / 2, step)
-    # every (scale, dz) at once: residuals (S, G, n)
-    model = centred((z[None, None, :] - grid[None, :, None]) / scales[:, None, None])
-    if depth_sd is None:
-        r = b - model
-        if free_offset:
-            r = r - r.mean(axis=2, keepdims=True)
-        costs = np.sum(r * r, axis=2)
-    else:
-        costs = _depth_fit(b, model, ridge)[0]
+
+    def fits(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not free_offset:
+            r = b - m
+            return np.sum(r * r, axis=-1), np.zeros(m.shape[:-1]), np.ones(m.shape[:-1])
+        return _level_depth_fit(b, m, level_ridge, depth_ridge)
+
+    # every (scale, dz) at once: the model (S, G, n)
+    costs = fits(centred((z[None, None, :] - grid[None, :, None]) / scales[:, None, None]))[0]
     si, k = np.unravel_index(int(np.argmin(costs)), costs.shape)
     scale = float(scales[si])
 
     def cost(dz: float) -> tuple[float, float, float]:
-        m = centred((z - dz) / scale)
-        if depth_sd is not None:
-            c, g = _depth_fit(b, m, ridge)
-            return float(c), float(np.mean(b - g * m)), float(g)
-        res = b - m
-        off = float(res.mean()) if free_offset else 0.0
-        return float(np.sum((res - off) ** 2)), off, 1.0
+        c, off, g = fits(centred((z - dz) / scale))
+        return float(c), float(off), float(g)
 
     a, c = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
     if c > a:
@@ -237,14 +237,24 @@ def fit_shift(
     return ShiftFit(best, off, rss, scale, depth)
 
 
-def _depth_fit(b: np.ndarray, model: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
-    """(cost, depth g) of b ~ offset + g model over the last axis, with ridge (g - 1)^2."""
-    bc = b - b.mean()
-    mc = model - model.mean(axis=-1, keepdims=True)
-    g = (np.sum(bc * mc, axis=-1) + ridge) / (np.sum(mc * mc, axis=-1) + ridge)
-    g = np.clip(g, *DEPTH_LIMITS)
-    r = bc - g[..., None] * mc
-    return np.sum(r * r, axis=-1) + ridge * (g - 1.0) ** 2, g
+def _level_depth_fit(
+    b: np.ndarray, m: np.ndarray, level_ridge: float, depth_ridge: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cost, level L, depth g) minimising sum (b - L - g m)^2 + level_ridge L^2 +
+    depth_ridge (g - 1)^2 over the last axis (g = 1 when `depth_ridge` is None), in closed
+    form; g held within `DEPTH_LIMITS`, L then the best for that g."""
+    n = b.shape[-1] + level_ridge
+    sm, sb = m.sum(axis=-1), b.sum()
+    if depth_ridge is None:
+        g = np.ones(sm.shape)
+    else:
+        smm, sbm = np.sum(m * m, axis=-1), np.sum(m * b, axis=-1)
+        det = n * (smm + depth_ridge) - sm * sm
+        g = np.clip((n * (sbm + depth_ridge) - sm * sb) / det, *DEPTH_LIMITS)
+    level = (sb - g * sm) / n
+    r = b - level[..., None] - g[..., None] * m
+    penalty = level_ridge * level**2 + (0.0 if depth_ridge is None else depth_ridge * (g - 1) ** 2)
+    return np.sum(r * r, axis=-1) + penalty, level, g
 
 
 def r_squared(z: np.ndarray, b: np.ndarray, degree: int) -> tuple[float, np.ndarray]:

@@ -113,9 +113,9 @@ def test_shift_fit_depth_needs_a_free_offset_and_stays_within_its_limits():
     curve = TRUE.centred()
     z = np.array([-8.0, 0.0, 8.0])
     b = curve(z)
-    with pytest.raises(ValueError, match="free depth needs a free offset"):
+    with pytest.raises(ValueError, match="depth_sd needs a free offset"):
         fit_shift(z, b, curve, (-15, 15), depth_sd=0.1)
-    with pytest.raises(ValueError, match="positive depth_sd"):
+    with pytest.raises(ValueError, match="positive spread"):
         fit_shift(z, b, curve, (-15, 15), free_offset=True, depth_sd=0.0)
     # a curve three times as deep: the depth is held at its upper limit
     deep = fit_shift(z, 3.0 * b, curve, (-15, 15), free_offset=True, depth_sd=10.0)
@@ -124,6 +124,47 @@ def test_shift_fit_depth_needs_a_free_offset_and_stays_within_its_limits():
     flipped = fit_shift(z, -b, curve, (-15, 15), free_offset=True, depth_sd=10.0)
     assert DEPTH_LIMITS[0] <= flipped.depth <= DEPTH_LIMITS[1]
     assert fit_shift(z, b, curve, (-15, 15)).depth == 1.0
+
+
+#: the curve of a 10x/0.30 calibration on the second renderer (`stack crosscheck`), centred
+CROSSCHECK_10X = CurveModel(
+    z0=0.0,
+    c=2.7908,
+    slope=0.0,
+    amp=1.6712,
+    alpha=36.3984,
+    beta=1.6051,
+    gauss_amp=1.1205,
+    gauss_width=5.1565,
+)
+
+
+def test_a_level_prior_keeps_the_fit_from_running_past_the_sharpest_frame():
+    # A trial on the second renderer, hint 31.5 um above focus: three frames, the sharpest
+    # 5.7 um below focus. A free level lays the curve over them 13 um below focus too, with
+    # the curve read 0.7 ln px sharper than calibrated, which no specimen does.
+    z = np.array([-5.7, 14.1, 31.5])
+    b = np.array([0.164, 1.265, 1.72])
+    free = fit_shift(z, b, CROSSCHECK_10X, (-45, 45), free_offset=True, depth_sd=0.1)
+    drawn = fit_shift(
+        z, b, CROSSCHECK_10X, (-45, 45), free_offset=True, depth_sd=0.1, offset_sd=0.2
+    )
+    assert free.shift_um < -12 and free.offset < -0.6
+    assert abs(drawn.shift_um) < 2.5 and abs(drawn.offset) < 0.2
+
+
+def test_a_level_prior_draws_the_offset_toward_zero():
+    curve = TRUE.centred()
+    z = np.array([-8.0, 0.0, 5.0, 8.0])
+    b = curve(z - 2.0) + 0.3
+    free = fit_shift(z, b, curve, (-15, 15), free_offset=True)
+    loose = fit_shift(z, b, curve, (-15, 15), free_offset=True, offset_sd=100.0)
+    tight = fit_shift(z, b, curve, (-15, 15), free_offset=True, offset_sd=0.05)
+    assert loose.offset == pytest.approx(free.offset, abs=1e-4)
+    assert loose.shift_um == pytest.approx(free.shift_um, abs=1e-3)
+    assert 0.0 < tight.offset < free.offset
+    with pytest.raises(ValueError, match="offset_sd needs a free offset"):
+        fit_shift(z, b, curve, (-15, 15), offset_sd=0.2)
 
 
 def test_convexity_stop():

@@ -357,6 +357,7 @@ class DeepFocusFocus(FocusMethod):
                 "at_edge": False,
             }
         depth_sd = p.depth_spread if free_offset and p.depth_spread > 0 else None
+        offset_sd = p.level_spread if free_offset and p.level_spread > 0 else None
         fwhm = cal.fwhm_um
         if bounds is None:
             # as far as the calibration reaches, or the search interval +/- one FWHM
@@ -376,6 +377,7 @@ class DeepFocusFocus(FocusMethod):
                     free_offset=free_offset,
                     free_width=free_width,
                     depth_sd=depth_sd,
+                    offset_sd=offset_sd,
                     grid_step_um=step,
                 ).shift_um
                 for r in judged
@@ -395,6 +397,7 @@ class DeepFocusFocus(FocusMethod):
                 free_offset=free_offset,
                 free_width=free_width,
                 depth_sd=depth_sd,
+                offset_sd=offset_sd,
                 grid_step_um=step / 4.0,
             )
             z = fit.shift_um

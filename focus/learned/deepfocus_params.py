@@ -71,7 +71,7 @@ class DeepFocusParams(FocusParams):
         default=False, description="fit a vertical offset of the curve per region too"
     )
     free_offset_beyond: float = Field(
-        default=0.5,
+        default=0.0,
         ge=0,
         le=100,
         description="mirror placement: when the first estimate lies more than this many FWHM "
@@ -79,7 +79,24 @@ class DeepFocusParams(FocusParams):
         "first frames lie on the curve's wings, where specimens read a level apart); a value "
         "past the search's reach, such as 10: never (tuning set, 4 frames: 10x +/-40 um MAE "
         "0.966 um never, 0.813 at 0.5, 0.809 at 0.75, 0.824 at 1, 0.884 at 1.5; 20x +/-5 um "
-        "0.152 never, 0.136 at 0.5, 0.146 at 0.75)",
+        "0.152 never, 0.136 at 0.5, 0.146 at 0.75; with the level drawn to the "
+        "calibration's, level_spread, 0 is better: see there)",
+    )
+    level_spread: float = Field(
+        default=0.2,
+        ge=0,
+        le=10,
+        description="wherever the fits leave the curve's level free, draw it to the "
+        "calibration's by a prior of this spread, ln px (0: unbounded). Unbounded, a few "
+        "frames on one side of focus can be fitted as far off with the curve read much "
+        "sharper or blurrier than any specimen reads it (a second renderer's 10x trial: 14 um "
+        "off). Tuning sets, 4 frames, with depth_spread 0.1 (MAE um; our simulator 10x +/-40 "
+        "um hint seeds 0 / 1, 20x +/-5 um seeds 0 / 1; the second renderer 20x +/-5, 10x "
+        "+/-40): level unbounded and free from 0.5 FWHM off (before) 0.661 / 0.505, 0.139 / "
+        "0.167, 0.217, 1.640; 0.2 from 0.5 FWHM 0.649 / 0.510, 0.136 / 0.166, 0.218, 1.256; "
+        "0.1 / 0.2 / 0.3 free at every fit (free_offset_beyond 0) 0.624 / 0.603 / 0.611 at "
+        "10x seed 0, 0.139 / 0.143 / 0.145 at 20x, 0.136 / 0.126 / 0.128 and 1.194 / 1.136 / "
+        "1.152 on the second renderer; with 0.2: 0.500 and 0.162 at seed 1",
     )
     depth_spread: float = Field(
         default=0.1,
