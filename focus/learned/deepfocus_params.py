@@ -17,7 +17,9 @@ class DeepFocusParams(FocusParams):
     ones), 20x/0.75 with hints within +/-5 um and 10x/0.30 within +/-40 um, calibration from
     another specimen: mirror placement at 0.5 FWHM had the lowest MAE on both (20x 0.153 um,
     10x 1.08 um; golden section at the paper's 2 FWHM: 0.410 / 5.59 um, at its best width 1.25
-    FWHM 0.193 / 1.62 um); a free offset was worse for mirror.
+    FWHM 0.193 / 1.62 um); a free offset was worse for mirror until it was drawn to the
+    calibration's level (`level_spread`), which was also chosen on a second renderer's tuning
+    stacks (README).
     """
 
     weights: Path | None = Field(
