@@ -11,9 +11,11 @@ score against z (`focus.deepfocus_calibration`). A tile then needs a few frames:
    and z1, then the mirror of the nearer one about their focus estimate; with a budget of five
    frames or more, when the frame nearest the new estimate lies more than `refine` FWHM from
    it, one more frame that far past the estimate on the other side. When the first estimate
-   lies more than `free_offset_beyond` FWHM from the hint, the first frames sat out on the
-   curve's wings, where specimens read a level apart (one blurrier than the calibration's
-   object at every defocus): the fits after it leave that level free.
+   lies more than `free_offset_beyond` FWHM from the hint (by default: always), the fits after
+   it leave the curve's level and depth free, since specimens read a level apart (one
+   blurrier than the calibration's object at every defocus) and dip deeper or shallower; each
+   is drawn to the calibration's by a prior (`level_spread`, `depth_spread`), so three frames
+   on one side of focus cannot be explained by a curve read far sharper than any specimen's.
 2. After each frame, stop when a quadratic fits the frame scores better than a line by
    `convexity_margin` in R^2 and opens upwards (the paper's convexity test), or when the next
    frame would leave no room for the final capture within `max_frames`; otherwise the next
