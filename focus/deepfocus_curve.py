@@ -187,11 +187,13 @@ def fit_shift(
     grid_step_um: float | None = None,
 ) -> ShiftFit:
     """argmin over dz in `bounds` of sum (b_i - (curve((z_i - dz) / s) + offset))^2, `curve`
-    centred at 0 (the calibration's). With `free_offset` the offset is fitted at each dz
+    centred at 0 (the calibration's), plus the priors' penalties below (`ShiftFit.rss` is
+    that whole cost). With `free_offset` the offset is fitted at each dz
     (closed form), otherwise 0; with `free_width` the stretch s is the best of `WIDTH_SCALES`,
     otherwise 1. With `depth_sd` (needs `free_offset`) the curve's depth is free too:
-    b_i ~ offset + g curve(...), g drawn to 1 by a ridge of prior spread `depth_sd`, held
-    within `DEPTH_LIMITS`; with `offset_sd` the offset is drawn to 0 the same way (without it,
+    b_i ~ offset + g curve(...) (g scales the curve about score 0, ln of a 1 px blur, near
+    the curve's floor), g drawn to 1 by a ridge of prior spread `depth_sd`, held within
+    `DEPTH_LIMITS`; with `offset_sd` the offset is drawn to 0 the same way (without it,
     it is unbounded). Each ridge is weighed against a patch score noise of `SCORE_NOISE`, so
     a prior spread reads in the score's own units. A grid over dz, then a bounded scalar
     refinement."""
@@ -202,8 +204,8 @@ def fit_shift(
     if z.size == 0 or z.size != b.size:
         raise ValueError("fit_shift needs as many scores as positions, at least one")
     for name, sd in (("depth_sd", depth_sd), ("offset_sd", offset_sd)):
-        if sd is not None and not (free_offset and sd > 0):
-            raise ValueError(f"fit_shift: {name} needs a free offset and a positive spread")
+        if sd is not None and not (free_offset and 0 < sd < math.inf):
+            raise ValueError(f"fit_shift: {name} needs a free offset and a positive finite spread")
     level_ridge = 0.0 if offset_sd is None else (SCORE_NOISE / offset_sd) ** 2
     depth_ridge = None if depth_sd is None else (SCORE_NOISE / depth_sd) ** 2
     lo, hi = float(min(bounds)), float(max(bounds))

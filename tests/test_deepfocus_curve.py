@@ -11,6 +11,7 @@ import pytest
 from slidescan.focus.deepfocus_curve import (
     DEPTH_LIMITS,
     CurveModel,
+    _level_depth_fit,
     fit_curve,
     fit_shift,
     golden_next,
@@ -115,15 +116,44 @@ def test_shift_fit_depth_needs_a_free_offset_and_stays_within_its_limits():
     b = curve(z)
     with pytest.raises(ValueError, match="depth_sd needs a free offset"):
         fit_shift(z, b, curve, (-15, 15), depth_sd=0.1)
-    with pytest.raises(ValueError, match="positive spread"):
+    with pytest.raises(ValueError, match="positive finite spread"):
         fit_shift(z, b, curve, (-15, 15), free_offset=True, depth_sd=0.0)
     # a curve three times as deep: the depth is held at its upper limit
     deep = fit_shift(z, 3.0 * b, curve, (-15, 15), free_offset=True, depth_sd=10.0)
     assert deep.depth == pytest.approx(DEPTH_LIMITS[1])
-    # a curve upside down: whatever shift fits it, the depth never turns negative
-    flipped = fit_shift(z, -b, curve, (-15, 15), free_offset=True, depth_sd=10.0)
-    assert DEPTH_LIMITS[0] <= flipped.depth <= DEPTH_LIMITS[1]
+    with pytest.raises(ValueError, match="positive finite spread"):
+        fit_shift(z, b, curve, (-15, 15), free_offset=True, depth_sd=math.inf)
     assert fit_shift(z, b, curve, (-15, 15)).depth == 1.0
+
+
+@pytest.mark.parametrize("depth_ridge", [None, 0.5, 1e-3])
+@pytest.mark.parametrize("level_ridge", [0.0, 0.25])
+def test_level_and_depth_are_the_exact_ridge_least_squares(level_ridge, depth_ridge):
+    # against lstsq on the rows augmented with the ridges (sqrt(ridge) * (L, g - 1) = 0)
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(2, 7))
+        m, b = rng.normal(0, 1, n), rng.normal(0, 1, n)
+        cost, level, g = _level_depth_fit(b, m, level_ridge, depth_ridge)
+        if depth_ridge is None:
+            a = np.r_[np.ones(n), np.sqrt(level_ridge)][:, None]
+            (want_level,), *_ = np.linalg.lstsq(a, np.r_[b - m, 0.0], rcond=None)
+            assert g == 1.0
+            assert level == pytest.approx(want_level, abs=1e-9)
+            continue
+        a = np.c_[np.r_[np.ones(n), np.sqrt(level_ridge), 0.0], np.r_[m, 0.0, np.sqrt(depth_ridge)]]
+        rhs = np.r_[b, 0.0, np.sqrt(depth_ridge)]
+        (want_level, want_g), *_ = np.linalg.lstsq(a, rhs, rcond=None)
+        if DEPTH_LIMITS[0] <= want_g <= DEPTH_LIMITS[1]:
+            assert g == pytest.approx(want_g, abs=1e-9)
+            assert level == pytest.approx(want_level, abs=1e-9)
+        else:  # held at the nearer limit, the level then the best for it
+            held = min(max(want_g, DEPTH_LIMITS[0]), DEPTH_LIMITS[1])
+            assert g == pytest.approx(held)
+            assert level == pytest.approx(np.sum(b - held * m) / (n + level_ridge), abs=1e-9)
+        r = b - level - g * m
+        penalty = level_ridge * level**2 + depth_ridge * (g - 1) ** 2
+        assert cost == pytest.approx(np.sum(r * r) + penalty, abs=1e-9)
 
 
 #: the curve of a 10x/0.30 calibration on the second renderer (`stack crosscheck`), centred

@@ -84,7 +84,7 @@ def test_mirror_brackets_the_focus(method_on):
     assert abs(r.z_um - 2.0) < 0.1
 
 
-@pytest.mark.parametrize("beyond", [10.0, 0.5])
+@pytest.mark.parametrize("beyond", [10.0, 0.5, 0.0])
 def test_a_level_apart_is_left_free_when_the_hint_is_far(method_on, beyond):
     # a specimen that reads 0.25 ln px blurrier than the calibration's, the hint 4.5 um
     # (about 1.3 FWHM) below focus: a fit with the calibration's level misplaces the focus
@@ -96,6 +96,32 @@ def test_a_level_apart_is_left_free_when_the_hint_is_far(method_on, beyond):
         assert abs(r.z_um) > 0.2
     else:
         assert abs(r.z_um) < 0.1
+
+
+@pytest.mark.parametrize("spreads", [(0.2, 0.1), (0.0, 0.0)])
+def test_the_level_and_depth_priors_reach_every_fit_after_the_first(
+    method_on, monkeypatch, spreads
+):
+    level, depth = spreads
+    seen = []
+    real = deepfocus_module.fit_shift
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["free_offset"], kwargs["offset_sd"], kwargs["depth_sd"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(deepfocus_module, "fit_shift", spy)
+    dev = FakeFocusDevice(truth_um=0.0)
+    m = method_on(dev, placement="mirror", level_spread=level, depth_spread=depth)
+    assert m.params.free_offset_beyond == 0.0  # the default: free at every fit after the first
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=-2.0))
+    assert r.ok and abs(r.z_um) < 0.1
+    first = [s for s in seen if not s[0]]
+    later = [s for s in seen if s[0]]
+    assert first and later  # the first estimate keeps the calibration's level
+    assert all(s[1:] == (None, None) for s in first)
+    want = (level or None, depth or None)
+    assert all(s[1:] == want for s in later)
 
 
 @pytest.mark.parametrize("refine", [0.15, 0.0])

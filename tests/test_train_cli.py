@@ -85,6 +85,14 @@ def test_train_tsva_can_start_from_single_input_weights(tmp_path, tissue_dir, ca
             "train deepfocus: --z-range and --z-step must be positive",
         ),
         (
+            ["deepfocus", "--holdout-stacks", "x", "--z-range", "inf"],
+            "train deepfocus: --z-range and --z-step must be positive",
+        ),
+        (
+            ["deepfocus", "--holdout-stacks", "x", "--z-range", "20", "--z-step", "0.3"],
+            "train deepfocus: --z-range must be a whole number of --z-step",
+        ),
+        (
             ["deepfocus", "--holdout-stacks", "x", "--size", "64"],
             "train deepfocus: --size must be at least 128 px",
         ),

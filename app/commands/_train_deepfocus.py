@@ -4,6 +4,7 @@ model for every objective (the tool is app/tools/train_deepfocus.py)."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from slidescan.app.cli import CliError
@@ -80,8 +81,13 @@ def _holdout(args: argparse.Namespace) -> int:
     check_counts(cmd, args, ("positions",))
     if args.size < 128:
         raise CliError(f"{cmd}: --size must be at least 128 px (one patch)")
-    if not (args.z_range > 0 and 0 < args.z_step <= args.z_range):
+    if not (0 < args.z_range < math.inf and 0 < args.z_step <= args.z_range):
         raise CliError(f"{cmd}: --z-range and --z-step must be positive, the step within the range")
+    steps = args.z_range / args.z_step
+    if abs(steps - round(steps)) > 1e-6:
+        raise CliError(
+            f"{cmd}: --z-range must be a whole number of --z-step (a plane at focus and at each end)"
+        )
     summaries = simdata.write_holdout_stacks(
         args.holdout_stacks,
         args.objective,

@@ -77,7 +77,7 @@ class DeepFocusParams(FocusParams):
         ge=0,
         le=100,
         description="mirror placement: when the first estimate lies more than this many FWHM "
-        "from the hint, the fits after it leave the curve's level free (far from focus the "
+        "from the hint, the fits after it leave the curve's level (and depth) free (far from focus the "
         "first frames lie on the curve's wings, where specimens read a level apart); a value "
         "past the search's reach, such as 10: never (tuning set, 4 frames: 10x +/-40 um MAE "
         "0.966 um never, 0.813 at 0.5, 0.809 at 0.75, 0.824 at 1, 0.884 at 1.5; 20x +/-5 um "
@@ -94,7 +94,7 @@ class DeepFocusParams(FocusParams):
         "sharper or blurrier than any specimen reads it (a second renderer's 10x trial: 14 um "
         "off). Tuning sets, 4 frames, with depth_spread 0.1 (MAE um; our simulator 10x +/-40 "
         "um hint seeds 0 / 1, 20x +/-5 um seeds 0 / 1; the second renderer 20x +/-5, 10x "
-        "+/-40): level unbounded and free from 0.5 FWHM off (before) 0.661 / 0.505, 0.139 / "
+        "+/-40): level unbounded and free from 0.5 FWHM off (depth only) 0.661 / 0.505, 0.139 / "
         "0.167, 0.217, 1.640; 0.2 from 0.5 FWHM 0.649 / 0.510, 0.136 / 0.166, 0.218, 1.256; "
         "0.1 / 0.2 / 0.3 free at every fit (free_offset_beyond 0) 0.624 / 0.603 / 0.611 at "
         "10x seed 0, 0.139 / 0.143 / 0.145 at 20x, 0.136 / 0.126 / 0.128 and 1.194 / 1.136 / "
