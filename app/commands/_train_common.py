@@ -54,6 +54,14 @@ def check_counts(command: str, args: argparse.Namespace, names: Iterable[str]) -
             raise CliError(f"{command}: --{name.replace('_', '-')} must be at least 1")
 
 
+def check_objective(command: str, name: str) -> None:
+    """A `CliError` naming the known objectives when `name` is not one of them."""
+    from slidescan.hardware.optics import OBJECTIVES
+
+    if name not in OBJECTIVES:
+        raise CliError(f"{command}: unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
+
+
 def add_bayer_fraction(parser: argparse.ArgumentParser) -> None:
     """The --bayer-fraction option (simdata.sample_scene's `bayer_fraction`)."""
     parser.add_argument(

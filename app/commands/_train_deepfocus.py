@@ -12,7 +12,9 @@ from slidescan.app.commands._train_common import (
     DEFAULT_TISSUE,
     add_bayer_fraction,
     check_counts,
+    check_objective,
     check_shares,
+    report_holdout,
     request_fields,
     run_training,
     stderr_log,
@@ -69,15 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _holdout(args: argparse.Namespace) -> int:
-    from slidescan.app.commands._train_common import report_holdout
     from slidescan.app.tools import simdata
-    from slidescan.hardware.optics import OBJECTIVES
 
     cmd = "train deepfocus"
-    if args.objective not in OBJECTIVES:
-        raise CliError(
-            f"{cmd}: unknown objective {args.objective!r}; known: {', '.join(OBJECTIVES)}"
-        )
+    check_objective(cmd, args.objective)
     check_counts(cmd, args, ("positions",))
     if args.size < 128:
         raise CliError(f"{cmd}: --size must be at least 128 px (one patch)")

@@ -16,6 +16,7 @@ from slidescan.app.commands._train_common import (
     DEFAULT_TISSUE,
     add_bayer_fraction,
     check_counts,
+    check_objective,
     check_shares,
     report_holdout,
     request_fields,
@@ -239,11 +240,8 @@ def _diffcnn(args: argparse.Namespace) -> int:
     from slidescan.app.tools import train_diffcnn as td
     from slidescan.hardware.optics import OBJECTIVES
 
-    if args.objective not in OBJECTIVES:
-        raise CliError(
-            f"train diffcnn: unknown objective {args.objective!r}; known: {', '.join(OBJECTIVES)}"
-        )
     cmd = "train diffcnn"
+    check_objective(cmd, args.objective)
     check_counts(
         cmd, args, ("epochs", "samples", "val_samples", "workers", "batch_size", "positions")
     )
