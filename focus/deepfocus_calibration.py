@@ -2,7 +2,8 @@
 one microscope, from one z-stack of any flat textured object (Shajkofci & Liebling).
 
 The network is the same for every microscope; this file is what makes it this one's: the
-median valid patch score per plane, the paper's curve model fitted to it (`deepfocus_curve`),
+median valid patch score per plane (every plane's noise first raised to a floor set by the
+stack's own, `NOISE_FLOOR_FACTOR`), the paper's curve model fitted to it (`deepfocus_curve`),
 centred so z = 0 is the fitted focus, and its FWHM (at half a fixed depth, `DIP_DEPTH`), which
 scales the search (`DeepFocusParams.search_fwhm`). It records the optics it was made with; a
 calibration for another objective, pixel size or NA is refused with a one-line error
@@ -31,13 +32,24 @@ from slidescan.focus.naming import objective_slug
 from slidescan.focus.protocol import FocusError, OpticsLike
 
 FORMAT = "slidescan-deepfocus-calibration"
-VERSION = 1
+#: 2: the noise floor (`noise_sigma`, `noise_floor`); a version-1 file reads with no floor.
+VERSION = 2
 #: Planes of a calibration stack on the microscope, and how far past saturation it reaches.
 CALIBRATION_PLANES = 81
 RANGE_PAST_SATURATION = 1.2
 #: Tolerances of `check_matches`: the same objective name, pixel size within 2 %, NA 0.03.
 PIXEL_TOLERANCE = 0.02
 NA_TOLERANCE = 0.03
+
+
+#: The noise floor every frame is raised to, in multiples of the calibration stack's own noise
+#: (`deepfocus_score` module docstring): above 1.41, so a replayed frame blended half-way
+#: between two planes (its noise averaged down by 1/1.41) reads as a plane does. Chosen on the
+#: tuning stacks at 10x/0.30, hints within +/-40 um, 4 frames, fixed hint offsets (MAE um, our
+#: simulator / the second renderer): no floor 0.753 / 1.457, 1.5 0.573 / 1.171, 1.75 0.597 /
+#: 1.121, 2 0.611 / 1.064, 3 - / 1.251; at 20x/0.75 within +/-5 um 0.161 / 0.143 without and
+#: 0.157 / 0.144 at 2.
+NOISE_FLOOR_FACTOR = 2.0
 
 
 #: The depth the FWHM is measured at, in score units (ln px): the score's design range, from a
@@ -68,6 +80,10 @@ class DeepFocusCalibration:
     made: str = ""
     focus_z_um: float = 0.0  # the stack's z of the fitted focus (where z = 0 was)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the calibration stack's noise and the floor its planes, and every search frame, are
+    #: raised to (grey levels of the frame's luminance; 0: none, a version-1 file)
+    noise_sigma: float = 0.0
+    noise_floor: float = 0.0
 
     @property
     def fwhm_um(self) -> float:
@@ -113,6 +129,8 @@ class DeepFocusCalibration:
             "weights_checksum": self.weights_checksum,
             "made": self.made,
             "focus_z_um": self.focus_z_um,
+            "noise_sigma": self.noise_sigma,
+            "noise_floor": self.noise_floor,
             "extra": self.extra,
         }
 
@@ -157,11 +175,18 @@ class DeepFocusCalibration:
                 made=str(d.get("made", "")),
                 focus_z_um=float(d.get("focus_z_um", 0.0)),
                 extra=dict(d.get("extra") or {}),
+                noise_sigma=float(d.get("noise_sigma", 0.0)),
+                noise_floor=float(d.get("noise_floor", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"DeepFocus calibration {path} is incomplete ({exc})") from None
-        numbers = [cal.na, cal.pixel_size_um, cal.fit_rms, *cal.curve.params()]
-        if len(cal.z_um) < 2 or not all(math.isfinite(v) for v in numbers) or not cal.fwhm_um > 0:
+        numbers = [cal.na, cal.pixel_size_um, cal.fit_rms, cal.noise_floor, *cal.curve.params()]
+        if (
+            len(cal.z_um) < 2
+            or not all(math.isfinite(v) for v in numbers)
+            or not cal.fwhm_um > 0
+            or cal.noise_floor < 0
+        ):
             raise CalibrationError(f"DeepFocus calibration {path} holds invalid numbers")
         return cal
 
@@ -173,8 +198,11 @@ def build_calibration(
     optics: OpticsLike,
     source: str,
     weights_checksum: str = "",
+    noise_sigma: float = 0.0,
+    noise_floor: float = 0.0,
 ) -> DeepFocusCalibration:
-    """A calibration from per-plane patch scores and validity (absolute z of each plane)."""
+    """A calibration from per-plane patch scores and validity (absolute z of each plane),
+    scored at `noise_floor` (the stack's noise: `noise_sigma`)."""
     z = np.asarray(z_um, dtype=np.float64)
     if len(scores) != z.size or len(valid) != z.size:
         raise ValueError("one score array and one validity array per plane")
@@ -210,6 +238,8 @@ def build_calibration(
         weights_checksum=weights_checksum,
         made=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         focus_z_um=float(focus),
+        noise_sigma=float(noise_sigma),
+        noise_floor=float(noise_floor),
     )
 
 

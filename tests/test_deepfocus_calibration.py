@@ -87,6 +87,24 @@ def test_invalid_numbers_are_refused(tmp_path):
         DeepFocusCalibration.load(path)
 
 
+def test_noise_floor_round_trip_and_version_1_files(tmp_path):
+    z, scores, valid = _planes(np.random.default_rng(8))
+    cal = build_calibration(z, scores, valid, Optics(), "x", noise_sigma=1.1, noise_floor=2.2)
+    back = DeepFocusCalibration.load(cal.save(tmp_path / "cal.json"))
+    assert (back.noise_sigma, back.noise_floor) == (1.1, 2.2)
+    d = cal.to_json()
+    assert d["version"] == 2
+    d["version"] = 1  # written before the noise floor: read with none
+    del d["noise_sigma"], d["noise_floor"]
+    (tmp_path / "v1.json").write_text(json.dumps(d))
+    assert DeepFocusCalibration.load(tmp_path / "v1.json").noise_floor == 0.0
+    d = cal.to_json()
+    d["noise_floor"] = -1.0
+    (tmp_path / "neg.json").write_text(json.dumps(d))
+    with pytest.raises(CalibrationError, match="invalid numbers"):
+        DeepFocusCalibration.load(tmp_path / "neg.json")
+
+
 def test_missing_file_says_how_to_make_one(tmp_path):
     with pytest.raises(CalibrationError, match="slidescan focus calibrate"):
         DeepFocusCalibration.load(tmp_path / "none.json")

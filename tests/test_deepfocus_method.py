@@ -31,8 +31,10 @@ class FakeNet:
         self.offsets = offsets or {}
         self.valid = valid
         self.rng = np.random.default_rng(seed)
+        self.noise_floors: list[float] = []
 
-    def score_frame(self, image, max_patches=16):
+    def score_frame(self, image, max_patches=16, noise_floor=0.0):
+        self.noise_floors.append(noise_floor)
         n = min(self.patches, max_patches)
         d = self.device._z_actual - self.device.truth_um
         shift = np.array([self.offsets.get(i, 0.0) for i in range(n)])
@@ -40,20 +42,21 @@ class FakeNet:
         return FrameScores(scores, np.full(n, self.valid), [(0, 0)] * n, 0.001)
 
 
-def _calibration(tmp_path, optics=None):
+def _calibration(tmp_path, optics=None, noise_floor=0.0):
     z = np.linspace(-12, 12, 81)
     rng = np.random.default_rng(9)
     scores = [CURVE(v) + rng.normal(0, 0.01, 16) for v in z]
-    cal = build_calibration(z, scores, [np.ones(16, bool)] * z.size, optics or FakeOptics(), "t")
+    valid = [np.ones(16, bool)] * z.size
+    cal = build_calibration(z, scores, valid, optics or FakeOptics(), "t", noise_floor=noise_floor)
     return cal.save(tmp_path / "cal.json")
 
 
 @pytest.fixture
 def method_on(tmp_path, monkeypatch):
-    def make(device, net=None, **params):
+    def make(device, net=None, noise_floor=0.0, **params):
         net = net or FakeNet(device)
         monkeypatch.setattr(deepfocus_module, "load_sharpness", lambda *a, **k: net)
-        m = DeepFocusFocus(calibration=_calibration(tmp_path), **params)
+        m = DeepFocusFocus(calibration=_calibration(tmp_path, noise_floor=noise_floor), **params)
         m.prepare(device.optics)
         return m
 
@@ -75,7 +78,7 @@ def test_finds_focus_within_four_frames(method_on, truth, placement):
 
 def test_mirror_brackets_the_focus(method_on):
     dev = FakeFocusDevice(truth_um=2.0)
-    m = method_on(dev, placement="mirror", search_fwhm=1.0)
+    m = method_on(dev, placement="mirror", search_fwhm=1.0, mirror_distance=0.0)
     r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
     a, b, c = dev.snapped_z[:3]
     assert a < b == 0.0  # below the hint, then the hint
@@ -84,12 +87,78 @@ def test_mirror_brackets_the_focus(method_on):
     assert abs(r.z_um - 2.0) < 0.1
 
 
+@pytest.mark.parametrize("distance, mirrored", [(0.35, "hint"), (1.5, "bottom")])
+def test_the_mirrored_frame_is_the_one_nearest_the_wanted_distance(method_on, distance, mirrored):
+    # frames at -FWHM (3.5 um: 5.5 um below focus) and at the hint (2 um below); the third
+    # mirrors the one whose distance from the focus is nearest `distance` FWHM
+    dev = FakeFocusDevice(truth_um=2.0)
+    m = method_on(dev, placement="mirror", search_fwhm=1.0, mirror_distance=distance)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
+    a, b, c = dev.snapped_z[:3]
+    ref = {"hint": b, "bottom": a}[mirrored]
+    assert c == pytest.approx(2 * 2.0 - ref, abs=0.2)
+    assert abs(r.z_um - 2.0) < 0.1
+
+
+@pytest.mark.parametrize("far_beyond", [0.75, 0.0])
+def test_a_far_hint_puts_the_third_frame_on_the_flank_not_the_other_wing(
+    method_on, monkeypatch, far_beyond
+):
+    # the hint 5 um (1.4 FWHM) below focus: both first frames lie further than 0.75 FWHM from
+    # their estimate, so the third goes 0.35 FWHM above it; never (0): the hint's mirror
+    dev = FakeFocusDevice(truth_um=0.0)
+    m = method_on(dev, placement="mirror", far_beyond=far_beyond, recover=False)
+    first = []
+    real = m._estimate
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        first.append(out["z"])
+        return out
+
+    monkeypatch.setattr(m, "_estimate", spy)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=-5.0))
+    fwhm, f1 = r.extra["fwhm_um"], first[0]
+    a, b, c = dev.snapped_z[:3]
+    assert a < b == -5.0 and abs(f1) < 1.0
+    want = f1 + 0.35 * fwhm if far_beyond else 2 * f1 - b
+    assert c == pytest.approx(want, abs=1e-6)
+    assert abs(r.z_um) < 0.1
+
+
+def test_an_estimate_at_the_edge_of_its_reach_keeps_the_mirror_for_the_recovery(method_on):
+    # focus 9 um above the hint, beyond the first fit's reach: the third frame mirrors the
+    # hint far out, the last fit runs into its edge and the recovery finds the focus
+    dev = FakeFocusDevice(truth_um=9.0, z_limits=(-30.0, 30.0))
+    m = method_on(dev, far_beyond=0.75)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
+    assert dev.snapped_z[2] > 9.0
+    assert r.extra["recovered"] and abs(r.z_um - 9.0) < 0.15
+
+
+def test_every_frame_is_scored_at_the_calibration_noise_floor(method_on):
+    dev = FakeFocusDevice(truth_um=1.0)
+    net = FakeNet(dev)
+    m = method_on(dev, net, noise_floor=2.5)
+    assert m.calibration.noise_floor == 2.5
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
+    assert r.ok and len(net.noise_floors) == r.frames - 1  # the final capture is not scored
+    assert set(net.noise_floors) == {2.5}
+
+
 @pytest.mark.parametrize("beyond", [10.0, 0.5, 0.0])
 def test_a_level_apart_is_left_free_when_the_hint_is_far(method_on, beyond):
     # a specimen that reads 0.25 ln px blurrier than the calibration's, the hint 4.5 um
     # (about 1.3 FWHM) below focus: a fit with the calibration's level misplaces the focus
     dev = FakeFocusDevice(truth_um=0.0)
-    m = method_on(dev, FakeNet(dev, level=0.25), placement="mirror", free_offset_beyond=beyond)
+    m = method_on(
+        dev,
+        FakeNet(dev, level=0.25),
+        placement="mirror",
+        free_offset_beyond=beyond,
+        mirror_distance=0.0,  # the nearer frame's mirror: three frames on one side of focus
+        far_beyond=0.0,
+    )
     r = m.focus(FocusDrive(dev), FocusHint(z_um=-4.5))
     assert r.ok and r.frames == 4
     if beyond > 1:  # never
@@ -129,7 +198,9 @@ def test_a_fifth_frame_of_budget_tightens_the_pair_around_the_focus(method_on, r
     # the hint 3 um below focus: frames at -4.7 and -3 um, the mirror near +3 um; the nearest
     # frame is ~3 um from the estimate, so the fourth search frame goes `refine` FWHM past it
     dev = FakeFocusDevice(truth_um=0.0)
-    m = method_on(dev, placement="mirror", max_frames=5, refine=refine)
+    m = method_on(
+        dev, placement="mirror", max_frames=5, refine=refine, mirror_distance=0.0, far_beyond=0.0
+    )
     r = m.focus(FocusDrive(dev), FocusHint(z_um=-3.0))
     assert abs(r.z_um) < 0.1
     search = dev.snapped_z[:-1]

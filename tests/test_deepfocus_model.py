@@ -3,18 +3,24 @@ run whose loss falls, deterministic inference, one-line errors for bad weights."
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
+from slidescan.focus.deepfocus_calibration import NOISE_FLOOR_FACTOR
 from slidescan.focus.learned.checkpoint import Checkpoint, save_checkpoint
 from slidescan.focus.learned.deepfocus_model import SharpnessNet
 from slidescan.focus.learned.deepfocus_score import (
     MAX_SIGMA_PX,
     blur_sigma_px,
+    cut_patches,
     frame_patches,
+    noise_sigma,
     patch_grid,
+    raise_noise,
     score_target,
     standardise,
 )
@@ -52,6 +58,32 @@ def test_standardised_patches_ignore_gain_and_rgb_is_luminance():
     rgb = np.repeat(a[0][..., None], 3, axis=2)
     p, corners = frame_patches(rgb, 4, 32)
     assert p.shape == (4, 32, 32) and len(corners) == 4
+
+
+def _smooth(size=128):
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    return 100 + 0.3 * x + 20 * np.sin(y / 25.0)  # a ramp and a slow wave: no noise
+
+
+def test_noise_sigma_reads_the_noise_of_a_smooth_image():
+    rng = np.random.default_rng(1)
+    for sd in (0.5, 1.5, 4.0):
+        assert noise_sigma(_smooth() + rng.normal(0, sd, (128, 128))) == pytest.approx(sd, rel=0.05)
+    assert noise_sigma(_smooth()) < 0.05
+    with pytest.raises(ValueError, match="noise_sigma"):
+        noise_sigma(np.zeros((2, 2)))
+
+
+def test_raise_noise_reaches_the_floor_and_is_repeatable():
+    rng = np.random.default_rng(2)
+    p = np.stack([_smooth() + rng.normal(0, 1.0, (128, 128)) for _ in range(4)]).astype(np.float32)
+    up = raise_noise(p, 2.0)
+    assert noise_sigma(up) == pytest.approx(2.0, rel=0.05)
+    np.testing.assert_array_equal(up, raise_noise(p.copy(), 2.0))  # same frame, same noise
+    np.testing.assert_array_equal(raise_noise(p, 0.0), p)
+    np.testing.assert_array_equal(raise_noise(p, 0.8), p)  # noisier than the floor already
+    with pytest.raises(ValueError, match="noise floor"):
+        raise_noise(p, -1.0)
 
 
 class _Patches:
@@ -109,6 +141,43 @@ def test_inference_is_deterministic(tmp_path):
     np.testing.assert_array_equal(a.scores, b.scores)
     np.testing.assert_array_equal(a.valid_prob, b.valid_prob)
     assert np.all((a.valid_prob >= 0) & (a.valid_prob <= 1))
+
+
+def test_calibration_planes_are_scored_as_the_search_scores_them(tmp_path):
+    # planes with noise 3, 1 and 3 grey levels: the floor is NOISE_FLOOR_FACTOR x the quietest
+    # plane's noise, and every plane's scores are what score_frame gives at that floor (as a
+    # search scores its frames)
+    net = SharpnessNet(_weights(tmp_path))
+    rng = np.random.default_rng(5)
+    planes = [
+        np.clip(_smooth(192)[..., None] + rng.normal(0, sd, (192, 192, 3)), 0, 255)
+        for sd in (3.0, 1.0, 3.0)
+    ]
+    stack = SimpleNamespace(z_um=np.array([-1.0, 0.0, 1.0]), images=planes)
+    seen = {}
+
+    def build(z, scores, valid, optics, source, checksum, noise_sigma, noise_floor):
+        seen.update(scores=scores, sigma=noise_sigma, floor=noise_floor)
+        return "cal"
+
+    import slidescan.focus.learned.deepfocus_calibrate as calibrate
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(calibrate, "build_calibration", build)
+    try:
+        assert calibrate.calibrate_stack(net, stack, None, "t", max_patches=9) == "cal"
+    finally:
+        monkey.undo()
+    quiet, _ = cut_patches(planes[1], 9, net.patch_px)
+    luma = np.sqrt(0.299**2 + 0.587**2 + 0.114**2)  # independent noise per channel, averaged
+    assert seen["sigma"] == pytest.approx(noise_sigma(quiet))
+    assert seen["sigma"] == pytest.approx(1.0 * luma, rel=0.1)
+    assert seen["floor"] == pytest.approx(NOISE_FLOOR_FACTOR * seen["sigma"])
+    for image, scores in zip(planes, seen["scores"], strict=True):
+        want = net.score_frame(image, 9, seen["floor"]).scores
+        np.testing.assert_array_equal(scores, want)
+    plain = net.score_frame(planes[1], 9).scores
+    assert not np.allclose(plain, seen["scores"][1])  # the floor changed what the quiet plane reads
 
 
 def test_bad_weights_are_one_line_errors(tmp_path):

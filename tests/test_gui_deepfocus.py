@@ -40,7 +40,11 @@ class DefocusNet:
         self.gate = threading.Event()
         self.waiting = threading.Event()
 
-    def score_frame(self, image: np.ndarray, max_patches: int = 16) -> SimpleNamespace:
+    patch_px = 32  # the test camera is 64 px
+
+    def score_frame(
+        self, image: np.ndarray, max_patches: int = 16, noise_floor: float = 0.0
+    ) -> SimpleNamespace:
         self.calls += 1
         if self.calls == self.gate_at:
             self.waiting.set()

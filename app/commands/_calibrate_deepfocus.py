@@ -83,6 +83,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         "fit_rms": cal.fit_rms,
         "planes": len(cal.z_um),
         "focus_z_um": cal.focus_z_um,
+        "noise_sigma": cal.noise_sigma,
+        "noise_floor": cal.noise_floor,
         "valid_fraction": float(sum(cal.valid_fraction) / max(len(cal.valid_fraction), 1)),
         "source": cal.source,
     }
@@ -92,7 +94,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(
             f"wrote {out} and {plot}: {cal.objective}, FWHM {cal.fwhm_um:.2f} um (first search "
             f"frames {DeepFocusParams().search_fwhm * cal.fwhm_um:.1f} um apart), fit rms {cal.fit_rms:.3f}, {len(cal.z_um)} planes, "
-            f"focus at z = {cal.focus_z_um:.2f} um"
+            f"focus at z = {cal.focus_z_um:.2f} um, camera noise {cal.noise_sigma:.2f} grey levels "
+            f"(frames scored at {cal.noise_floor:.2f})"
         )
     return 0
 

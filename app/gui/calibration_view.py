@@ -123,6 +123,8 @@ def summary_line(cal: DeepFocusCalibration, path: Path | str | None) -> str:
         f"{cal.objective} · {cal.pixel_size_um:.4g} µm/px · FWHM {cal.fwhm_um:.2f} µm · "
         f"fit rms {cal.fit_rms:.3f} · {100 * valid:.0f} % of patches judged"
     )
+    if cal.noise_floor > 0:
+        text += f" · frames scored at noise {cal.noise_floor:.2f} grey levels"
     return f"{text} · {path}" if path else text
 
 

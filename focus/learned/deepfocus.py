@@ -8,7 +8,10 @@ score against z (`focus.deepfocus_calibration`). A tile then needs a few frames:
 1. `placement="golden"` (the paper): frames at the hint z1 and at z1 -/+ `search_fwhm` x FWHM,
    acquired bottom to top (no move needs a backlash take-up; the lowest is the method's
    `first_z`, reached during the XY move). `"mirror"` (the default): z1 - `search_fwhm` x FWHM
-   and z1, then the mirror of the nearer one about their focus estimate; with a budget of five
+   and z1, then the mirror about their focus estimate of the one whose distance from it is
+   nearest `mirror_distance` FWHM (so a pair brackets the focus out on the curve's flanks),
+   or, when both lie more than `far_beyond` FWHM from it, a frame `mirror_distance` FWHM past
+   it on the other side (not out on the other wing); with a budget of five
    frames or more, when the frame nearest the new estimate lies more than `refine` FWHM from
    it, one more frame that far past the estimate on the other side. When the first estimate
    lies more than `free_offset_beyond` FWHM from the hint (by default: always), the fits after
@@ -32,6 +35,10 @@ looks: a scan's first tile, a slide that changed height) and `recover` is on, a 
 the score over the calibrated reach, one FWHM apart, finds the dip, and one mirror frame about
 the estimate from every frame brackets it: more frames for that tile (`extra["recovered"]`),
 not a wrong focus handed on to the next tiles.
+
+Every frame is scored with its noise raised to the calibration's noise floor
+(`deepfocus_score`), so frames with less noise than the calibration stack (another specimen,
+exposure or camera setting; a replay's blend of two planes) read the calibrated curve.
 
 Confidence: the share of the judged regions in the chosen cluster, lowered when few regions
 could be judged. A frame without judgeable patches (glass) fails the tile (ok = False, the hint
@@ -161,7 +168,7 @@ class DeepFocusFocus(FocusMethod):
             nonlocal compute, clamped
             frame, move = drive.snap_at(z)
             clamped |= move.clamped
-            scored = net.score_frame(np.asarray(frame.image), p.max_patches)
+            scored = net.score_frame(np.asarray(frame.image), p.max_patches, cal.noise_floor)
             compute += scored.compute_s
             zs.append(move.z_um)
             frames.append(scored)
@@ -184,7 +191,9 @@ class DeepFocusFocus(FocusMethod):
                 # specimens read a level apart (the offset the fits then leave free)
                 far = abs(f_hat - centre) > p.free_offset_beyond * cal.fwhm_um
                 free_offset = free_offset or far
-                z_c = self._mirror_z(drive, zs, f_hat)
+                # with the recovery on, an estimate at the edge of its reach keeps the mirror
+                watch_edge = p.recover and bool(first["at_edge"])
+                z_c = self._third_z(drive, zs, f_hat, cal.fwhm_um, watch_edge)
                 if min(abs(z_c - z) for z in zs) < 0.1 * (centre - lo):
                     z_c = hi
                 last = measure(z_c)
@@ -296,9 +305,31 @@ class DeepFocusFocus(FocusMethod):
             extra=extra | {"moves": drive.moves - moves0},
         )
 
-    def _mirror_z(self, drive: FocusDrive, zs: list[float], f_hat: float) -> float:
-        """The mirror about `f_hat` of the frame nearest it, inside the soft limits."""
-        near = min(zs, key=lambda z: abs(z - f_hat))
+    def _third_z(
+        self, drive: FocusDrive, zs: list[float], f_hat: float, fwhm: float, at_edge: bool
+    ) -> float:
+        """The mirror placement's third frame (`DeepFocusParams.mirror_distance`, `far_beyond`):
+        the mirror about the first estimate of the frame nearest `mirror_distance` FWHM from
+        it; when both frames lie more than `far_beyond` FWHM from it (a hint far off: both
+        out on the wing), `mirror_distance` FWHM past it on the other side instead, on the
+        curve's flank, where a frame fixes the shift best, not out on the other wing. Not when
+        `at_edge` (the estimate sits at the edge of its reach and the recovery is on): focus
+        may lie beyond, and the mirror frame, far out, is what lets the last fit see that and
+        the recovery run (a frame on the flank of an estimate held at the edge misleads it)."""
+        p = self.params
+        distance = p.mirror_distance * fwhm
+        far = min(abs(z - f_hat) for z in zs) > p.far_beyond * fwhm
+        if p.far_beyond > 0 and far and not at_edge:
+            side = -1.0 if float(np.mean(zs)) > f_hat else 1.0
+            return drive.clamp(f_hat + side * distance)[0]
+        return self._mirror_z(drive, zs, f_hat, distance)
+
+    def _mirror_z(
+        self, drive: FocusDrive, zs: list[float], f_hat: float, distance: float = 0.0
+    ) -> float:
+        """The mirror about `f_hat` of the frame whose distance from it is nearest `distance`
+        (0: the frame nearest `f_hat`), inside the soft limits."""
+        near = min(zs, key=lambda z: abs(abs(z - f_hat) - distance))
         return drive.clamp(2.0 * f_hat - near)[0]
 
     def _refine_z(

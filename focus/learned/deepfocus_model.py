@@ -2,8 +2,8 @@
 
 `SharpnessNet` loads a kit checkpoint of method "deepfocus" (MobileNetV2, one luminance input,
 two outputs), folds batch norm into the convolutions and scores a frame's patches
-(`deepfocus_score.frame_patches`): per patch the blur score (ln px) and the probability that
-the patch can be judged. Deterministic for a given input; `threads` as for diffcnn (one thread
+(`deepfocus_score.frame_patches`, their noise first raised to the calibration's floor): per
+patch the blur score (ln px) and the probability that the patch can be judged. Deterministic for a given input; `threads` as for diffcnn (one thread
 is fastest for a dozen patches and far faster than two when other work shares the CPU).
 """
 
@@ -64,9 +64,13 @@ class SharpnessNet:
             out = self.model(x).double().numpy()
         return out[:, 0], 1.0 / (1.0 + np.exp(-out[:, 1]))
 
-    def score_frame(self, image: np.ndarray, max_patches: int = 16) -> FrameScores:
+    def score_frame(
+        self, image: np.ndarray, max_patches: int = 16, noise_floor: float = 0.0
+    ) -> FrameScores:
+        """A frame's patches scored, their noise first raised to `noise_floor` grey levels
+        (the calibration's `noise_floor`; 0: as they are)."""
         t0 = time.perf_counter()
-        patches, corners = frame_patches(image, max_patches, self.patch_px)
+        patches, corners = frame_patches(image, max_patches, self.patch_px, noise_floor)
         scores, valid = self.score_patches(patches)
         return FrameScores(scores, valid, corners, time.perf_counter() - t0)
 

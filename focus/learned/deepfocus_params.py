@@ -45,6 +45,31 @@ class DeepFocusParams(FocusParams):
         "section (the paper), or the hint and below it, then the mirror of the nearer one "
         "about their focus estimate",
     )
+    mirror_distance: float = Field(
+        default=0.35,
+        ge=0,
+        le=2,
+        description="mirror placement: the third frame mirrors, about the first estimate, the "
+        "frame whose distance from it is nearest this many FWHM (0: the nearest frame, which "
+        "can leave all three frames on one side of focus or near its flat bottom; a pair out "
+        "on the curve's flanks fixes the shift best). Tuning sets, 4 frames, hints at 17 "
+        "fixed offsets, MAE um (our simulator 10x +/-40 um / the second renderer 10x / ours "
+        "20x +/-5 um / the second's 20x): 0 0.668 / 1.170 / 0.155 / 0.134, 0.25 0.658 / "
+        "1.118 / 0.141 / 0.134, 0.35 0.626 / 1.007 / 0.161 / 0.122, 0.5 0.637 / 1.115 / "
+        "0.155 / 0.131 (all with the noise floor)",
+    )
+    far_beyond: float = Field(
+        default=0.75,
+        ge=0,
+        le=10,
+        description="mirror placement: when both first frames lie more than this many FWHM "
+        "from the first estimate (a hint far off), the third frame goes mirror_distance FWHM "
+        "past the estimate on the other side, on the curve's flank, instead of mirroring a "
+        "frame out onto the other wing (0: never). Tuning sets as for mirror_distance, 10x "
+        "ours / second renderer: never 0.626 / 1.007, 0.5 0.498 / 0.752, 0.6 0.474 / 0.712, "
+        "0.75 0.469 / 0.724, 1 0.459 / 0.798 (with 0.5 FWHM past it instead: 0.75 0.517 / "
+        "0.690, 1 0.464 / 0.807); 20x at 0.75 0.160 / 0.127 (0.161 / 0.122 never)",
+    )
     refine: float = Field(
         default=0.15,
         ge=0,
