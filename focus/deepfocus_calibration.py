@@ -32,7 +32,8 @@ from slidescan.focus.naming import objective_slug
 from slidescan.focus.protocol import FocusError, OpticsLike
 
 FORMAT = "slidescan-deepfocus-calibration"
-#: 2: the noise floor (`noise_sigma`, `noise_floor`); a version-1 file reads with no floor.
+#: 2: the noise floor (`noise_sigma`, `noise_floor`, `frame_dtype`); a version-1 file reads
+#: with no floor.
 VERSION = 2
 #: Planes of a calibration stack on the microscope, and how far past saturation it reaches.
 CALIBRATION_PLANES = 81
@@ -84,6 +85,9 @@ class DeepFocusCalibration:
     #: raised to (grey levels of the frame's luminance; 0: none, a version-1 file)
     noise_sigma: float = 0.0
     noise_floor: float = 0.0
+    #: the calibration frames' dtype ("uint8", "uint16", ...; "" unknown): the floor is in
+    #: their grey levels, so frames of another bit depth are refused (`check_frame`)
+    frame_dtype: str = ""
 
     @property
     def fwhm_um(self) -> float:
@@ -110,6 +114,18 @@ class DeepFocusCalibration:
                 + " (run `slidescan focus calibrate --mode deepfocus` for it)"
             )
 
+    def check_frame(self, image: np.ndarray) -> None:
+        """A `CalibrationError` when a frame's dtype is not the calibration frames' (the noise
+        floor is in their grey levels: an 8-bit floor would do nothing to 16-bit frames, a
+        16-bit one would bury 8-bit frames in noise)."""
+        dtype = str(np.asarray(image).dtype)
+        if self.noise_floor > 0 and self.frame_dtype and dtype != self.frame_dtype:
+            raise CalibrationError(
+                f"the DeepFocus calibration was made with {self.frame_dtype} frames and the "
+                f"camera gives {dtype}: its noise floor is in other grey levels (run `slidescan "
+                "focus calibrate --mode deepfocus` again)"
+            )
+
     # -- file --------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,6 +147,7 @@ class DeepFocusCalibration:
             "focus_z_um": self.focus_z_um,
             "noise_sigma": self.noise_sigma,
             "noise_floor": self.noise_floor,
+            "frame_dtype": self.frame_dtype,
             "extra": self.extra,
         }
 
@@ -157,8 +174,12 @@ class DeepFocusCalibration:
             raise CalibrationError(f"DeepFocus calibration {path} is unreadable ({exc})") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise CalibrationError(f"{path} is not a DeepFocus calibration file")
-        if int(d.get("version", -1)) > VERSION:
-            raise CalibrationError(f"{path} has calibration version {d.get('version')}")
+        try:
+            version = int(d.get("version", 1))
+        except (TypeError, ValueError):
+            raise CalibrationError(f"{path} has calibration version {d.get('version')!r}") from None
+        if version > VERSION:
+            raise CalibrationError(f"{path} has calibration version {version}")
         try:
             cal = cls(
                 objective=str(d["objective"]),
@@ -175,17 +196,19 @@ class DeepFocusCalibration:
                 made=str(d.get("made", "")),
                 focus_z_um=float(d.get("focus_z_um", 0.0)),
                 extra=dict(d.get("extra") or {}),
-                noise_sigma=float(d.get("noise_sigma", 0.0)),
-                noise_floor=float(d.get("noise_floor", 0.0)),
+                noise_sigma=float(d["noise_sigma"] if version >= 2 else 0.0),
+                noise_floor=float(d["noise_floor"] if version >= 2 else 0.0),
+                frame_dtype=str(d.get("frame_dtype", "") if version >= 2 else ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"DeepFocus calibration {path} is incomplete ({exc})") from None
-        numbers = [cal.na, cal.pixel_size_um, cal.fit_rms, cal.noise_floor, *cal.curve.params()]
+        noise = [cal.noise_sigma, cal.noise_floor]
+        numbers = [cal.na, cal.pixel_size_um, cal.fit_rms, *noise, *cal.curve.params()]
         if (
             len(cal.z_um) < 2
             or not all(math.isfinite(v) for v in numbers)
             or not cal.fwhm_um > 0
-            or cal.noise_floor < 0
+            or min(noise) < 0
         ):
             raise CalibrationError(f"DeepFocus calibration {path} holds invalid numbers")
         return cal
@@ -200,6 +223,7 @@ def build_calibration(
     weights_checksum: str = "",
     noise_sigma: float = 0.0,
     noise_floor: float = 0.0,
+    frame_dtype: str = "",
 ) -> DeepFocusCalibration:
     """A calibration from per-plane patch scores and validity (absolute z of each plane),
     scored at `noise_floor` (the stack's noise: `noise_sigma`)."""
@@ -240,6 +264,7 @@ def build_calibration(
         focus_z_um=float(focus),
         noise_sigma=float(noise_sigma),
         noise_floor=float(noise_floor),
+        frame_dtype=str(frame_dtype),
     )
 
 

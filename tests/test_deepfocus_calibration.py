@@ -98,11 +98,27 @@ def test_noise_floor_round_trip_and_version_1_files(tmp_path):
     del d["noise_sigma"], d["noise_floor"]
     (tmp_path / "v1.json").write_text(json.dumps(d))
     assert DeepFocusCalibration.load(tmp_path / "v1.json").noise_floor == 0.0
+    for key, value in [("noise_floor", -1.0), ("noise_sigma", float("nan"))]:
+        d = cal.to_json()
+        d[key] = value
+        (tmp_path / "bad.json").write_text(json.dumps(d))
+        with pytest.raises(CalibrationError, match="invalid numbers"):
+            DeepFocusCalibration.load(tmp_path / "bad.json")
     d = cal.to_json()
-    d["noise_floor"] = -1.0
-    (tmp_path / "neg.json").write_text(json.dumps(d))
-    with pytest.raises(CalibrationError, match="invalid numbers"):
-        DeepFocusCalibration.load(tmp_path / "neg.json")
+    del d["noise_floor"]  # a version-2 file must say its floor
+    (tmp_path / "short.json").write_text(json.dumps(d))
+    with pytest.raises(CalibrationError, match="incomplete"):
+        DeepFocusCalibration.load(tmp_path / "short.json")
+
+
+def test_frames_of_another_bit_depth_are_refused():
+    z, scores, valid = _planes(np.random.default_rng(9))
+    cal = build_calibration(
+        z, scores, valid, Optics(), "x", noise_sigma=1.0, noise_floor=2.0, frame_dtype="uint8"
+    )
+    cal.check_frame(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(CalibrationError, match="uint8 frames and the camera gives uint16"):
+        cal.check_frame(np.zeros((8, 8), np.uint16))
 
 
 def test_missing_file_says_how_to_make_one(tmp_path):

@@ -25,6 +25,7 @@ class FakeNet:
     raises every score (a specimen that reads blurrier than the calibration's)."""
 
     checksum = "fake"
+    patch_px = 32  # the fake device's frames are 96 px
 
     def __init__(self, device, patches=16, noise=0.02, offsets=None, valid=1.0, seed=0, level=0.0):
         self.device, self.patches, self.noise, self.level = device, patches, noise, level
@@ -288,3 +289,26 @@ def test_no_recovery_when_switched_off(method_on):
     r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
     assert not r.extra["recovered"] and r.frames == 4
     assert abs(r.z_um - 9.0) > 2.0  # the search could not see that far
+
+
+@pytest.mark.parametrize("cut_short", [False, True])
+def test_on_the_microscope_the_noise_is_read_far_from_focus(cut_short):
+    # centred on focus the stack's first plane is far below it; with the lower soft limit
+    # just under the focus the stack is cut short there, so the noise is read at its top
+    # (in focus, texture would inflate the estimate, and with it the floor)
+    from slidescan.focus.deepfocus_calibration import saturation_defocus_um
+    from slidescan.focus.learned.deepfocus_calibrate import calibrate_on_drive
+    from slidescan.focus.learned.deepfocus_score import noise_sigma
+
+    sat = saturation_defocus_um(FakeOptics())
+    limits = (-0.3 * sat, 100.0) if cut_short else (-100.0, 100.0)
+    fine = 0.15 + 0.7 * np.random.default_rng(2).random((96, 96))  # texture down to 1 px
+    dev = FakeFocusDevice(truth_um=0.0, z_limits=limits, noise=0.01, specimen=fine)
+    cal = calibrate_on_drive(FakeNet(dev), FocusDrive(dev), 0.0, "t", max_patches=9)
+    first = dev.snapped_z[0]
+    assert abs(first) > sat  # the noise frame: the far end
+    assert (first > 0) == cut_short
+    assert cal.noise_sigma == pytest.approx(0.01 * 255, rel=0.15)  # uint8 frames
+    in_focus = noise_sigma(fine * 255)  # what a plane in focus would read: its texture
+    assert in_focus > 10 * cal.noise_sigma
+    assert cal.frame_dtype == "uint8"

@@ -86,6 +86,19 @@ def test_raise_noise_reaches_the_floor_and_is_repeatable():
         raise_noise(p, -1.0)
 
 
+def test_a_frame_gets_the_same_noise_whatever_its_memory_layout(tmp_path):
+    # the float luminance of one RGB frame differs in its last bits between C and Fortran
+    # order; the noise is seeded by the frame's pixels, so the patches read the same
+    rng = np.random.default_rng(4)
+    rgb = np.clip(_smooth(256)[..., None] + rng.normal(0, 1.0, (256, 256, 3)), 0, 255)
+    rgb = rgb.astype(np.uint8)
+    a, _ = frame_patches(rgb, 4, 128, noise_floor=3.0)
+    b, _ = frame_patches(np.asfortranarray(rgb), 4, 128, noise_floor=3.0)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    c, _ = frame_patches(rgb, 4, 128)
+    assert np.abs(a - c).max() > 0.05  # the floor did add noise
+
+
 class _Patches:
     """A PatchSet-like set: blurred noise textures labelled with their blur's ln width."""
 
@@ -156,8 +169,8 @@ def test_calibration_planes_are_scored_as_the_search_scores_them(tmp_path):
     stack = SimpleNamespace(z_um=np.array([-1.0, 0.0, 1.0]), images=planes)
     seen = {}
 
-    def build(z, scores, valid, optics, source, checksum, noise_sigma, noise_floor):
-        seen.update(scores=scores, sigma=noise_sigma, floor=noise_floor)
+    def build(z, scores, valid, optics, source, checksum, noise_sigma, noise_floor, frame_dtype):
+        seen.update(scores=scores, sigma=noise_sigma, floor=noise_floor, dtype=frame_dtype)
         return "cal"
 
     import slidescan.focus.learned.deepfocus_calibrate as calibrate
@@ -173,6 +186,7 @@ def test_calibration_planes_are_scored_as_the_search_scores_them(tmp_path):
     assert seen["sigma"] == pytest.approx(noise_sigma(quiet))
     assert seen["sigma"] == pytest.approx(1.0 * luma, rel=0.1)
     assert seen["floor"] == pytest.approx(NOISE_FLOOR_FACTOR * seen["sigma"])
+    assert seen["dtype"] == "float64"
     for image, scores in zip(planes, seen["scores"], strict=True):
         want = net.score_frame(image, 9, seen["floor"]).scores
         np.testing.assert_array_equal(scores, want)

@@ -168,7 +168,10 @@ class DeepFocusFocus(FocusMethod):
             nonlocal compute, clamped
             frame, move = drive.snap_at(z)
             clamped |= move.clamped
-            scored = net.score_frame(np.asarray(frame.image), p.max_patches, cal.noise_floor)
+            image = np.asarray(frame.image)
+            if not zs:
+                cal.check_frame(image)
+            scored = net.score_frame(image, p.max_patches, cal.noise_floor)
             compute += scored.compute_s
             zs.append(move.z_um)
             frames.append(scored)
@@ -184,8 +187,8 @@ class DeepFocusFocus(FocusMethod):
             first = self._estimate(np.asarray(zs), frames, cal, lo, hi, free_width=False)
             compute += time.perf_counter() - t0
             if first["z"] is not None:
-                # the third frame mirrors the nearer one about the first estimate, so a pair
-                # brackets the focus symmetrically and the curve's width cancels out
+                # the third frame (`_third_z`): a pair about the first estimate out on the
+                # curve's flanks, where the curve's width cancels out
                 f_hat, _ = drive.clamp(float(first["z"]))
                 # focus far from the hint: the first frames lie out on the curve's wings, where
                 # specimens read a level apart (the offset the fits then leave free)

@@ -11,8 +11,10 @@ Every plane, and later every search frame, is scored with its noise raised to a 
 `deepfocus_calibration.NOISE_FLOOR_FACTOR` times the camera's noise as the stack shows it
 (`deepfocus_score.noise_sigma`) on a plane far from focus, where nothing but noise is left
 to raise the estimate: on a recorded stack the quietest of its planes (read once before the
-scoring); on the microscope the first plane, the bottom of the stack, 1.2 x the saturation
-defocus below focus by construction, so the planes are scored as they come.
+scoring); on the microscope the end of the stack farthest from its centre (1.2 x the
+saturation defocus out, unless a soft limit cut the stack short on that side), taken first,
+so the planes are scored as they come. The calibration records the frames' dtype: the floor
+is in their grey levels.
 """
 
 from __future__ import annotations
@@ -83,7 +85,15 @@ def calibrate_stack(
     images = (stack.images[i] for i in range(z.size))
     scores, valid = score_planes(net, images, z.size, floor, max_patches, progress)
     return build_calibration(
-        z, scores, valid, optics, source, net.checksum, noise_sigma=sigma, noise_floor=floor
+        z,
+        scores,
+        valid,
+        optics,
+        source,
+        net.checksum,
+        noise_sigma=sigma,
+        noise_floor=floor,
+        frame_dtype=str(np.asarray(stack.images[0]).dtype),
     )
 
 
@@ -99,6 +109,12 @@ def calibrate_on_drive(
     object), bottom to top; the noise floor from its first plane (module docstring)."""
     planes = calibration_planes(drive.optics, centre_um, drive.limits)
     zs: list[float] = []
+    far_end = float(planes[-1] if planes[-1] - centre_um > centre_um - planes[0] else planes[0])
+    if far_end != float(planes[0]):  # the bottom was cut short: measure the noise at the top
+        noise_frame, _ = drive.snap_at(far_end)
+        sigma = plane_noise(np.asarray(noise_frame.image), max_patches, net.patch_px)
+    else:
+        sigma = None
 
     def frames() -> Iterator[np.ndarray]:
         for z in planes:
@@ -108,13 +124,22 @@ def calibrate_on_drive(
 
     taken = frames()
     first = next(taken)
-    sigma = plane_noise(first, max_patches, net.patch_px)
+    if sigma is None:
+        sigma = plane_noise(first, max_patches, net.patch_px)
     floor = NOISE_FLOOR_FACTOR * sigma
     scores, valid = score_planes(
         net, _chain(first, taken), planes.size, floor, max_patches, progress
     )
     return build_calibration(
-        zs, scores, valid, drive.optics, source, net.checksum, noise_sigma=sigma, noise_floor=floor
+        zs,
+        scores,
+        valid,
+        drive.optics,
+        source,
+        net.checksum,
+        noise_sigma=sigma,
+        noise_floor=floor,
+        frame_dtype=str(first.dtype),
     )
 
 

@@ -42,16 +42,17 @@ class DeepFocusParams(FocusParams):
     placement: Literal["golden", "mirror"] = Field(
         default="mirror",
         description="search frames: the hint and the hint -/+ search_fwhm x FWHM, then golden "
-        "section (the paper), or the hint and below it, then the mirror of the nearer one "
-        "about their focus estimate",
+        "section (the paper), or the hint and below it, then a third frame about their focus "
+        "estimate (mirror_distance, far_beyond)",
     )
     mirror_distance: float = Field(
         default=0.35,
         ge=0,
         le=2,
         description="mirror placement: the third frame mirrors, about the first estimate, the "
-        "frame whose distance from it is nearest this many FWHM (0: the nearest frame, which "
-        "can leave all three frames on one side of focus or near its flat bottom; a pair out "
+        "frame whose distance from it is nearest this many FWHM (0 with far_beyond 0: the "
+        "nearest frame, as before 2026-12-07, which can leave all three frames near the "
+        "curve's flat bottom; a pair out "
         "on the curve's flanks fixes the shift best). Tuning sets, 4 frames, hints at 17 "
         "fixed offsets, MAE um (our simulator 10x +/-40 um / the second renderer 10x / ours "
         "20x +/-5 um / the second's 20x): 0 0.668 / 1.170 / 0.155 / 0.134, 0.25 0.658 / "

@@ -130,9 +130,19 @@ def frame_patches(
     image: np.ndarray, max_patches: int = 16, patch: int = PATCH_PX, noise_floor: float = 0.0
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """A frame's standardised patches (N, P, P) and their corners, their noise first raised to
-    `noise_floor` grey levels (0: as they are; module docstring)."""
+    `noise_floor` grey levels (0: as they are; module docstring), seeded by the frame's own
+    pixels."""
     cut, corners = cut_patches(image, max_patches, patch)
-    return standardise(raise_noise(cut, noise_floor)), corners
+    seed = frame_seed(image) if noise_floor > 0 else None
+    return standardise(raise_noise(cut, noise_floor, seed)), corners
+
+
+def frame_seed(image: np.ndarray) -> int:
+    """A seed from a frame's own pixels, as the camera gave them (every third row and column):
+    the same frame gets the same seed whatever its memory layout (the float luminance's last
+    bits are not: they follow the order of the matrix product's sums)."""
+    a = np.asarray(image)
+    return zlib.crc32(np.ascontiguousarray(a[::3, ::3]).tobytes())
 
 
 def noise_sigma(patches: np.ndarray) -> float:
@@ -153,10 +163,11 @@ def noise_sigma(patches: np.ndarray) -> float:
     return float(math.sqrt(math.pi / 2.0) * np.abs(response).mean() / 6.0)
 
 
-def raise_noise(patches: np.ndarray, floor: float) -> np.ndarray:
+def raise_noise(patches: np.ndarray, floor: float, seed: int | None = None) -> np.ndarray:
     """(N, P, P) luminance patches with Gaussian noise added so their noise level reaches
     `floor` grey levels; unchanged when it is there already or `floor` is 0. The noise is
-    seeded by the patches' own content: the same frame always gets the same noise."""
+    seeded by `seed` (`frame_seed` of the frame they were cut from), or else by the patches'
+    own bytes: the same frame always gets the same noise."""
     p = np.asarray(patches, dtype=np.float32)
     if not (math.isfinite(floor) and floor >= 0):
         raise ValueError(f"noise floor must be a finite number >= 0, got {floor}")
@@ -165,6 +176,7 @@ def raise_noise(patches: np.ndarray, floor: float) -> np.ndarray:
     have = noise_sigma(p)
     if have >= floor:
         return p
-    seed = zlib.crc32(np.ascontiguousarray(p[:, ::3, ::3]).tobytes())
+    if seed is None:
+        seed = zlib.crc32(np.ascontiguousarray(p[:, ::3, ::3]).tobytes())
     add = np.random.default_rng(seed).standard_normal(p.shape, dtype=np.float32)
     return p + add * np.float32(math.sqrt(floor * floor - have * have))
