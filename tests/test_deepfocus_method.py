@@ -159,6 +159,7 @@ def test_a_level_apart_is_left_free_when_the_hint_is_far(method_on, beyond):
         free_offset_beyond=beyond,
         mirror_distance=0.0,  # the nearer frame's mirror: three frames on one side of focus
         far_beyond=0.0,
+        recover=False,  # its first estimate, at the calibration's level, lies at its edge
     )
     r = m.focus(FocusDrive(dev), FocusHint(z_um=-4.5))
     assert r.ok and r.frames == 4
@@ -281,6 +282,17 @@ def test_focus_far_beyond_the_search_is_recovered_with_more_frames(method_on):
     assert r.frames > 4
     assert abs(r.z_um - 9.0) < 0.15
     assert dev.violations == []
+
+
+def test_focus_far_below_the_hint_is_recovered_too(method_on):
+    # 9 um below the hint: both first frames lie on the flat wing above focus and the last fit
+    # (three frames on one side) stays inside its reach; the first estimate, at the edge of
+    # its reach, is what calls the recovery
+    dev = FakeFocusDevice(truth_um=-9.0, z_limits=(-30.0, 30.0))
+    m = method_on(dev)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
+    assert r.extra["recovered"] and r.frames > 4
+    assert abs(r.z_um + 9.0) < 0.15
 
 
 def test_no_recovery_when_switched_off(method_on):

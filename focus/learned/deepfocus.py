@@ -30,8 +30,10 @@ score against z (`focus.deepfocus_calibration`). A tile then needs a few frames:
    (`combine="joint"`), or the weighted median of their own shifts ("median").
 4. Move there (through the drive, which clamps to the soft limits) and take the final frame.
 
-When the fit runs into the edge of its reach (focus further from the hint than the search
-looks: a scan's first tile, a slide that changed height) and `recover` is on, a coarse pass of
+When the last fit or the first estimate runs into the edge of its reach (focus further from
+the hint than the search looks: a scan's first tile, a slide that changed height; three frames
+on the flat wing on one side can leave the last fit inside its reach on the wrong side) and
+`recover` is on, a coarse pass of
 the score over the calibrated reach, one FWHM apart, finds the dip, and one mirror frame about
 the estimate from every frame brackets it: more frames for that tile (`extra["recovered"]`),
 not a wrong focus handed on to the next tiles.
@@ -180,6 +182,7 @@ class DeepFocusFocus(FocusMethod):
         search_budget = p.max_frames - (1 if p.final_capture else 0)
         last = None
         free_offset = p.free_offset
+        first_at_edge = False
         if p.placement == "mirror" and search_budget >= 3 and lo < centre:
             for z in (lo, centre):
                 last = measure(z)
@@ -195,7 +198,8 @@ class DeepFocusFocus(FocusMethod):
                 far = abs(f_hat - centre) > p.free_offset_beyond * cal.fwhm_um
                 free_offset = free_offset or far
                 # with the recovery on, an estimate at the edge of its reach keeps the mirror
-                watch_edge = p.recover and bool(first["at_edge"])
+                first_at_edge = bool(first["at_edge"])
+                watch_edge = p.recover and first_at_edge
                 z_c = self._third_z(drive, zs, f_hat, cal.fwhm_um, watch_edge)
                 if min(abs(z_c - z) for z in zs) < 0.1 * (centre - lo):
                     z_c = hi
@@ -229,7 +233,9 @@ class DeepFocusFocus(FocusMethod):
         estimate = self._estimate(np.asarray(zs), frames, cal, lo, hi, free_offset=free_offset)
         compute += time.perf_counter() - t0
         recovered = False
-        if p.recover and estimate["z"] is not None and estimate["at_edge"]:
+        # the first estimate at the edge of its reach says focus may lie beyond it, even when
+        # the last fit (three frames on one side of it, read on the curve's flat wing) does not
+        if p.recover and estimate["z"] is not None and (estimate["at_edge"] or first_at_edge):
             # The fit ran into the edge of its reach: focus lies further from the hint than the
             # search looks (a first tile far from its hint). A coarse pass of the score over
             # the calibrated reach, one FWHM apart, finds the dip; a mirror frame about the
