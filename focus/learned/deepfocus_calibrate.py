@@ -19,6 +19,7 @@ is in their grey levels.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -106,15 +107,14 @@ def calibrate_on_drive(
     progress: Progress | None = None,
 ) -> DeepFocusCalibration:
     """A calibration stack taken now, around `centre_um` (near the focus of a textured
-    object), bottom to top; the noise floor from its first plane (module docstring)."""
+    object), bottom to top; the noise read at its end farthest from the centre (module
+    docstring)."""
     planes = calibration_planes(drive.optics, centre_um, drive.limits)
     zs: list[float] = []
-    far_end = float(planes[-1] if planes[-1] - centre_um > centre_um - planes[0] else planes[0])
-    if far_end != float(planes[0]):  # the bottom was cut short: measure the noise at the top
-        noise_frame, _ = drive.snap_at(far_end)
+    sigma = None
+    if planes[-1] - centre_um > centre_um - planes[0]:  # the bottom was cut short: the top
+        noise_frame, _ = drive.snap_at(float(planes[-1]))
         sigma = plane_noise(np.asarray(noise_frame.image), max_patches, net.patch_px)
-    else:
-        sigma = None
 
     def frames() -> Iterator[np.ndarray]:
         for z in planes:
@@ -128,7 +128,7 @@ def calibrate_on_drive(
         sigma = plane_noise(first, max_patches, net.patch_px)
     floor = NOISE_FLOOR_FACTOR * sigma
     scores, valid = score_planes(
-        net, _chain(first, taken), planes.size, floor, max_patches, progress
+        net, itertools.chain([first], taken), planes.size, floor, max_patches, progress
     )
     return build_calibration(
         zs,
@@ -141,8 +141,3 @@ def calibrate_on_drive(
         noise_floor=floor,
         frame_dtype=str(first.dtype),
     )
-
-
-def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    yield first
-    yield from rest

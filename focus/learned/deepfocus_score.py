@@ -23,8 +23,8 @@ grey levels; the replay's blend of two planes, which averages their noise, -0.1 
 specimen, an exposure or a replay with less noise than the calibration stack then reads a
 curve with other wings. `frame_patches(noise_floor=...)` first raises the patches' noise to
 the calibration's floor (`noise_sigma`, Immerkaer's estimator; Gaussian noise seeded by the
-patches themselves, so a frame always reads the same), which the calibration sets a little
-above its own stack's noise (`deepfocus_calibration.NOISE_FLOOR_FACTOR`).
+frame's own pixels, `frame_seed`, so a frame always reads the same), which the calibration
+sets at `deepfocus_calibration.NOISE_FLOOR_FACTOR` (2) times its own stack's noise.
 """
 
 from __future__ import annotations
