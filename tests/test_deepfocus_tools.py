@@ -15,7 +15,12 @@ from scipy import ndimage
 from test_focus_fakes import FakeFocusDevice
 
 from slidescan.app.cli import main
-from slidescan.app.tools import deepfocus_budget, deepfocus_capture, deepfocus_invariance
+from slidescan.app.tools import (
+    deepfocus_budget,
+    deepfocus_capture,
+    deepfocus_gap,
+    deepfocus_invariance,
+)
 from slidescan.app.tools.deepfocus_capture import capture_range
 from slidescan.app.tools.deepfocus_invariance import (
     SampleCurves,
@@ -279,6 +284,74 @@ def test_run_budgets_pools_files_into_one_row_per_budget(stack_file, tmp_path, m
     assert rep.format_markdown().startswith("| frames | deepfocus MAE um")
 
 
+def _calibration(tag: str):
+    from slidescan.focus.deepfocus_calibration import build_calibration
+    from slidescan.focus.deepfocus_curve import CurveModel
+
+    curve = CurveModel(0.0, 3.0, 0.0, 3.5, 3.0, 1.2, 0.3, 0.6)
+    z = np.linspace(-11, 11, 45)
+    scores = [curve(v) + np.zeros(4) for v in z]
+    return build_calibration(z, scores, [np.ones(4, bool)] * z.size, OPTICS, tag)
+
+
+def test_run_gap_searches_each_stack_with_both_calibrations_on_the_same_hints(stack_file, tmp_path):
+    given = _calibration("given").save(tmp_path / "given.json")
+    seen = []
+
+    def calibrate_own(stack, optics, source):
+        seen.append((stack.id, source))
+        return _calibration(source)
+
+    def make_method(cal):
+        # the stack's own calibration finds focus from anywhere, the given one from nowhere
+        return Reach(99.0 if "own_" in cal else 0.0, frames=3)
+
+    with open_stacks(stack_file) as f:
+        rep = deepfocus_gap.run_gap(
+            [("a.h5", f, {})],
+            given,
+            hint_range_um=2.0,
+            trials=4,
+            seed=3,
+            calibrate_own=calibrate_own,
+            make_method=make_method,
+        )
+    assert seen == [("s0", "a.h5:s0"), ("s1", "a.h5:s1"), ("s2", "a.h5:s2")]
+    assert [r.stack_id for r in rep.rows] == ["s0", "s1", "s2"]
+    own, gv = rep.pooled["own"], rep.pooled["given"]
+    assert own.trials == gv.trials == 12 and own.stacks == gv.stacks == 3
+    assert own.mae_um == 0.0 and own.frames_mean == 3
+    # the given arm's error is its hint's offset: the same hints in both arms, |offset| <= 2
+    assert 0.0 < gv.mae_um <= 2.0
+    assert all(r.given.mae_um > r.own.mae_um for r in rep.rows)
+    d = rep.to_dict()
+    assert d["summary"]["given"]["mae_um"] == pytest.approx(gv.mae_um)
+    assert d["given_fwhm_um"] == pytest.approx(_calibration("x").fwhm_um)
+    assert "pooled" in rep.format_table()
+    with open_stacks(stack_file) as f:
+        again = deepfocus_gap.run_gap(
+            [("a.h5", f, {})],
+            given,
+            hint_range_um=2.0,
+            trials=4,
+            seed=3,
+            calibrate_own=calibrate_own,
+            make_method=make_method,
+        )
+    assert again.pooled["given"].mae_um == gv.mae_um  # seeded: the same hints again
+    with open_stacks(stack_file) as f, pytest.raises(ValueError, match="plane step"):
+        deepfocus_gap.run_gap([("a.h5", f, {})], given, plane_step=0)
+
+
+def test_thinned_keeps_every_kth_plane():
+    s = _stacks((0.0,))[0]
+    t = deepfocus_gap.thinned(s, 3)
+    assert np.array_equal(t.z_um, s.z_um[::3]) and t.images.shape[0] == len(s.z_um[::3])
+    assert t.true_focus_um == s.true_focus_um
+    with pytest.raises(ValueError):
+        deepfocus_gap.thinned(s, 0)
+
+
 # -- the command line ----------------------------------------------------------------------------
 
 
@@ -336,3 +409,8 @@ def test_command_errors_are_one_line(stack_file, tmp_path, monkeypatch, capsys):
     _one_line_error(capsys, 2, ["capture-range", "--stacks", str(one)])  # --calibration needed
     _one_line_error(capsys, 2, ["capture-range", "--stacks", str(one), *cal, "--offsets", "-2"])
     _one_line_error(capsys, 1, ["capture-range", "--stacks", str(one), *cal, "--offsets", "2"])
+    gap = ["calibration-gap", "--stacks", str(one), *cal]
+    assert "--trials" in _one_line_error(capsys, 2, [*gap, "--trials", "0"])
+    assert "--max-frames" in _one_line_error(capsys, 2, [*gap, "--max-frames", "1"])
+    assert "--plane-step" in _one_line_error(capsys, 2, [*gap, "--plane-step", "0"])
+    _one_line_error(capsys, 1, gap)  # the calibration file is missing

@@ -1,6 +1,7 @@
-"""`slidescan focus invariance`, `focus budget` and `focus capture-range`: the DeepFocus paper's
-offline measurements on focus-stack files (the tools are app/tools/deepfocus_invariance.py,
-deepfocus_budget.py and deepfocus_capture.py; this is their command line). Registered under
+"""`slidescan focus invariance`, `focus budget`, `focus capture-range` and `focus
+calibration-gap`: the DeepFocus paper's offline measurements on focus-stack files, and what
+the calibration costs (the tools are app/tools/deepfocus_invariance.py, deepfocus_budget.py,
+deepfocus_capture.py and deepfocus_gap.py; this is their command line). Registered under
 `slidescan focus` by `register`."""
 
 from __future__ import annotations
@@ -101,6 +102,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0, help="seed of the trials (default 0)")
     _output_args(c, markdown=False)
     c.set_defaults(func=_capture)
+
+    g = sub.add_parser(
+        "calibration-gap",
+        help="what DeepFocus's calibration costs: each stack with the given one and its own",
+        description=(
+            "Every stack searched twice on the same hints (true focus + uniform(-range, "
+            "+range), seeded per stack): with the given calibration (made on another specimen) "
+            "and with one made on that very stack (the best one calibration stack can give). "
+            "The difference is what the specimens' different score curves cost; what the own "
+            "calibration leaves is the search's own error."
+        ),
+    )
+    _stacks_arg(g)
+    _deepfocus_args(g)
+    g.add_argument(
+        "--hint-range", type=float, default=5.0, help="hint error range, +- um (default 5)"
+    )
+    g.add_argument("--trials", type=int, default=10, help="trials per stack per arm (default 10)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the hint draws (default 0)")
+    g.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most frames per trial, the final capture counted, no recovery (default: the "
+        "method's own)",
+    )
+    g.add_argument(
+        "--plane-step",
+        type=int,
+        default=2,
+        metavar="K",
+        help="the own calibration from every K-th plane of the stack (default 2)",
+    )
+    _output_args(g, markdown=False)
+    g.set_defaults(func=_gap)
 
 
 # -- arguments ---------------------------------------------------------------------------------
@@ -343,6 +380,39 @@ def _capture(args: argparse.Namespace) -> int:
                 "capture-range",
                 lambda: run_capture(
                     opened, args.calibration, args.weights, args.offsets, args.seed, update
+                ),
+            )
+    _print(args, report)
+    return 0
+
+
+def _gap(args: argparse.Namespace) -> int:
+    from slidescan.app.tools.deepfocus_gap import run_gap
+
+    if args.trials < 1:
+        raise CliError("focus calibration-gap: --trials must be at least 1")
+    if not (math.isfinite(args.hint_range) and args.hint_range >= 0):
+        raise CliError("focus calibration-gap: --hint-range must be a number >= 0")
+    if args.max_frames is not None and args.max_frames < 2:
+        raise CliError("focus calibration-gap: --max-frames must be at least 2")
+    if args.plane_step < 1:
+        raise CliError("focus calibration-gap: --plane-step must be at least 1")
+    with _opened("calibration-gap", args.stacks) as files:
+        _check_deepfocus("calibration-gap", args, files)
+        total = 2 * sum(len(f) for _, f in files) * args.trials
+        with _bar(not args.json, "calibration gap", "trial", total) as update:
+            report = _run(
+                "calibration-gap",
+                lambda: run_gap(
+                    [(label, f, {}) for label, f in files],
+                    args.calibration,
+                    args.weights,
+                    args.hint_range,
+                    args.trials,
+                    args.seed,
+                    args.max_frames,
+                    args.plane_step,
+                    progress=update,
                 ),
             )
     _print(args, report)
