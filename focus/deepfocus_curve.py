@@ -160,9 +160,10 @@ def fit_curve(z_um: Sequence[float], scores: Sequence[float]) -> CurveFit:
     return CurveFit(model, rms)
 
 
-#: The z stretches `fit_shift` tries with `free_width` (a specimen whose curve is wider or
-#: narrower than the calibration specimen's: thicker sections, finer texture).
-WIDTH_SCALES = np.round(np.geomspace(0.7, 1.45, 15), 4)
+#: The z stretches `fit_shift` tries with a free width (a specimen whose curve is wider or
+#: narrower than the calibration specimen's: thicker sections, finer texture): 0.69-1.45 in
+#: equal steps of ln, 1 among them (where a width prior draws the stretch).
+WIDTH_SCALES = np.round(np.exp(0.053 * np.arange(-7, 8)), 4)
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ def fit_shift(
     free_width: bool = False,
     offset_sd: float | None = None,
     depth_sd: float | None = None,
+    width_sd: float | None = None,
     grid_step_um: float | None = None,
 ) -> ShiftFit:
     """argmin over dz in `bounds` of sum (b_i - (curve((z_i - dz) / s) + offset))^2, `curve`
@@ -194,9 +196,11 @@ def fit_shift(
     b_i ~ offset + g curve(...) (g scales the curve about score 0, ln of a 1 px blur, near
     the curve's floor), g drawn to 1 by a ridge of prior spread `depth_sd`, held within
     `DEPTH_LIMITS`; with `offset_sd` the offset is drawn to 0 the same way (without it,
-    it is unbounded). Each ridge is weighed against a patch score noise of `SCORE_NOISE`, so
-    a prior spread reads in the score's own units. A grid over dz, then a bounded scalar
-    refinement."""
+    it is unbounded). With `width_sd` the stretch is free (as `free_width`) and drawn to 1 by a
+    ridge on ln s of prior spread `width_sd` (specimens' curves differ in width: 10x tuning
+    stacks 25-36 um against a calibration's 27). Each ridge is weighed against a patch score
+    noise of `SCORE_NOISE`, so a prior spread reads in the score's own units. A grid over dz,
+    then a bounded scalar refinement."""
     from scipy.optimize import minimize_scalar
 
     z = np.asarray(z_um, dtype=np.float64)
@@ -206,11 +210,15 @@ def fit_shift(
     for name, sd in (("depth_sd", depth_sd), ("offset_sd", offset_sd)):
         if sd is not None and not (free_offset and 0 < sd < math.inf):
             raise ValueError(f"fit_shift: {name} needs a free offset and a positive finite spread")
+    if width_sd is not None and not 0 < width_sd < math.inf:
+        raise ValueError("fit_shift: width_sd needs a positive finite spread")
     level_ridge = 0.0 if offset_sd is None else (SCORE_NOISE / offset_sd) ** 2
     depth_ridge = None if depth_sd is None else (SCORE_NOISE / depth_sd) ** 2
     lo, hi = float(min(bounds)), float(max(bounds))
     centred = curve.centred()
-    scales = WIDTH_SCALES if free_width else np.array([1.0])
+    scales = WIDTH_SCALES if free_width or width_sd is not None else np.array([1.0])
+    width_ridge = 0.0 if width_sd is None else (SCORE_NOISE / width_sd) ** 2
+    stretch_cost = width_ridge * np.log(scales) ** 2  # per scale
     step = grid_step_um or max((hi - lo) / 400.0, 1e-4)
     grid = np.arange(lo, hi + step / 2, step)
 
@@ -222,12 +230,13 @@ def fit_shift(
 
     # every (scale, dz) at once: the model (S, G, n)
     costs = fits(centred((z[None, None, :] - grid[None, :, None]) / scales[:, None, None]))[0]
+    costs = costs + stretch_cost[:, None]
     si, k = np.unravel_index(int(np.argmin(costs)), costs.shape)
     scale = float(scales[si])
 
     def cost(dz: float) -> tuple[float, float, float]:
         c, off, g = fits(centred((z - dz) / scale))
-        return float(c), float(off), float(g)
+        return float(c) + float(stretch_cost[si]), float(off), float(g)
 
     a, c = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
     if c > a:

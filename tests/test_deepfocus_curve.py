@@ -110,6 +110,37 @@ def test_shift_fit_with_a_free_depth_ignores_a_deeper_curve():
     assert abs(loose.shift_um - focus) < abs(drawn.shift_um - focus) < abs(level.shift_um - focus)
 
 
+def test_shift_fit_with_a_width_prior_follows_a_wider_curve():
+    # a specimen whose curve is 1.25x as wide, frames unevenly about its focus: the stretch
+    # drawn to 1 by a loose prior finds it; a tight prior keeps the calibration's width
+    curve = TRUE.centred()
+    focus = 1.5
+    z = np.array([-6.0, 2.0, 6.0, 10.0])
+    wide = CurveModel(
+        0.0,
+        curve.c,
+        curve.slope / 1.25,
+        curve.amp,
+        curve.alpha * 1.25,
+        curve.beta,
+        curve.gauss_amp,
+        curve.gauss_width * 1.25,
+    )
+    b = wide(z - focus) + 0.1
+    fixed = fit_shift(z, b, curve, (-15, 15), free_offset=True)
+    loose = fit_shift(z, b, curve, (-15, 15), free_offset=True, width_sd=5.0)
+    tight = fit_shift(z, b, curve, (-15, 15), free_offset=True, width_sd=1e-4)
+    assert fixed.width_scale == 1.0 and tight.width_scale == 1.0
+    assert loose.width_scale == pytest.approx(1.25, abs=0.04)  # the grid's 1.2361
+    assert abs(loose.shift_um - focus) < 0.05 < 0.15 < abs(fixed.shift_um - focus)
+    assert tight.shift_um == pytest.approx(fixed.shift_um, abs=1e-6)
+    # the prior's cost is in the fit's cost: a stretch away from 1 is paid for
+    assert loose.rss > fit_shift(z, wide(z - focus) + 0.1, wide, (-15, 15), free_offset=True).rss
+    for bad in (0.0, -1.0, math.inf):
+        with pytest.raises(ValueError, match="width_sd"):
+            fit_shift(z, b, curve, (-15, 15), free_offset=True, width_sd=bad)
+
+
 def test_shift_fit_depth_needs_a_free_offset_and_stays_within_its_limits():
     curve = TRUE.centred()
     z = np.array([-8.0, 0.0, 8.0])

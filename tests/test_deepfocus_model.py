@@ -18,6 +18,7 @@ from slidescan.focus.learned.deepfocus_score import (
     blur_sigma_px,
     cut_patches,
     frame_patches,
+    needs_noise,
     noise_sigma,
     patch_grid,
     raise_noise,
@@ -192,6 +193,32 @@ def test_calibration_planes_are_scored_as_the_search_scores_them(tmp_path):
         np.testing.assert_array_equal(scores, want)
     plain = net.score_frame(planes[1], 9).scores
     assert not np.allclose(plain, seen["scores"][1])  # the floor changed what the quiet plane reads
+
+
+def test_the_floor_noise_is_drawn_several_times_and_the_scores_averaged(tmp_path):
+    net = SharpnessNet(_weights(tmp_path))
+    rng = np.random.default_rng(8)
+    quiet = np.clip(_smooth(192)[..., None] + rng.normal(0, 0.5, (192, 192, 3)), 0, 255)
+    floor = 4.0
+    each = []
+    for k in range(3):
+        patches, _ = frame_patches(quiet, 9, net.patch_px, floor, draw=k)
+        each.append(net.score_patches(patches))
+    avg = net.score_frame(quiet, 9, floor, draws=3)
+    np.testing.assert_allclose(avg.scores, np.mean([e[0] for e in each], axis=0), rtol=1e-12)
+    np.testing.assert_allclose(avg.valid_prob, np.mean([e[1] for e in each], axis=0), rtol=1e-12)
+    assert not np.allclose(each[0][0], each[1][0])  # the draws differ
+    one = net.score_frame(quiet, 9, floor, draws=1)
+    np.testing.assert_array_equal(one.scores, each[0][0])  # draw 0 is the single draw
+    np.testing.assert_array_equal(avg.scores, net.score_frame(quiet, 9, floor, draws=3).scores)
+    # a frame already noisier than the floor gets no noise: every draw would be the same
+    noisy = np.clip(_smooth(192)[..., None] + rng.normal(0, 8.0, (192, 192, 3)), 0, 255)
+    assert not needs_noise(noisy, floor, 9, net.patch_px) and needs_noise(quiet, floor, 9, 64)
+    np.testing.assert_array_equal(
+        net.score_frame(noisy, 9, floor, draws=3).scores, net.score_frame(noisy, 9).scores
+    )
+    with pytest.raises(ValueError, match="at least 1"):
+        net.score_frame(quiet, 9, floor, draws=0)
 
 
 def test_bad_weights_are_one_line_errors(tmp_path):

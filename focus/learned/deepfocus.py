@@ -400,6 +400,7 @@ class DeepFocusFocus(FocusMethod):
             }
         depth_sd = p.depth_spread if free_offset and p.depth_spread > 0 else None
         offset_sd = p.level_spread if free_offset and p.level_spread > 0 else None
+        width_sd = p.width_spread if free_offset and p.width_spread > 0 else None
         fwhm = cal.fwhm_um
         if bounds is None:
             # as far as the calibration reaches, or the search interval +/- one FWHM
@@ -420,6 +421,7 @@ class DeepFocusFocus(FocusMethod):
                     free_width=free_width,
                     depth_sd=depth_sd,
                     offset_sd=offset_sd,
+                    width_sd=width_sd,
                     grid_step_um=step,
                 ).shift_um
                 for r in judged
@@ -440,6 +442,7 @@ class DeepFocusFocus(FocusMethod):
                 free_width=free_width,
                 depth_sd=depth_sd,
                 offset_sd=offset_sd,
+                width_sd=width_sd,
                 grid_step_um=step / 4.0,
             )
             z = fit.shift_um

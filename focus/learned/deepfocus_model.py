@@ -17,7 +17,12 @@ import numpy as np
 import torch
 
 from slidescan.focus.learned.checkpoint import load_checkpoint, shipped_path
-from slidescan.focus.learned.deepfocus_score import PATCH_PX, frame_patches
+from slidescan.focus.learned.deepfocus_score import (
+    NOISE_DRAWS,
+    PATCH_PX,
+    frame_patches,
+    needs_noise,
+)
 from slidescan.focus.learned.diffcnn_model import fuse_conv_bn
 from slidescan.focus.learned.torch_threads import torch_threads
 from slidescan.focus.protocol import FocusError
@@ -65,14 +70,29 @@ class SharpnessNet:
         return out[:, 0], 1.0 / (1.0 + np.exp(-out[:, 1]))
 
     def score_frame(
-        self, image: np.ndarray, max_patches: int = 16, noise_floor: float = 0.0
+        self,
+        image: np.ndarray,
+        max_patches: int = 16,
+        noise_floor: float = 0.0,
+        draws: int = NOISE_DRAWS,
     ) -> FrameScores:
         """A frame's patches scored, their noise first raised to `noise_floor` grey levels
-        (the calibration's `noise_floor`; 0: as they are)."""
+        (the calibration's `noise_floor`; 0: as they are); where noise is added, it is drawn
+        `draws` times and the scores and validities averaged (`deepfocus_score`)."""
+        if draws < 1:
+            raise ValueError(f"noise draws must be at least 1, got {draws}")
         t0 = time.perf_counter()
-        patches, corners = frame_patches(image, max_patches, self.patch_px, noise_floor)
-        scores, valid = self.score_patches(patches)
-        return FrameScores(scores, valid, corners, time.perf_counter() - t0)
+        if not needs_noise(image, noise_floor, max_patches, self.patch_px):
+            draws = 1
+        scores, valid = [], []
+        for k in range(draws):
+            patches, corners = frame_patches(image, max_patches, self.patch_px, noise_floor, k)
+            s, v = self.score_patches(patches)
+            scores.append(s)
+            valid.append(v)
+        return FrameScores(
+            np.mean(scores, axis=0), np.mean(valid, axis=0), corners, time.perf_counter() - t0
+        )
 
 
 _CACHE: dict[tuple, SharpnessNet] = {}

@@ -24,7 +24,11 @@ specimen, an exposure or a replay with less noise than the calibration stack the
 curve with other wings. `frame_patches(noise_floor=...)` first raises the patches' noise to
 the calibration's floor (`noise_sigma`, Immerkaer's estimator; Gaussian noise seeded by the
 frame's own pixels, `frame_seed`, so a frame always reads the same), which the calibration
-sets at `deepfocus_calibration.NOISE_FLOOR_FACTOR` (2) times its own stack's noise.
+sets at `deepfocus_calibration.NOISE_FLOOR_FACTOR` (2) times its own stack's noise. The
+noise added is itself noise in the score, so it is drawn `NOISE_DRAWS` times (seeds
+`frame_seed` + 0, 1, ...) and the patch scores averaged (`SharpnessNet.score_frame`): the
+same mean score, a third of the variance the floor adds (10x tuning stacks, 17 fixed hints
+per stack, 4 frames: MAE 0.458 -> 0.421 um with 3 draws, 0.421 with 5).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import zlib
 import numpy as np
 
 PATCH_PX = 128
+#: Draws of the noise floor's noise per frame, their scores averaged (module docstring).
+NOISE_DRAWS = 3
 #: Blur width beyond which a 128 px patch shows no more: the score saturates there.
 MAX_SIGMA_PX = 24.0
 #: Below this nothing is resolved on any camera (a pixel's own spread).
@@ -127,14 +133,26 @@ def cut_patches(
 
 
 def frame_patches(
-    image: np.ndarray, max_patches: int = 16, patch: int = PATCH_PX, noise_floor: float = 0.0
+    image: np.ndarray,
+    max_patches: int = 16,
+    patch: int = PATCH_PX,
+    noise_floor: float = 0.0,
+    draw: int = 0,
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """A frame's standardised patches (N, P, P) and their corners, their noise first raised to
     `noise_floor` grey levels (0: as they are; module docstring), seeded by the frame's own
-    pixels."""
+    pixels and `draw` (the k-th draw of that noise)."""
     cut, corners = cut_patches(image, max_patches, patch)
-    seed = frame_seed(image) if noise_floor > 0 else None
+    seed = frame_seed(image) + int(draw) if noise_floor > 0 else None
     return standardise(raise_noise(cut, noise_floor, seed)), corners
+
+
+def needs_noise(image: np.ndarray, noise_floor: float, max_patches: int, patch: int) -> bool:
+    """Whether `frame_patches` adds noise to this frame (its patches' noise is below the floor)."""
+    if noise_floor <= 0:
+        return False
+    cut, _ = cut_patches(image, max_patches, patch)
+    return noise_sigma(np.asarray(cut, dtype=np.float32)) < noise_floor
 
 
 def frame_seed(image: np.ndarray) -> int:
