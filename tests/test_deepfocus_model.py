@@ -205,8 +205,9 @@ def test_the_floor_noise_is_drawn_several_times_and_the_scores_averaged(tmp_path
         patches, _ = frame_patches(quiet, 9, net.patch_px, floor, draw=k)
         each.append(net.score_patches(patches))
     avg = net.score_frame(quiet, 9, floor, draws=3)
-    np.testing.assert_allclose(avg.scores, np.mean([e[0] for e in each], axis=0), rtol=1e-12)
-    np.testing.assert_allclose(avg.valid_prob, np.mean([e[1] for e in each], axis=0), rtol=1e-12)
+    # (one batch of all draws: the same numbers to float32 rounding)
+    np.testing.assert_allclose(avg.scores, np.mean([e[0] for e in each], axis=0), rtol=1e-5)
+    np.testing.assert_allclose(avg.valid_prob, np.mean([e[1] for e in each], axis=0), rtol=1e-5)
     assert not np.allclose(each[0][0], each[1][0])  # the draws differ
     one = net.score_frame(quiet, 9, floor, draws=1)
     np.testing.assert_array_equal(one.scores, each[0][0])  # draw 0 is the single draw

@@ -84,14 +84,17 @@ class SharpnessNet:
         t0 = time.perf_counter()
         if not needs_noise(image, noise_floor, max_patches, self.patch_px):
             draws = 1
-        scores, valid = [], []
+        batch = []
         for k in range(draws):
             patches, corners = frame_patches(image, max_patches, self.patch_px, noise_floor, k)
-            s, v = self.score_patches(patches)
-            scores.append(s)
-            valid.append(v)
+            batch.append(patches)
+        n = len(batch[0])
+        s, v = self.score_patches(np.concatenate(batch))  # one call: far cheaper than `draws`
         return FrameScores(
-            np.mean(scores, axis=0), np.mean(valid, axis=0), corners, time.perf_counter() - t0
+            s.reshape(draws, n).mean(axis=0),
+            v.reshape(draws, n).mean(axis=0),
+            corners,
+            time.perf_counter() - t0,
         )
 
 
