@@ -306,16 +306,19 @@ def test_run_gap_searches_each_stack_with_both_calibrations_on_the_same_hints(st
         # the stack's own calibration finds focus from anywhere, the given one from nowhere
         return Reach(99.0 if "own_" in cal else 0.0, frames=3)
 
-    with open_stacks(stack_file) as f:
-        rep = deepfocus_gap.run_gap(
-            [("a.h5", f, {})],
-            given,
-            hint_range_um=2.0,
-            trials=4,
-            seed=3,
-            calibrate_own=calibrate_own,
-            make_method=make_method,
-        )
+    def run():
+        with open_stacks(stack_file) as f:
+            return deepfocus_gap.run_gap(
+                [("a.h5", f, {})],
+                given,
+                hint_range_um=2.0,
+                trials=4,
+                seed=3,
+                calibrate_own=calibrate_own,
+                make_method=make_method,
+            )
+
+    rep = run()
     assert seen == [("s0", "a.h5:s0"), ("s1", "a.h5:s1"), ("s2", "a.h5:s2")]
     assert [r.stack_id for r in rep.rows] == ["s0", "s1", "s2"]
     own, gv = rep.pooled["own"], rep.pooled["given"]
@@ -328,17 +331,7 @@ def test_run_gap_searches_each_stack_with_both_calibrations_on_the_same_hints(st
     assert d["summary"]["given"]["mae_um"] == pytest.approx(gv.mae_um)
     assert d["given_fwhm_um"] == pytest.approx(_calibration("x").fwhm_um)
     assert "pooled" in rep.format_table()
-    with open_stacks(stack_file) as f:
-        again = deepfocus_gap.run_gap(
-            [("a.h5", f, {})],
-            given,
-            hint_range_um=2.0,
-            trials=4,
-            seed=3,
-            calibrate_own=calibrate_own,
-            make_method=make_method,
-        )
-    assert again.pooled["given"].mae_um == gv.mae_um  # seeded: the same hints again
+    assert run().pooled["given"].mae_um == gv.mae_um  # seeded: the same hints again
     with open_stacks(stack_file) as f, pytest.raises(ValueError, match="plane step"):
         deepfocus_gap.run_gap([("a.h5", f, {})], given, plane_step=0)
 
