@@ -101,6 +101,23 @@ def test_the_mirrored_frame_is_the_one_nearest_the_wanted_distance(method_on, di
     assert abs(r.z_um - 2.0) < 0.1
 
 
+@pytest.mark.parametrize("hint_mirror", [0.1, 0.0])
+def test_an_estimate_near_the_hint_mirrors_the_first_frame_about_the_hint(method_on, hint_mirror):
+    # focus 0.2 um above the hint (0.06 FWHM): the third frame mirrors the first about the hint,
+    # a pair symmetric about it; never (0): the frame nearest 0.35 FWHM from the estimate is
+    # mirrored about the estimate
+    dev = FakeFocusDevice(truth_um=0.2)
+    m = method_on(dev, placement="mirror", hint_mirror=hint_mirror, recover=False)
+    r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
+    a, b, c = dev.snapped_z[:3]
+    assert a < b == 0.0
+    if hint_mirror:
+        assert c == pytest.approx(-a, abs=1e-9)
+    else:
+        assert c != pytest.approx(-a, abs=0.05) and c > 0.2
+    assert abs(r.z_um - 0.2) < 0.1
+
+
 @pytest.mark.parametrize("far_beyond", [0.75, 0.0])
 def test_a_far_hint_puts_the_third_frame_on_the_flank_not_the_other_wing(
     method_on, monkeypatch, far_beyond

@@ -324,8 +324,13 @@ class DeepFocusFocus(FocusMethod):
         curve's flank, where a frame fixes the shift best, not out on the other wing. Not when
         `at_edge` (the estimate sits at the edge of its reach and the recovery is on): focus
         may lie beyond, and the mirror frame, far out, is what lets the last fit see that and
-        the recovery run (a frame on the flank of an estimate held at the edge misleads it)."""
+        the recovery run (a frame on the flank of an estimate held at the edge misleads it).
+        An estimate within `hint_mirror` FWHM of the hint (`zs[1]`) gets the first frame's
+        mirror about the hint: a pair symmetric about it, which cancels the curve's shape."""
         p = self.params
+        first, hint = zs[0], zs[1]
+        if p.hint_mirror > 0 and not at_edge and abs(f_hat - hint) < p.hint_mirror * fwhm:
+            return drive.clamp(2.0 * hint - first)[0]
         distance = p.mirror_distance * fwhm
         far = min(abs(z - f_hat) for z in zs) > p.far_beyond * fwhm
         if p.far_beyond > 0 and far and not at_edge:
