@@ -43,7 +43,7 @@ class DefocusNet:
     patch_px = 32  # the test camera is 64 px
 
     def score_frame(
-        self, image: np.ndarray, max_patches: int = 16, noise_floor: float = 0.0
+        self, image: np.ndarray, max_patches: int = 16, noise_floor: float = 0.0, draws: int = 3
     ) -> SimpleNamespace:
         self.calls += 1
         if self.calls == self.gate_at:

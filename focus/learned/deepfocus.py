@@ -173,7 +173,7 @@ class DeepFocusFocus(FocusMethod):
             image = np.asarray(frame.image)
             if not zs:
                 cal.check_frame(image)
-            scored = net.score_frame(image, p.max_patches, cal.noise_floor)
+            scored = net.score_frame(image, p.max_patches, cal.noise_floor, p.noise_draws)
             compute += scored.compute_s
             zs.append(move.z_um)
             frames.append(scored)
