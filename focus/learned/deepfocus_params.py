@@ -179,9 +179,9 @@ class DeepFocusParams(FocusParams):
         le=8,
         description="draws of the noise floor's noise per frame, their scores averaged "
         "(deepfocus_score.NOISE_DRAWS; tuning grids 10x MAE 0.458 um with 1, 0.421 with 3 and "
-        "5). They cost network time: a 512 px frame's 16 patches take 28 ms with 1 and 102 ms "
-        "with 3 on one thread of this 2-core CPU (a 256 px frame's 4: 12 and 18 ms); 1 where "
-        "the CPU, not the stage, sets a scan's pace",
+        "5). They cost network time: a 512 px frame's 16 patches take 28-35 ms with 1 and "
+        "100-110 ms with 3 on one thread of this 2-core CPU (a 256 px frame's 4: 10-12 and "
+        "18-30 ms); 1 where the CPU, not the stage, sets a scan's pace",
     )
     final_capture: bool = Field(default=True, description="move to the focus and take a frame")
     threads: int | None = Field(default=1, ge=1, description="torch CPU threads for the network")
