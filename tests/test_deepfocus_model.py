@@ -17,8 +17,8 @@ from slidescan.focus.learned.deepfocus_score import (
     MAX_SIGMA_PX,
     blur_sigma_px,
     cut_patches,
+    frame_draws,
     frame_patches,
-    needs_noise,
     noise_sigma,
     patch_grid,
     raise_noise,
@@ -214,7 +214,8 @@ def test_the_floor_noise_is_drawn_several_times_and_the_scores_averaged(tmp_path
     np.testing.assert_array_equal(avg.scores, net.score_frame(quiet, 9, floor, draws=3).scores)
     # a frame already noisier than the floor gets no noise: every draw would be the same
     noisy = np.clip(_smooth(192)[..., None] + rng.normal(0, 8.0, (192, 192, 3)), 0, 255)
-    assert not needs_noise(noisy, floor, 9, net.patch_px) and needs_noise(quiet, floor, 9, 64)
+    assert len(frame_draws(noisy, 9, net.patch_px, floor, 3)[0]) == 1
+    assert len(frame_draws(quiet, 9, net.patch_px, floor, 3)[0]) == 3
     np.testing.assert_array_equal(
         net.score_frame(noisy, 9, floor, draws=3).scores, net.score_frame(noisy, 9).scores
     )

@@ -2,7 +2,7 @@
 
 `SharpnessNet` loads a kit checkpoint of method "deepfocus" (MobileNetV2, one luminance input,
 two outputs), folds batch norm into the convolutions and scores a frame's patches
-(`deepfocus_score.frame_patches`, their noise first raised to the calibration's floor): per
+(`deepfocus_score.frame_draws`, their noise first raised to the calibration's floor): per
 patch the blur score (ln px) and the probability that the patch can be judged. Deterministic for a given input; `threads` as for diffcnn (one thread
 is fastest for a dozen patches and far faster than two when other work shares the CPU).
 """
@@ -20,8 +20,7 @@ from slidescan.focus.learned.checkpoint import load_checkpoint, shipped_path
 from slidescan.focus.learned.deepfocus_score import (
     NOISE_DRAWS,
     PATCH_PX,
-    frame_patches,
-    needs_noise,
+    frame_draws,
 )
 from slidescan.focus.learned.diffcnn_model import fuse_conv_bn
 from slidescan.focus.learned.torch_threads import torch_threads
@@ -82,17 +81,12 @@ class SharpnessNet:
         if draws < 1:
             raise ValueError(f"noise draws must be at least 1, got {draws}")
         t0 = time.perf_counter()
-        if not needs_noise(image, noise_floor, max_patches, self.patch_px):
-            draws = 1
-        batch = []
-        for k in range(draws):
-            patches, corners = frame_patches(image, max_patches, self.patch_px, noise_floor, k)
-            batch.append(patches)
+        batch, corners = frame_draws(image, max_patches, self.patch_px, noise_floor, draws)
         n = len(batch[0])
-        s, v = self.score_patches(np.concatenate(batch))  # one call: far cheaper than `draws`
+        s, v = self.score_patches(np.concatenate(batch))  # one call: cheaper than one per draw
         return FrameScores(
-            s.reshape(draws, n).mean(axis=0),
-            v.reshape(draws, n).mean(axis=0),
+            s.reshape(len(batch), n).mean(axis=0),
+            v.reshape(len(batch), n).mean(axis=0),
             corners,
             time.perf_counter() - t0,
         )

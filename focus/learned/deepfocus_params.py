@@ -180,7 +180,7 @@ class DeepFocusParams(FocusParams):
         description="draws of the noise floor's noise per frame, their scores averaged "
         "(deepfocus_score.NOISE_DRAWS; tuning grids 10x MAE 0.458 um with 1, 0.421 with 3 and "
         "5). They cost network time: a 512 px frame's 16 patches take 28-35 ms with 1 and "
-        "100-110 ms with 3 on one thread of this 2-core CPU (a 256 px frame's 4: 10-12 and "
+        "100-120 ms with 3 on one thread of this 2-core CPU (a 256 px frame's 4: 10-12 and "
         "18-30 ms); 1 where the CPU, not the stage, sets a scan's pace",
     )
     final_capture: bool = Field(default=True, description="move to the focus and take a frame")

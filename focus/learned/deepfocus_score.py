@@ -142,17 +142,29 @@ def frame_patches(
     """A frame's standardised patches (N, P, P) and their corners, their noise first raised to
     `noise_floor` grey levels (0: as they are; module docstring), seeded by the frame's own
     pixels and `draw` (the k-th draw of that noise)."""
+    draws, corners = frame_draws(image, max_patches, patch, noise_floor, 1, first=draw)
+    return draws[0], corners
+
+
+def frame_draws(
+    image: np.ndarray,
+    max_patches: int = 16,
+    patch: int = PATCH_PX,
+    noise_floor: float = 0.0,
+    draws: int = 1,
+    first: int = 0,
+) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """`frame_patches` for draws `first`, `first` + 1, ... of the floor's noise, the frame cut,
+    seeded and its noise measured once; a single entry when no noise is added (`noise_floor`
+    0, or the frame already noisier than it: every draw would be the same)."""
     cut, corners = cut_patches(image, max_patches, patch)
-    seed = frame_seed(image) + int(draw) if noise_floor > 0 else None
-    return standardise(raise_noise(cut, noise_floor, seed)), corners
-
-
-def needs_noise(image: np.ndarray, noise_floor: float, max_patches: int, patch: int) -> bool:
-    """Whether `frame_patches` adds noise to this frame (its patches' noise is below the floor)."""
-    if noise_floor <= 0:
-        return False
-    cut, _ = cut_patches(image, max_patches, patch)
-    return noise_sigma(np.asarray(cut, dtype=np.float32)) < noise_floor
+    have = noise_sigma(cut) if noise_floor > 0 and len(cut) else math.inf
+    if not have < noise_floor:
+        return [standardise(cut)], corners
+    seed = frame_seed(image) + int(first)
+    return [
+        standardise(raise_noise(cut, noise_floor, seed + k, have=have)) for k in range(draws)
+    ], corners
 
 
 def frame_seed(image: np.ndarray) -> int:
@@ -181,17 +193,20 @@ def noise_sigma(patches: np.ndarray) -> float:
     return float(math.sqrt(math.pi / 2.0) * np.abs(response).mean() / 6.0)
 
 
-def raise_noise(patches: np.ndarray, floor: float, seed: int | None = None) -> np.ndarray:
+def raise_noise(
+    patches: np.ndarray, floor: float, seed: int | None = None, have: float | None = None
+) -> np.ndarray:
     """(N, P, P) luminance patches with Gaussian noise added so their noise level reaches
     `floor` grey levels; unchanged when it is there already or `floor` is 0. The noise is
     seeded by `seed` (`frame_seed` of the frame they were cut from), or else by the patches'
-    own bytes: the same frame always gets the same noise."""
+    own bytes: the same frame always gets the same noise. `have`: their noise level
+    (`noise_sigma`), where the caller measured it already."""
     p = np.asarray(patches, dtype=np.float32)
     if not (math.isfinite(floor) and floor >= 0):
         raise ValueError(f"noise floor must be a finite number >= 0, got {floor}")
     if floor == 0:
         return p
-    have = noise_sigma(p)
+    have = noise_sigma(p) if have is None else have
     if have >= floor:
         return p
     if seed is None:
