@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from slidescan.app.cli import main
-from slidescan.app.store import ScanReader
+from slidescan.app.store import ScanFileError, ScanReader
 
 
 @pytest.fixture
@@ -186,9 +186,12 @@ def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path, tiny_profile):
     while time.monotonic() < deadline:  # wait until a few tiles are in the file
         time.sleep(0.02)
         if out_file.exists():
-            with ScanReader(out_file) as r:
-                if r.n_tiles >= 2:
-                    break
+            try:
+                with ScanReader(out_file) as r:
+                    if r.n_tiles >= 2:
+                        break
+            except ScanFileError:  # the writer holds it locked while it creates it: try again
+                continue
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (err, out[-300:])
