@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from test_focus_fakes import FakeOptics as Optics
 
 from slidescan.focus.deepfocus_calibration import (
     DIP_DEPTH,
@@ -20,7 +21,6 @@ from slidescan.focus.deepfocus_calibration import (
 )
 from slidescan.focus.deepfocus_curve import CurveModel
 from slidescan.focus.learned.deepfocus import find_calibration
-from tests.test_focus_fakes import FakeOptics as Optics
 
 TRUE = CurveModel(4.2, 3.0, 0.0, 3.5, 3.0, 1.2, 0.3, 0.6)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_focus_fakes import FakeFocusDevice, FakeOptics
 
 from slidescan.focus.deepfocus_calibration import DIP_DEPTH, CalibrationError, build_calibration
 from slidescan.focus.deepfocus_curve import CurveModel
@@ -14,7 +15,6 @@ from slidescan.focus.learned import deepfocus as deepfocus_module
 from slidescan.focus.learned.deepfocus import DeepFocusFocus
 from slidescan.focus.learned.deepfocus_model import FrameScores
 from slidescan.focus.protocol import FocusHint
-from tests.test_focus_fakes import FakeFocusDevice, FakeOptics
 
 CURVE = CurveModel(0.0, 3.0, 0.0, 3.4, 2.5, 1.2, 0.3, 0.5)
 

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import shiboken6
 from PySide6 import QtCore
 from test_gui_helpers import InstantStage, tissue_frame
 
@@ -217,6 +218,30 @@ def test_worker_delivers_errors_on_gui_thread(qtbot):
     qtbot.waitUntil(lambda: len(seen) == 1, timeout=2000)
     assert seen[0][0] == "port vanished"
     assert seen[0][1] is QtCore.QCoreApplication.instance().thread()
+    worker.shutdown()
+
+
+def test_worker_drops_a_result_whose_receiver_was_deleted_while_the_call_ran(qtbot):
+    """A panel closed while its stage poll runs (CI met this): no 'Signal source has been
+    deleted' on the GUI thread, and the worker's other callers still get their results."""
+    import threading
+
+    class Receiver(QtCore.QObject):
+        got = QtCore.Signal(object)
+
+        def take(self, value):
+            self.got.emit(value)
+
+    worker = DeviceWorker()
+    receiver = Receiver()
+    release = threading.Event()
+    worker.submit(lambda: release.wait(5) and 1, on_result=receiver.take)
+    shiboken6.delete(receiver)  # deleted on the C++ side while the call still runs
+    release.set()
+    alive = []
+    worker.submit(lambda: 2, on_result=alive.append)
+    qtbot.waitUntil(lambda: alive == [2], timeout=5000)
+    assert worker.pending == 0
     worker.shutdown()
 
 

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import shiboken6
 from PySide6 import QtCore
 
 log = logging.getLogger(__name__)
@@ -93,11 +94,13 @@ class DeviceWorker(QtCore.QObject):
         self._pending -= 1
         if self._pending == 0:
             self.busyChanged.emit(False)
-        if exc is not None:
-            if on_error is not None:
-                on_error(exc)
-        elif on_result is not None:
-            on_result(result)
+        callback = on_error if exc is not None else on_result
+        if callback is None:
+            return
+        if not _owner_alive(callback):
+            log.debug("result dropped: its receiver was deleted while the call ran")
+            return
+        callback(exc if exc is not None else result)
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Block until every submitted call has run (tests, shutdown). True when idle."""
@@ -125,6 +128,19 @@ def _lower_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
     except OSError as exc:  # not allowed here: the scan still runs, at normal priority
         log.debug("could not lower the worker's priority: %s", exc)
+
+
+def _owner_alive(callback: Callable[[Any], None]) -> bool:
+    """False when `callback` is a method of a Qt object whose C++ side is already deleted.
+
+    A panel or controller can be closed while its hardware call still runs on the worker (a
+    stage poll during a window close); delivering the result then raises 'Signal source has
+    been deleted' on the GUI thread.
+    """
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, QtCore.QObject):
+        return shiboken6.isValid(owner)
+    return True
 
 
 def _labelled(on_error: ErrorCallback | None, label: str, worker: DeviceWorker) -> ErrorCallback:
