@@ -235,12 +235,22 @@ def test_worker_drops_a_result_whose_receiver_was_deleted_while_the_call_ran(qtb
     worker = DeviceWorker()
     receiver = Receiver()
     release = threading.Event()
+    other = Receiver()
     worker.submit(lambda: release.wait(5) and 1, on_result=receiver.take)
-    shiboken6.delete(receiver)  # deleted on the C++ side while the call still runs
+    worker.submit(lambda: 1, on_result=lambda v: other.take(v), receiver=other)  # a lambda's
+    shiboken6.delete(receiver)  # deleted on the C++ side while the calls still run
+    shiboken6.delete(other)
     release.set()
-    alive = []
+    alive, failures = [], []
+    worker.failed.connect(lambda label, exc: failures.append(label))
+
+    def boom():
+        raise OSError("port vanished")
+
+    worker.submit(boom, label="poll")  # no on_error: still reported by the worker
     worker.submit(lambda: 2, on_result=alive.append)
     qtbot.waitUntil(lambda: alive == [2], timeout=5000)
+    assert failures == ["poll"]
     assert worker.pending == 0
     worker.shutdown()
 

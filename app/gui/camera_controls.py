@@ -66,6 +66,7 @@ class CameraControls(QtCore.QObject):
             lambda: camera.exposure_range_ms,
             on_result=lambda limits: self._bound_exposure(camera, limits),
             label="exposure range",
+            receiver=self,
         )
         if self.live_wanted:
             self.live_button.setChecked(True)

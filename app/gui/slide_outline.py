@@ -46,5 +46,6 @@ def show_slide(tile_map: TileMap, microscope: Microscope, worker: DeviceWorker) 
         on_result=shown,
         on_error=lambda exc: None,  # a picture that cannot be made is no error worth a dialog
         label="slide overview",
+        receiver=tile_map,
     )
     tile_map.zoom_to_tissue()

@@ -92,6 +92,7 @@ class CameraList(QtWidgets.QWidget):
             on_result=lambda found: self._found(looking, found, started),
             on_error=lambda exc: self._failed(looking, kind, exc),
             label=f"list {kind.label} cameras",
+            receiver=self,
         )
 
     def cancel(self) -> None:

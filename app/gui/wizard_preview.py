@@ -232,6 +232,7 @@ class CameraPreview(QtWidgets.QWidget):
             on_result=lambda took: self._exposure_done(session, took),
             on_error=lambda exc: self._exposure_failed(session, exc),
             label="set the preview's exposure",
+            receiver=self,
         )
 
     def _exposure_done(self, session: PreviewSession, took: float | None) -> None:

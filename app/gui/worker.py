@@ -39,7 +39,8 @@ ErrorCallback = Callable[[BaseException], None]
 class DeviceWorker(QtCore.QObject):
     """Runs callables on a single background thread; callbacks run on the GUI thread."""
 
-    _finished = QtCore.Signal(object, object, object, object)  # on_result, on_error, result, exc
+    #: callback, receiver, value: the callback runs with the value unless the receiver is gone.
+    _finished = QtCore.Signal(object, object, object)
     #: Emitted on the GUI thread with (label, exception) for every failed call without on_error.
     failed = QtCore.Signal(str, object)
     busyChanged = QtCore.Signal(bool)
@@ -69,11 +70,20 @@ class DeviceWorker(QtCore.QObject):
         on_result: ResultCallback | None = None,
         on_error: ErrorCallback | None = None,
         label: str = "",
+        receiver: QtCore.QObject | None = None,
     ) -> concurrent.futures.Future | None:
-        """Run `fn(*args)` on the worker thread; None (and a log line) after `shutdown()`."""
+        """Run `fn(*args)` on the worker thread; None (and a log line) after `shutdown()`.
+
+        `receiver` is the Qt object the callbacks belong to: when it has been deleted by the
+        time the call returns (a panel closed during a stage poll), the result is dropped
+        rather than delivered to a dead object. It defaults to the object a bound-method
+        callback belongs to; a lambda's caller names it.
+        """
         if self._closed:
             log.warning("%s dropped: the device worker has shut down", label or "call")
             return None
+        if receiver is None:
+            receiver = _qt_owner(on_result) or _qt_owner(on_error)
         self._pending += 1
         if self._pending == 1:
             self.busyChanged.emit(True)
@@ -83,24 +93,26 @@ class DeviceWorker(QtCore.QObject):
                 result = fn(*args)
             except BaseException as exc:  # delivered to the GUI thread, never lost
                 log.warning("%s failed: %s", label or getattr(fn, "__name__", "call"), exc)
-                self._finished.emit(on_result, _labelled(on_error, label, self), None, exc)
+                if on_error is None:  # the worker reports it, whoever asked
+                    self._finished.emit(lambda e: self.failed.emit(label, e), None, exc)
+                else:
+                    self._finished.emit(on_error, receiver, exc)
                 return None
-            self._finished.emit(on_result, on_error, result, None)
+            self._finished.emit(on_result, receiver, result)
             return result
 
         return self._pool.submit(job)
 
-    def _deliver(self, on_result: Any, on_error: Any, result: Any, exc: Any) -> None:
+    def _deliver(self, callback: Any, receiver: Any, value: Any) -> None:
         self._pending -= 1
         if self._pending == 0:
             self.busyChanged.emit(False)
-        callback = on_error if exc is not None else on_result
         if callback is None:
             return
-        if not _owner_alive(callback):
+        if receiver is not None and not shiboken6.isValid(receiver):
             log.debug("result dropped: its receiver was deleted while the call ran")
             return
-        callback(exc if exc is not None else result)
+        callback(value)
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Block until every submitted call has run (tests, shutdown). True when idle."""
@@ -130,20 +142,7 @@ def _lower_priority(nice: int) -> None:
         log.debug("could not lower the worker's priority: %s", exc)
 
 
-def _owner_alive(callback: Callable[[Any], None]) -> bool:
-    """False when `callback` is a method of a Qt object whose C++ side is already deleted.
-
-    A panel or controller can be closed while its hardware call still runs on the worker (a
-    stage poll during a window close); delivering the result then raises 'Signal source has
-    been deleted' on the GUI thread.
-    """
+def _qt_owner(callback: Callable[[Any], None] | None) -> QtCore.QObject | None:
+    """The Qt object a bound-method callback belongs to, else None."""
     owner = getattr(callback, "__self__", None)
-    if isinstance(owner, QtCore.QObject):
-        return shiboken6.isValid(owner)
-    return True
-
-
-def _labelled(on_error: ErrorCallback | None, label: str, worker: DeviceWorker) -> ErrorCallback:
-    if on_error is not None:
-        return on_error
-    return lambda exc: worker.failed.emit(label, exc)
+    return owner if isinstance(owner, QtCore.QObject) else None
