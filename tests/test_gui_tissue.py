@@ -283,3 +283,34 @@ def test_keys_on_the_map_remove_and_cancel(qtbot, window, tissue_dir):
         tissue.layer.add_corner(x, y)
     qtbot.keyClick(tm, QtCore.Qt.Key.Key_Return)
     assert len(tissue.layer.items) == 3 and tissue.regions.kinds[-1] == DRAWN
+
+
+def test_a_window_closed_while_its_profile_opens_closes_the_microscope(
+    qtbot, tmp_path, monkeypatch, tissue_dir
+):
+    """The open finishes after the close began: the microscope is closed, never left open, and
+    nothing is delivered to the closed window (no error dialog, no stage polling)."""
+    import threading
+
+    from slidescan.hardware import profile as profile_module
+    from slidescan.hardware.microscope import Microscope
+
+    opened = fake_microscope(tissue_dir, size=32)
+    closed = []
+    monkeypatch.setattr(Microscope, "close", lambda self: closed.append(self))
+    release = threading.Event()
+
+    def slow_open(prof, objective=None):
+        release.wait(10)
+        return opened
+
+    monkeypatch.setattr(profile_module, "open_microscope", slow_open)
+    settings = gui_settings(tmp_path / "gui.ini")
+    settings.setValue("camera/live", "false")
+    win = MainWindow(settings=settings)
+    qtbot.addWidget(win)
+    win.connect_profile("simulator")
+    threading.Timer(0.3, release.set).start()  # the open finishes while the window closes
+    win.close()
+    assert closed == [opened]
+    assert win.hardware.microscope is None and win.stage_controller is None

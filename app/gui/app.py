@@ -177,12 +177,12 @@ def create_main_window(
 
     window = MainWindow()
     if wizard or (profile is None and first_start(window.settings)):
-        QtCore.QTimer.singleShot(0, lambda: window.run_wizard(first_start=not wizard))
+        QtCore.QTimer.singleShot(0, window, lambda: window.run_wizard(first_start=not wizard))
     else:
         name = profile or str(window.settings.value("profile/last", "simulator"))
-        QtCore.QTimer.singleShot(0, lambda: window.connect_profile(name))
+        QtCore.QTimer.singleShot(0, window, lambda: window.connect_profile(name))
     if review:
-        QtCore.QTimer.singleShot(0, lambda: window.open_review(review))
+        QtCore.QTimer.singleShot(0, window, lambda: window.open_review(review))
     return window
 
 

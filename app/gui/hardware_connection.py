@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+import shiboken6
 from PySide6 import QtCore, QtWidgets
 
 from slidescan.app.gui.camera_tap import CameraTap, install_tap
@@ -59,6 +60,7 @@ class HardwareConnection(QtCore.QObject):
         #: The objective last used (kept in the settings), preferred when a profile connects.
         self.preferred_objective = ""
         self.wizard: QtWidgets.QWizard | None = None
+        self._closing = False
         self.profile_manager: QtWidgets.QDialog | None = None
         self._locked = False
 
@@ -127,10 +129,17 @@ class HardwareConnection(QtCore.QObject):
         self.release()
         self._worker.submit(
             job,
-            on_result=lambda r: self.set_microscope(r[1], name, r[0]),
+            on_result=lambda r: self._opened(r[1], name, r[0]),
             on_error=lambda exc: self._profile_failed(name, exc),
             label=f"open profile {name}",
         )
+
+    def _opened(self, microscope: Microscope, name: str, profile: HardwareProfile) -> None:
+        if self._closing:  # the window closed while the profile opened: never leave it open
+            log.info("closing %s: it opened after the window closed", name)
+            microscope.close()
+            return
+        self.set_microscope(microscope, name, profile)
 
     def reconnect(self, objective: str | None = None) -> None:
         if self._refused("reconnect"):
@@ -192,7 +201,19 @@ class HardwareConnection(QtCore.QObject):
 
         self._worker.submit(close, label="close microscope")
 
+    def shutdown(self) -> None:
+        """The window is closing: close the setup dialogs and the microscope; a profile still
+        opening is closed as soon as it has opened (`_opened`)."""
+        self._closing = True
+        for dialog in (self.wizard, self.profile_manager):
+            if dialog is not None and shiboken6.isValid(dialog):
+                dialog.close()
+        self.release()
+
     def _profile_failed(self, name: str, exc: BaseException) -> None:
+        if self._closing:
+            log.info("profile %s did not open (the window has closed): %s", name, exc)
+            return
         self.connectFailed.emit(name)
         buttons = {"Run the hardware wizard…": lambda: self.run_wizard()}
         if name != "simulator":

@@ -95,11 +95,7 @@ class MainWindow(QtWidgets.QMainWindow):
         # No Qt parent for the worker, which other threads emit on: Python owns it, so a job
         # holding a reference keeps it alive even if the window goes first.
         self.worker = DeviceWorker()
-        self.worker.failed.connect(
-            lambda label, exc: self.notifier.error(
-                "Hardware", f"{label or 'device call'} failed:\n{exc}"
-            )
-        )
+        self.worker.failed.connect(self._device_call_failed)
         self.hardware = HardwareConnection(self.worker, self.settings, self.notifier, self)
         self._build_views()
         self.preview = PlanPreview(
@@ -516,17 +512,24 @@ class MainWindow(QtWidgets.QMainWindow):
             )
             return
         self.calibration.cancel()  # a calibration running stops after its plane, saves nothing
+        self.tissue.cancel()  # a pre-scan running stops after its field
         if self.export_dialog is not None:
             self.export_dialog.shutdown()  # an export or stitch still running stops cleanly
             self.export_dialog.close()
         self.save_settings()
         self.reviews.close_all()
-        self.hardware.release()
+        self.hardware.shutdown()
         self.worker.wait_idle(10)
         self.worker.shutdown()
         self._closed = True
         gil_share.release()
         super().closeEvent(event)
+
+    def _device_call_failed(self, label: str, exc: BaseException) -> None:
+        if self._closed:  # a call that failed while the window closed: the log has it
+            log.warning("%s failed after the window closed: %s", label or "device call", exc)
+            return
+        self.notifier.error("Hardware", f"{label or 'device call'} failed:\n{exc}")
 
     def _stop_and_quit(self) -> None:
         self._quit_after_scan = True

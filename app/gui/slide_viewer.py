@@ -64,7 +64,9 @@ class SlideViewer(QtWidgets.QWidget):
         self.chunk = chunk
         self.slide: ViewerSlide | None = None
         self.cache = ChunkCache(cache_bytes)
-        self.loader = ChunkLoader(chunk, parent=self)
+        # No Qt parent: the loader's thread may still emit on it after this viewer is deleted
+        # (a slow read when the window closes); Python keeps it alive until the thread ends.
+        self.loader = ChunkLoader(chunk)
         self.loader.loaded.connect(self._chunk_loaded)
         self.loader.failed.connect(self._chunk_failed)
         self._items: dict[ChunkKey, pg.ImageItem] = {}

@@ -115,7 +115,12 @@ class DeviceWorker(QtCore.QObject):
         callback(value)
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
-        """Block until every submitted call has run (tests, shutdown). True when idle."""
+        """Block until every submitted call has run (tests, shutdown). True when idle.
+
+        Called on the GUI thread it also delivers the results already waiting in the event
+        queue, so a window closing after it has seen every answer to its calls (an open that
+        finished just now gets closed, not delivered to a deleted window later).
+        """
         if self._closed:
             return True
         done = self._pool.submit(lambda: None)
@@ -123,6 +128,8 @@ class DeviceWorker(QtCore.QObject):
             done.result(timeout=timeout_s)
         except concurrent.futures.TimeoutError:
             return False
+        if QtCore.QThread.currentThread() is self.thread():
+            QtCore.QCoreApplication.sendPostedEvents(self, QtCore.QEvent.Type.MetaCall)
         return True
 
     def shutdown(self, wait: bool = True) -> None:
