@@ -34,10 +34,12 @@ class FakeNet:
         self.rng = np.random.default_rng(seed)
         self.noise_floors: list[float] = []
         self.draws: list[int] = []
+        self.drawn_patches: list[int | None] = []
 
-    def score_frame(self, image, max_patches=16, noise_floor=0.0, draws=3):
+    def score_frame(self, image, max_patches=16, noise_floor=0.0, draws=3, drawn_patches=None):
         self.noise_floors.append(noise_floor)
         self.draws.append(draws)
+        self.drawn_patches.append(drawn_patches)
         n = min(self.patches, max_patches)
         d = self.device._z_actual - self.device.truth_um
         shift = np.array([self.offsets.get(i, 0.0) for i in range(n)])
@@ -164,7 +166,8 @@ def test_every_frame_is_scored_at_the_calibration_noise_floor(method_on):
     r = m.focus(FocusDrive(dev), FocusHint(z_um=0.0))
     assert r.ok and len(net.noise_floors) == r.frames - 1  # the final capture is not scored
     assert set(net.noise_floors) == {2.5}
-    assert set(net.draws) == {3}  # the noise drawn three times by default
+    assert set(net.draws) == {3}  # the noise drawn three times by default,
+    assert set(net.drawn_patches) == {32}  # fewer where 32 patch draws are reached sooner
     net = FakeNet(dev)
     method_on(dev, net, noise_floor=2.5, noise_draws=1).focus(FocusDrive(dev), FocusHint(0.0))
     assert net.draws and set(net.draws) == {1}

@@ -221,6 +221,13 @@ def test_the_floor_noise_is_drawn_several_times_and_the_scores_averaged(tmp_path
     )
     with pytest.raises(ValueError, match="at least 1"):
         net.score_frame(quiet, 9, floor, draws=0)
+    # fewer draws where the frame's patches average the noise too: draws x patches >= drawn
+    n = len(frame_draws(quiet, 9, net.patch_px, floor, 1)[0][0])
+    for drawn, want in ((2 * n, 2), (2 * n + 1, 3), (1, 1), (100 * n, 3)):
+        got = frame_draws(quiet, 9, net.patch_px, floor, 3, drawn_patches=drawn)[0]
+        assert len(got) == want, (drawn, len(got))
+    two = net.score_frame(quiet, 9, floor, draws=3, drawn_patches=2 * n)
+    np.testing.assert_allclose(two.scores, np.mean([e[0] for e in each[:2]], axis=0), rtol=1e-5)
 
 
 def test_bad_weights_are_one_line_errors(tmp_path):

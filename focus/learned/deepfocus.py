@@ -173,7 +173,9 @@ class DeepFocusFocus(FocusMethod):
             image = np.asarray(frame.image)
             if not zs:
                 cal.check_frame(image)
-            scored = net.score_frame(image, p.max_patches, cal.noise_floor, p.noise_draws)
+            scored = net.score_frame(
+                image, p.max_patches, cal.noise_floor, p.noise_draws, p.drawn_patches
+            )
             compute += scored.compute_s
             zs.append(move.z_um)
             frames.append(scored)

@@ -74,14 +74,18 @@ class SharpnessNet:
         max_patches: int = 16,
         noise_floor: float = 0.0,
         draws: int = NOISE_DRAWS,
+        drawn_patches: int | None = None,
     ) -> FrameScores:
         """A frame's patches scored, their noise first raised to `noise_floor` grey levels
         (the calibration's `noise_floor`; 0: as they are); where noise is added, it is drawn
-        `draws` times and the scores and validities averaged (`deepfocus_score`)."""
+        `draws` times (with `drawn_patches`: fewer where the frame has the patches to average
+        it, `frame_draws`) and the scores and validities averaged (`deepfocus_score`)."""
         if draws < 1:
             raise ValueError(f"noise draws must be at least 1, got {draws}")
         t0 = time.perf_counter()
-        batch, corners = frame_draws(image, max_patches, self.patch_px, noise_floor, draws)
+        batch, corners = frame_draws(
+            image, max_patches, self.patch_px, noise_floor, draws, drawn_patches=drawn_patches
+        )
         n = len(batch[0])
         s, v = self.score_patches(np.concatenate(batch))  # one call: cheaper than one per draw
         return FrameScores(

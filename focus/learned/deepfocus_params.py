@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from slidescan.focus.learned.deepfocus_score import DRAWN_PATCHES, NOISE_DRAWS
 from slidescan.focus.protocol import FocusParams
 
 
@@ -174,7 +175,7 @@ class DeepFocusParams(FocusParams):
     )
     max_patches: int = Field(default=16, ge=1, le=256, description="patches read per frame")
     noise_draws: int = Field(
-        default=3,
+        default=NOISE_DRAWS,
         ge=1,
         le=8,
         description="draws of the noise floor's noise per frame, their scores averaged "
@@ -182,6 +183,15 @@ class DeepFocusParams(FocusParams):
         "5). They cost network time: a 512 px frame's 16 patches take 28-35 ms with 1 and "
         "100-120 ms with 3 on one thread of this 2-core CPU (a 256 px frame's 4: 10-12 and "
         "18-30 ms); 1 where the CPU, not the stage, sets a scan's pace",
+    )
+    drawn_patches: int = Field(
+        default=DRAWN_PATCHES,
+        ge=1,
+        le=1024,
+        description="fewer noise draws where a frame has the patches to average the noise: "
+        "draws until patches x draws reaches this (a 16-patch frame: 2 of 3). Tuning stacks "
+        "of 512 px frames (16 patches), 17 fixed hints, 4 frames, MAE um (10x +/-40 um / "
+        "20x +/-5 um): 1 draw 0.417 / 0.154, 2 0.383 / 0.151, 3 0.385 / 0.150",
     )
     final_capture: bool = Field(default=True, description="move to the focus and take a frame")
     threads: int | None = Field(default=1, ge=1, description="torch CPU threads for the network")

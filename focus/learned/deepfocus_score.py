@@ -41,6 +41,8 @@ import numpy as np
 PATCH_PX = 128
 #: Draws of the noise floor's noise per frame, their scores averaged (module docstring).
 NOISE_DRAWS = 3
+#: Draws are only needed until patches x draws reaches this: a 16-patch frame takes 2.
+DRAWN_PATCHES = 32
 #: Blur width beyond which a 128 px patch shows no more: the score saturates there.
 MAX_SIGMA_PX = 24.0
 #: Below this nothing is resolved on any camera (a pixel's own spread).
@@ -153,14 +155,19 @@ def frame_draws(
     noise_floor: float = 0.0,
     draws: int = 1,
     first: int = 0,
+    drawn_patches: int | None = None,
 ) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
     """`frame_patches` for draws `first`, `first` + 1, ... of the floor's noise, the frame cut,
     seeded and its noise measured once; a single entry when no noise is added (`noise_floor`
-    0, or the frame already noisier than it: every draw would be the same)."""
+    0, or the frame already noisier than it: every draw would be the same). With
+    `drawn_patches`, only as many of the `draws` as bring patches x draws to it: the frame's
+    score averages the added noise over its patches as well as over the draws."""
     cut, corners = cut_patches(image, max_patches, patch)
     have = noise_sigma(cut) if noise_floor > 0 and len(cut) else math.inf
     if not have < noise_floor:
         return [standardise(cut)], corners
+    if drawn_patches is not None:
+        draws = max(1, min(draws, math.ceil(drawn_patches / len(cut))))
     seed = frame_seed(image) + int(first)
     return [
         standardise(raise_noise(cut, noise_floor, seed + k, have=have)) for k in range(draws)
