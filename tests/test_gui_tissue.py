@@ -313,4 +313,5 @@ def test_a_window_closed_while_its_profile_opens_closes_the_microscope(
     threading.Timer(0.3, release.set).start()  # the open finishes while the window closes
     win.close()
     assert closed == [opened]
-    assert win.hardware.microscope is None and win.stage_controller is None
+    assert win.hardware.microscope is None
+    assert win.notifier.last_dialog is None

@@ -222,37 +222,67 @@ def test_worker_delivers_errors_on_gui_thread(qtbot):
 
 
 def test_worker_drops_a_result_whose_receiver_was_deleted_while_the_call_ran(qtbot):
-    """A panel closed while its stage poll runs (CI met this): no 'Signal source has been
-    deleted' on the GUI thread, and the worker's other callers still get their results."""
+    """A panel closed while its stage poll runs (CI met this): nothing is delivered to it (no
+    'Signal source has been deleted' on the GUI thread), a failure meant for it is still
+    reported, and the worker's other callers still get their results."""
     import threading
+
+    taken = []
 
     class Receiver(QtCore.QObject):
         got = QtCore.Signal(object)
 
         def take(self, value):
+            taken.append(value)
             self.got.emit(value)
 
-    worker = DeviceWorker()
-    receiver = Receiver()
-    release = threading.Event()
-    other = Receiver()
-    worker.submit(lambda: release.wait(5) and 1, on_result=receiver.take)
-    worker.submit(lambda: 1, on_result=lambda v: other.take(v), receiver=other)  # a lambda's
-    shiboken6.delete(receiver)  # deleted on the C++ side while the calls still run
-    shiboken6.delete(other)
-    release.set()
-    alive, failures = [], []
-    worker.failed.connect(lambda label, exc: failures.append(label))
+        def fail(self, exc):
+            taken.append(exc)
+            self.got.emit(exc)
 
     def boom():
         raise OSError("port vanished")
 
-    worker.submit(boom, label="poll")  # no on_error: still reported by the worker
+    worker = DeviceWorker()
+    receiver, other, third = Receiver(), Receiver(), Receiver()
+    failures = []
+    worker.failed.connect(lambda label, exc: failures.append((label, str(exc))))
+    release = threading.Event()
+    worker.submit(lambda: release.wait(5) and 1, on_result=receiver.take)
+    worker.submit(lambda: 1, on_result=lambda v: other.take(v), receiver=other)  # a lambda's
+    worker.submit(boom, on_error=third.fail, label="poll")  # its own error handler is gone
+    for gone in (receiver, other, third):
+        shiboken6.delete(gone)  # deleted on the C++ side while the calls still run
+    release.set()
+    worker.submit(boom, label="jog")  # no on_error: reported by the worker
+    alive = []
     worker.submit(lambda: 2, on_result=alive.append)
     qtbot.waitUntil(lambda: alive == [2], timeout=5000)
-    assert failures == ["poll"]
+    assert taken == []
+    assert failures == [("poll", "port vanished"), ("jog", "port vanished")]
     assert worker.pending == 0
     worker.shutdown()
+
+
+def test_a_draining_worker_runs_every_call_answers_it_and_refuses_new_ones(qtbot):
+    """What a closing window relies on: the calls submitted before run, their results are
+    delivered during `drain`, and a call a result handler makes then is refused."""
+    import threading
+
+    worker = DeviceWorker()
+    ran, got, refused = [], [], []
+    release = threading.Event()
+    worker.submit(lambda: release.wait(5) and ran.append("open") or "scope", on_result=got.append)
+
+    def answer(value):
+        got.append(value)
+        refused.append(worker.submit(lambda: ran.append("late")))
+
+    worker.submit(lambda: ran.append("close") or "closed", on_result=answer)
+    threading.Timer(0.2, release.set).start()
+    worker.drain()
+    assert ran == ["open", "close"] and got == ["scope", "closed"]
+    assert refused == [None] and worker.pending == 0
 
 
 def test_throttle_coalesces(qtbot):

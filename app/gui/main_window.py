@@ -89,6 +89,7 @@ class MainWindow(QtWidgets.QMainWindow):
             | QtWidgets.QMainWindow.DockOption.AllowTabbedDocks
         )
         self._closed = False
+        self._closing = False
         self._quit_after_scan = False
         gil_share.favour_gui_thread()  # short GIL waits for repaints (gil_share.py)
         self.notifier = Notifier(self)
@@ -511,6 +512,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 yes=self._stop_and_quit,
             )
             return
+        self._closing = True  # from here on a device failure goes to the log, not a dialog
         self.calibration.cancel()  # a calibration running stops after its plane, saves nothing
         self.tissue.cancel()  # a pre-scan running stops after its field
         if self.export_dialog is not None:
@@ -519,14 +521,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.save_settings()
         self.reviews.close_all()
         self.hardware.shutdown()
-        self.worker.wait_idle(10)
-        self.worker.shutdown()
+        self.worker.drain()  # every call made so far runs and is answered; no new ones
         self._closed = True
         gil_share.release()
         super().closeEvent(event)
 
     def _device_call_failed(self, label: str, exc: BaseException) -> None:
-        if self._closed:  # a call that failed while the window closed: the log has it
+        if self._closing:  # a call that failed while the window closed: the log has it
             log.warning("%s failed after the window closed: %s", label or "device call", exc)
             return
         self.notifier.error("Hardware", f"{label or 'device call'} failed:\n{exc}")

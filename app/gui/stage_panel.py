@@ -81,7 +81,9 @@ class StageController(QtCore.QObject):
         self.positionChanged.emit(position)
 
     def stop_polling(self) -> None:
+        """Stop reading the position, and forget moves not yet sent (the stage is let go)."""
         self._timer.stop()
+        self._wanted.clear()
 
     # -- moves ---------------------------------------------------------------------------------
     def jog(self, dx: float = 0.0, dy: float = 0.0, dz: float = 0.0) -> None:

@@ -39,8 +39,9 @@ ErrorCallback = Callable[[BaseException], None]
 class DeviceWorker(QtCore.QObject):
     """Runs callables on a single background thread; callbacks run on the GUI thread."""
 
-    #: callback, receiver, value: the callback runs with the value unless the receiver is gone.
-    _finished = QtCore.Signal(object, object, object)
+    #: callback, receiver, value, label, failed: the callback runs with the value unless its
+    #: receiver is gone (then a failure is still reported through `failed`).
+    _finished = QtCore.Signal(object, object, object, str, bool)
     #: Emitted on the GUI thread with (label, exception) for every failed call without on_error.
     failed = QtCore.Signal(str, object)
     busyChanged = QtCore.Signal(bool)
@@ -76,14 +77,15 @@ class DeviceWorker(QtCore.QObject):
 
         `receiver` is the Qt object the callbacks belong to: when it has been deleted by the
         time the call returns (a panel closed during a stage poll), the result is dropped
-        rather than delivered to a dead object. It defaults to the object a bound-method
-        callback belongs to; a lambda's caller names it.
+        rather than delivered to a dead object (a failure still reaches `failed`). It defaults
+        to the object the bound-method callbacks belong to; a lambda's caller names it.
         """
         if self._closed:
             log.warning("%s dropped: the device worker has shut down", label or "call")
             return None
         if receiver is None:
-            receiver = _qt_owner(on_result) or _qt_owner(on_error)
+            owners = {id(o): o for o in (_qt_owner(on_result), _qt_owner(on_error)) if o}
+            receiver = next(iter(owners.values())) if len(owners) == 1 else None
         self._pending += 1
         if self._pending == 1:
             self.busyChanged.emit(True)
@@ -93,26 +95,24 @@ class DeviceWorker(QtCore.QObject):
                 result = fn(*args)
             except BaseException as exc:  # delivered to the GUI thread, never lost
                 log.warning("%s failed: %s", label or getattr(fn, "__name__", "call"), exc)
-                if on_error is None:  # the worker reports it, whoever asked
-                    self._finished.emit(lambda e: self.failed.emit(label, e), None, exc)
-                else:
-                    self._finished.emit(on_error, receiver, exc)
+                self._finished.emit(on_error, receiver, exc, label, True)
                 return None
-            self._finished.emit(on_result, receiver, result)
+            self._finished.emit(on_result, receiver, result, label, False)
             return result
 
         return self._pool.submit(job)
 
-    def _deliver(self, callback: Any, receiver: Any, value: Any) -> None:
-        self._pending -= 1
+    def _deliver(self, callback: Any, receiver: Any, value: Any, label: str, failed: bool) -> None:
+        self._pending = max(self._pending - 1, 0)
         if self._pending == 0:
             self.busyChanged.emit(False)
-        if callback is None:
-            return
         if receiver is not None and not shiboken6.isValid(receiver):
-            log.debug("result dropped: its receiver was deleted while the call ran")
-            return
-        callback(value)
+            log.debug("%s: its receiver was deleted while the call ran", label or "call")
+            callback = None
+        if callback is not None:
+            callback(value)
+        elif failed:  # nobody to tell: the worker reports it, whoever asked
+            self.failed.emit(label, value)
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Block until every submitted call has run (tests, shutdown). True when idle.
@@ -128,13 +128,29 @@ class DeviceWorker(QtCore.QObject):
             done.result(timeout=timeout_s)
         except concurrent.futures.TimeoutError:
             return False
-        if QtCore.QThread.currentThread() is self.thread():
-            QtCore.QCoreApplication.sendPostedEvents(self, QtCore.QEvent.Type.MetaCall)
         return True
 
+    def drain(self) -> None:
+        """Close for good (a window closing): refuse new calls, run every call already
+        submitted (the microscope's close among them), then deliver their results here and
+        now, so that a profile which finished opening meanwhile is seen and closed rather than
+        left open, while whatever those callbacks submit is refused. Call on the GUI thread."""
+        self._closed = True
+        self._pool.shutdown(wait=True)
+        QtCore.QCoreApplication.sendPostedEvents(self, QtCore.QEvent.Type.MetaCall)
+        self._idle()
+
     def shutdown(self, wait: bool = True) -> None:
+        """Refuse new calls and drop the ones not yet started (results already queued still
+        arrive through the event loop)."""
         self._closed = True
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._idle()
+
+    def _idle(self) -> None:
+        if self._pending:
+            self._pending = 0
+            self.busyChanged.emit(False)
 
 
 def _lower_priority(nice: int) -> None:
