@@ -163,3 +163,17 @@ def fake_slide_microscope(tissue_dir: Path, size: int = 64):
 
     m = fake_microscope(tissue_dir, size)
     return SlideMicroscope(m.stage, m.camera, m.optics, m.clock, name="fake-slide")
+
+
+def stop_scan_before_close(qtbot):
+    """pytest-qt's `before_close_func` for a main window: a test that ends (or fails) with a
+    scan running stops it and waits for the window to see it finish, so the window's close
+    releases the hardware instead of asking "Scan running — stop and quit?"."""
+
+    def stop(win) -> None:
+        if win.runner is not None:
+            win.runner.cancel()
+            win.runner.wait(30)
+            qtbot.waitUntil(lambda: win.runner is None, timeout=30_000)
+
+    return stop

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_gui_helpers import fake_microscope
+from test_gui_helpers import fake_microscope, stop_scan_before_close
 
 from slidescan.app.events import FinishReason, RunnerState
 from slidescan.app.gui.main_window import MainWindow
@@ -28,13 +28,9 @@ def window(qtbot, tmp_path):
     settings = gui_settings(tmp_path / "gui.ini")
     settings.setValue("camera/live", "false")
     win = MainWindow(settings=settings)
-    qtbot.addWidget(win)
+    qtbot.addWidget(win, before_close_func=stop_scan_before_close(qtbot))
     win.show()
     yield win
-    if win.runner is not None:
-        win.runner.cancel()
-        win.runner.wait(30)
-    win.worker.wait_idle(10)
 
 
 def connect(qtbot, win, microscope, name="fake"):
