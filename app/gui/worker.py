@@ -42,7 +42,8 @@ class DeviceWorker(QtCore.QObject):
     #: callback, receiver, value, label, failed: the callback runs with the value unless its
     #: receiver is gone (then a failure is still reported through `failed`).
     _finished = QtCore.Signal(object, object, object, str, bool)
-    #: Emitted on the GUI thread with (label, exception) for every failed call without on_error.
+    #: Emitted on the GUI thread with (label, exception) for every failed call without an
+    #: on_error, or whose on_error's receiver was deleted while it ran.
     failed = QtCore.Signal(str, object)
     busyChanged = QtCore.Signal(bool)
 
@@ -115,12 +116,8 @@ class DeviceWorker(QtCore.QObject):
             self.failed.emit(label, value)
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
-        """Block until every submitted call has run (tests, shutdown). True when idle.
-
-        Called on the GUI thread it also delivers the results already waiting in the event
-        queue, so a window closing after it has seen every answer to its calls (an open that
-        finished just now gets closed, not delivered to a deleted window later).
-        """
+        """Block until every submitted call has run (tests). True when idle. Their results
+        still arrive through the event loop (`drain` delivers them at once)."""
         if self._closed:
             return True
         done = self._pool.submit(lambda: None)
