@@ -23,6 +23,9 @@ from pydantic import ValidationError
 from slidescan.focus.classical import BrentSearch, NoFocus, ZSweep
 from slidescan.focus.protocol import FocusError, FocusMethod, FocusParams
 
+#: A metric curve's axis unless the method names its own.
+METRIC_AXIS = "focus metric (a.u.)"
+
 
 class UnknownMethodError(FocusError, ValueError):
     """An unknown focus-method name, or parameters the method does not take."""
@@ -36,6 +39,8 @@ class _Entry:
     method: Target
     params: Target
     summary: str = ""
+    #: What a plot's axis calls the method's metric curve (`FocusCurve`, kind "metric").
+    curve_axis: str = METRIC_AXIS
 
     @property
     def modules(self) -> list[str]:
@@ -81,14 +86,22 @@ _REGISTRY: dict[str, _Entry] = {
         "Learned: a CNN reads each patch's blur; a few frames laid over the instrument's "
         "calibrated blur curve give the focus (calibrate first: Focus > Calibrate DeepFocus, or "
         "`slidescan focus calibrate`).",
+        curve_axis="DeepFocus blur score (ln px)",
     ),
 }
 
 
-def register(name: str, method: Target, params: Target | None = None, summary: str = "") -> None:
+def register(
+    name: str,
+    method: Target,
+    params: Target | None = None,
+    summary: str = "",
+    curve_axis: str = METRIC_AXIS,
+) -> None:
     """Add a method: its class (or "module:attr") and its parameter model (default: the
     class's `Params`; give "module:attr" for a lazily imported method so its form does not
-    import it). Replaces an entry of the same name (a plug-in can override a default)."""
+    import it), and what plots call its metric curve. Replaces an entry of the same name (a
+    plug-in can override a default)."""
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"method names are letters, digits and '_', got {name!r}")
     for target in (method, params):
@@ -98,7 +111,14 @@ def register(name: str, method: Target, params: Target | None = None, summary: s
         if isinstance(method, str):
             raise ValueError("a lazily imported method needs its parameter model named too")
         params = method.Params
-    _REGISTRY[name] = _Entry(method, params, summary)
+    _REGISTRY[name] = _Entry(method, params, summary, curve_axis)
+
+
+def curve_axis(name: str) -> str:
+    """What a plot calls method `name`'s metric curve; the generic name for a method not
+    known here (a scan file from another installation still plots)."""
+    entry = _REGISTRY.get(name)
+    return entry.curve_axis if entry is not None else METRIC_AXIS
 
 
 def available_methods() -> list[str]:

@@ -131,6 +131,15 @@ def test_focus_curve_plot_shows_choice_and_truth(qtbot):
     assert len(xs) == 21 and ys.max() == pytest.approx(1.0)
     assert plot.chosen.value() == pytest.approx(0.1) and plot.truth.isVisible()
     assert "error +0.10 µm" in FocusCurvePlot.describe(ev)
+    assert plot.getAxis("left").labelText == "focus metric (a.u.)"
+    # a method that names its curve (the registry's curve_axis): DeepFocus's blur score
+    plot.show_focus(dataclasses.replace(ev, method="deepfocus", curve_values=z**2))
+    assert plot.getAxis("left").labelText.startswith("DeepFocus blur score (ln px")
+    # a fallback's curve, or a method not known here: the generic name
+    plot.show_focus(dataclasses.replace(ev, method="deepfocus", fallback="zsweep"))
+    assert plot.getAxis("left").labelText == "focus metric (a.u.)"
+    plot.show_focus(dataclasses.replace(ev, method="someone_elses"))
+    assert plot.getAxis("left").labelText == "focus metric (a.u.)"
 
 
 def test_learned_focus_is_drawn_as_the_distance_each_shot_read(qtbot):

@@ -21,6 +21,7 @@ from scipy.interpolate import griddata
 
 from slidescan.app.events import FocusDone
 from slidescan.app.gui._pg import FOCUS_CMAP, add_grid, pg
+from slidescan.focus.registry import METRIC_AXIS, curve_axis
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class FocusCurvePlot(pg.PlotWidget):
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.setLabel("bottom", _Z_LABEL)
-        self.setLabel("left", "focus metric (a.u.)")
+        self.setLabel("left", METRIC_AXIS)
         self.grid = add_grid(self)
         self.setMinimumSize(240, 180)
         self.legend = self.addLegend(offset=(10, 10), labelTextSize="8pt")
@@ -96,7 +97,10 @@ class FocusCurvePlot(pg.PlotWidget):
             # the distance up to it, which falls to zero at the predicted focus
             v = v - z
         self.curve.setData(z[order], v[order])
-        left = "predicted distance to focus (µm)" if prediction else "focus metric (a.u.)"
+        if prediction:
+            left = "predicted distance to focus (µm)"
+        else:  # a fallback's curve is another method's: the generic name
+            left = METRIC_AXIS if ev.fallback else curve_axis(ev.method)
         if self.getAxis("left").labelText != left:  # unchanged text: no relayout
             self.setLabel("left", left)
         self.zero.setVisible(prediction)
