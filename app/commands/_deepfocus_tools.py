@@ -65,11 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N,N,...",
         help="frames per trial, the final capture counted (default 3,4,5,6)",
     )
-    b.add_argument(
-        "--hint-range", type=float, default=5.0, help="hint error range, +- um (default 5)"
-    )
-    b.add_argument("--trials", type=int, default=5, help="trials per stack (default 5)")
-    b.add_argument("--seed", type=int, default=0, help="seed of the hint draws (default 0)")
+    _hint_args(b, trials=5, per="per stack")
     b.add_argument(
         "--stage",
         metavar="PRESET",
@@ -116,11 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _stacks_arg(g)
     _deepfocus_args(g)
-    g.add_argument(
-        "--hint-range", type=float, default=5.0, help="hint error range, +- um (default 5)"
-    )
-    g.add_argument("--trials", type=int, default=10, help="trials per stack per arm (default 10)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the hint draws (default 0)")
+    _hint_args(g, trials=10, per="per stack per arm")
     g.add_argument(
         "--max-frames",
         type=int,
@@ -152,6 +144,15 @@ def _stacks_arg(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="focus-stack files (.h5) or folders (every *.h5 in them); all with the same optics",
     )
+
+
+def _hint_args(p: argparse.ArgumentParser, trials: int, per: str) -> None:
+    """The seeded hint draws of a trial-based tool: their range, count and seed."""
+    p.add_argument(
+        "--hint-range", type=float, default=5.0, help="hint error range, +- um (default 5)"
+    )
+    p.add_argument("--trials", type=int, default=trials, help=f"trials {per} (default {trials})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the hint draws (default 0)")
 
 
 def _deepfocus_args(p: argparse.ArgumentParser) -> None:
